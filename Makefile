@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test demo data benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev,xray]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m scripts.demo
+
+data: $(STAMP)
+	$(PY) -m scripts.make_phantoms --out data/phantoms --n 10
+	$(PY) -m scripts.make_manifest --root data/phantoms --out data_manifests/phantoms.csv
+
+benchmark: $(STAMP)
+	$(PY) -m scripts.benchmark_training
+	$(PY) -m scripts.benchmark_inference
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
