@@ -1,0 +1,125 @@
+"""Tests for networks.generators (tiny 2D, 2.5D and 3D networks, base_channels 8)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from networks.generators import Pix2PixUNet, init_weights
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("options", "input_shape", "output_shape"),
+    [
+        (dict(spatial_dims=2, in_channels=1, num_downs=5), (2, 1, 32, 32), (2, 1, 32, 32)),
+        (dict(spatial_dims=2, in_channels=5, num_downs=5), (2, 5, 32, 32), (2, 1, 32, 32)),  # 2.5D, k = 5
+        (dict(spatial_dims=2, in_channels=1, num_downs=4), (1, 1, 32, 48), (1, 1, 32, 48)),  # non-square
+        (dict(spatial_dims=3, in_channels=1, num_downs=4), (1, 1, 16, 16, 16), (1, 1, 16, 16, 16)),
+    ],
+)
+@pytest.mark.parametrize("attention", [False, True])
+def test_output_shape_and_tanh_range(options, input_shape, output_shape, attention):
+    torch.manual_seed(0)
+    net = Pix2PixUNet(base_channels=8, attention=attention, **options)
+    # a large input drives pre-activations far out: the output must still be inside [-1, 1]
+    out = net(100.0 * torch.randn(input_shape))
+    assert out.shape == output_shape
+    assert out.abs().max() <= 1.0
+    assert out.abs().max() > 0.5  # saturating tanh, not a collapsed output
+
+
+def test_indivisible_size_raises_clear_error():
+    net = Pix2PixUNet(base_channels=8, num_downs=5)
+    with pytest.raises(ValueError, match=r"divisible by 2\*\*5 = 32.*\(32, 48\)"):
+        net(torch.zeros(1, 1, 32, 48))
+
+
+def test_wrong_channels_and_dimensionality_raise():
+    net = Pix2PixUNet(base_channels=8, num_downs=4, in_channels=5)
+    with pytest.raises(ValueError, match="5 input channels"):
+        net(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="4 dimensions"):
+        net(torch.zeros(1, 5, 16, 16, 16))
+
+
+@pytest.mark.parametrize("bad", [dict(norm="group"), dict(num_downs=1), dict(spatial_dims=1), dict(dropout=1.0)])
+def test_invalid_options_raise(bad):
+    with pytest.raises(ValueError):
+        Pix2PixUNet(base_channels=8, **bad)
+
+
+def test_dropout_is_random_in_train_and_off_in_eval():
+    torch.manual_seed(0)
+    net = Pix2PixUNet(base_channels=8, num_downs=5, dropout=0.5)
+    x = torch.randn(1, 1, 32, 32)
+    net.train()
+    assert not torch.equal(net(x), net(x))
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+
+
+def test_dropout_sits_in_the_three_innermost_decoder_blocks_only():
+    net = Pix2PixUNet(base_channels=8, num_downs=6, dropout=0.5)
+    has_dropout = [any(isinstance(m, torch.nn.Dropout) for m in block.modules()) for block in net.decoder]
+    assert has_dropout == [True, True, True, False, False]
+    assert not any(isinstance(m, torch.nn.Dropout) for m in net.output_block.modules())
+    no_dropout = Pix2PixUNet(base_channels=8, num_downs=6, dropout=0.0)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in no_dropout.modules())
+
+
+def test_norm_choices_and_no_norm_at_first_layer_and_bottleneck():
+    norm_types = (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)
+    for norm, kind in [("instance", torch.nn.InstanceNorm2d), ("batch", torch.nn.BatchNorm2d)]:
+        net = Pix2PixUNet(base_channels=8, num_downs=5, norm=norm)
+        assert not any(isinstance(m, norm_types) for m in net.encoder[0].modules())
+        assert not any(isinstance(m, norm_types) for m in net.encoder[-1].modules())
+        assert all(any(isinstance(m, kind) for m in block.modules()) for block in net.encoder[1:-1])
+        assert all(any(isinstance(m, kind) for m in block.modules()) for block in net.decoder)
+    plain = Pix2PixUNet(base_channels=8, num_downs=5, norm="none")
+    assert not any(isinstance(m, norm_types) for m in plain.modules())
+
+
+def test_channels_double_up_to_the_cap():
+    net = Pix2PixUNet(base_channels=8, num_downs=6, max_channels=32)
+    assert [block[0].out_channels for block in net.encoder[:-1]] + [net.encoder[-1].out_channels] == [8, 16, 32, 32, 32, 32]
+
+
+def test_attention_adds_gates_and_parameters():
+    plain = Pix2PixUNet(base_channels=8, num_downs=5)
+    gated = Pix2PixUNet(base_channels=8, num_downs=5, attention=True)
+    assert plain.gates is None
+    assert len(gated.gates) == 4  # one per skip connection
+    assert count_parameters(gated) > count_parameters(plain)
+
+
+def test_init_weights_pix2pix_statistics():
+    torch.manual_seed(0)
+    net = Pix2PixUNet(base_channels=32, num_downs=4, norm="batch")
+    conv_weights = torch.cat([m.weight.detach().flatten() for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
+    norm_weights = torch.cat([m.weight.detach().flatten() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(float(conv_weights.mean())) < 0.002 and float(conv_weights.std()) == pytest.approx(0.02, rel=0.05)
+    assert float(norm_weights.mean()) == pytest.approx(1.0, abs=0.01)
+    assert float(norm_weights.std()) == pytest.approx(0.02, rel=0.3)
+    init_weights(net, gain=0.1)
+    conv_weights = torch.cat([m.weight.detach().flatten() for m in net.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert float(conv_weights.std()) == pytest.approx(0.1, rel=0.05)
+    assert all(float(m.bias.abs().max()) == 0.0 for m in net.modules() if getattr(m, "bias", None) is not None)
+
+
+def test_one_optimisation_step_decreases_l1():
+    torch.manual_seed(0)
+    net = Pix2PixUNet(base_channels=8, num_downs=4, dropout=0.0)
+    x = torch.randn(2, 1, 16, 16)
+    y = torch.tanh(x)  # a learnable, bounded target
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    before = torch.nn.functional.l1_loss(net(x), y)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = torch.nn.functional.l1_loss(net(x), y)
+    assert after < before
