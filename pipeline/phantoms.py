@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.phantom_anatomy import TISSUES, Tissue, paint_head, smooth_noise
+from pipeline.writers import atomic_path
 from transforms.intensity import HU_AIR, HU_MIN
 
 #: Grid presets: shape (voxels) and spacing (mm). Both cover a 224 x 224 x 180 mm field of view.
@@ -174,18 +175,14 @@ def _image_mr(rng: np.random.Generator, fractions: np.ndarray, fields: dict, spa
 
 
 def _save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write NIfTI with qform = sform = ``affine`` (code 1, scanner), via a temp file + ``os.replace``."""
+    """Write NIfTI with qform = sform = ``affine`` (code 1, scanner), atomically."""
     img = nib.Nifti1Image(array, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm")
     img.header.set_data_dtype(array.dtype)
-    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp{os.getpid()}.nii.gz")
-    try:
+    with atomic_path(path, overwrite=True) as tmp:  # folder-level overwrite was checked by the caller
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_phantom_dataset(
