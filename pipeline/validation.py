@@ -27,7 +27,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.writers import LPS_TO_RAS, read_volume
+from pipeline.writers import itk_affine_ras, read_volume
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -127,23 +127,10 @@ def _check_nifti_size(path: Path, image: nib.Nifti1Image) -> None:
 
 
 def _itk_geometry(reader: sitk.ImageFileReader, path: Path) -> Geometry:
-    dim = reader.GetDimension()
     shape = tuple(int(s) for s in reader.GetSize())
     if reader.GetNumberOfComponents() > 1:  # vector image: not a scalar volume, show it as an extra axis
         shape = shape + (int(reader.GetNumberOfComponents()),)
-    # ITK direction is dim x dim; the spatial part is its top-left (up to) 3x3 block. A 2-D image is
-    # embedded in 3-D with a unit third axis.
-    n = min(dim, 3)
-    direction = np.eye(3)
-    direction[:n, :n] = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n]
-    spacing = np.ones(3)
-    spacing[:n] = reader.GetSpacing()[:n]
-    origin = np.zeros(3)
-    origin[:n] = reader.GetOrigin()[:n]
-    affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction * spacing  # column j = direction of axis j times its spacing
-    affine_lps[:3, 3] = origin
-    affine = LPS_TO_RAS @ affine_lps
+    affine = itk_affine_ras(reader)
     dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     return Geometry(shape=shape, spacing=_spacing_from_affine(affine), affine=affine, ndim=len(shape),
                     path=path, dtype=dtype)

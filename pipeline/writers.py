@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write",
     "is_nifti",
     "read_geometry",
+    "itk_affine_ras",
     "read_volume",
     "write_like_reference",
 ]
@@ -98,16 +99,25 @@ def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def _itk_affine_ras(image_or_reader) -> np.ndarray:
-    """4x4 RAS affine from ITK LPS geometry (direction, spacing, origin)."""
+def itk_affine_ras(image_or_reader) -> np.ndarray:
+    """4x4 RAS affine from ITK LPS geometry (direction, spacing, origin). A 2-D image is embedded in
+    3-D with a unit third axis; a 4-D one contributes its first three axes."""
     dim = image_or_reader.GetDimension()
-    if dim != 3:
-        raise ValueError(f"expected a 3D image, got {dim}D")
-    direction = np.asarray(image_or_reader.GetDirection(), dtype=float).reshape(3, 3)
+    n = min(dim, 3)
+    direction = np.eye(3)
+    direction[:n, :n] = np.asarray(image_or_reader.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n]
+    spacing, origin = np.ones(3), np.zeros(3)
+    spacing[:n] = image_or_reader.GetSpacing()[:n]
+    origin[:n] = image_or_reader.GetOrigin()[:n]
     affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction * np.asarray(image_or_reader.GetSpacing(), dtype=float)
-    affine_lps[:3, 3] = image_or_reader.GetOrigin()
+    affine_lps[:3, :3] = direction * spacing  # column j = direction of axis j times its spacing
+    affine_lps[:3, 3] = origin
     return LPS_TO_RAS @ affine_lps
+
+
+def _require_3d(image_or_reader) -> None:
+    if image_or_reader.GetDimension() != 3:
+        raise ValueError(f"expected a 3D image, got {image_or_reader.GetDimension()}D")
 
 
 def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
@@ -125,7 +135,8 @@ def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
-    return tuple(int(s) for s in reader.GetSize()), _itk_affine_ras(reader)
+    _require_3d(reader)
+    return tuple(int(s) for s in reader.GetSize()), itk_affine_ras(reader)
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +154,8 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         affine = np.asarray(img.affine, dtype=float)
     else:
         image = sitk.ReadImage(str(path))
-        affine = _itk_affine_ras(image)
+        _require_3d(image)
+        affine = itk_affine_ras(image)
         # SimpleITK arrays are (Z, Y, X); transpose back to the file's (X, Y, Z) order.
         data = sitk.GetArrayFromImage(image).astype(np.float32).transpose(2, 1, 0)
     if data.ndim != 3:
