@@ -1,0 +1,130 @@
+"""Loading and geometry: files -> channel-first RAS tensors (optionally resampled), and back.
+
+Every step is a MONAI invertible transform, so a prediction made on the network grid goes back to
+the input file's own grid (shape and affine) with MONAI's ``Invertd``. Affines are RAS (MONAI and
+nibabel convention); ITK formats (.mha, .mhd, .nrrd) store LPS and MONAI's ``ITKReader`` converts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    EnsureChannelFirstd,
+    InvertibleTransform,
+    Invertd,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    Spacingd,
+)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def load_oriented(
+    keys: Sequence[str],
+    *,
+    target_spacing: Sequence[float] | None = None,
+    image_keys: Sequence[str] = ("mr", "ct"),
+    label_keys: Sequence[str] = ("mask",),
+    axcodes: str = "RAS",
+    allow_missing_keys: bool = True,
+) -> list[MapTransform]:
+    """Transforms that load ``keys`` as ``(1, X, Y, Z)`` float32 MetaTensors oriented to ``axcodes``.
+
+    - ``LoadImaged`` with MONAI's reader choice by file suffix: NIfTI (.nii, .nii.gz) through
+      nibabel, .mha/.mhd/.nrrd through ITK (LPS converted to RAS). Voxels become float32.
+    - ``EnsureChannelFirstd``; ``Orientationd(axcodes)`` (axis flips/permutations only: exact).
+    - when ``target_spacing`` (mm, per axis after orientation) is given, ``Spacingd``: bilinear for
+      ``image_keys``, nearest for ``label_keys``. The grid keeps the input's rotation (oblique stays
+      oblique); only voxel size and count change.
+
+    Missing keys (e.g. no mask) are skipped when ``allow_missing_keys``. Every key must be listed in
+    ``image_keys`` or ``label_keys`` so its interpolation is never a guess.
+    """
+    keys = list(keys)
+    unknown = [k for k in keys if k not in image_keys and k not in label_keys]
+    if unknown:
+        raise ValueError(f"load_oriented: keys {unknown} are in neither image_keys {tuple(image_keys)} "
+                         f"nor label_keys {tuple(label_keys)}; say how each is interpolated")
+    transforms: list[MapTransform] = [
+        LoadImaged(keys, image_only=True, dtype=np.float32, allow_missing_keys=allow_missing_keys),
+        EnsureChannelFirstd(keys, allow_missing_keys=allow_missing_keys),
+        # Labels pinned to MONAI's RAS convention: every affine is RAS after loading (ITK's LPS converted).
+        Orientationd(keys, axcodes=axcodes, labels=RAS_LABELS, allow_missing_keys=allow_missing_keys),
+    ]
+    if target_spacing is not None:
+        spacing = tuple(float(s) for s in target_spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"target_spacing must be 3 positive numbers (mm), got {target_spacing!r}")
+        modes = ["nearest" if k in label_keys else "bilinear" for k in keys]
+        transforms.append(
+            Spacingd(keys, pixdim=spacing, mode=modes, padding_mode="border", allow_missing_keys=allow_missing_keys)
+        )
+    return transforms
+
+
+def invert_to_input_grid(
+    *,
+    pred_key: str | Sequence[str],
+    orig_key: str,
+    preprocessing: InvertibleTransform,
+    nearest_interp: bool | Sequence[bool] = False,
+) -> Invertd:
+    """``Invertd`` that puts ``pred_key`` (a prediction on the network grid, shaped like ``orig_key``)
+    back on the grid of the file ``orig_key`` was loaded from, replaying ``orig_key``'s operations.
+
+    ``preprocessing`` is the ``Compose`` that produced ``orig_key``. Interpolation is the forward one
+    (bilinear for images) unless ``nearest_interp`` (use ``True`` for a label-valued prediction).
+    The prediction takes ``orig_key``'s meta, so its affine after inversion is the file's affine.
+    """
+    pred_keys = [pred_key] if isinstance(pred_key, str) else list(pred_key)
+    return Invertd(
+        keys=pred_keys,
+        transform=preprocessing,
+        orig_keys=[orig_key] * len(pred_keys),
+        nearest_interp=nearest_interp,
+        to_tensor=True,
+    )
+
+
+def file_affine_ras(path: str | Path) -> np.ndarray:
+    """The 4x4 voxel-to-world (RAS, mm) affine in a file's header, read without MONAI.
+
+    NIfTI through nibabel (sform/qform as nibabel resolves them); other formats through SimpleITK's
+    header (direction, spacing, origin in LPS) converted to RAS. Independent of MONAI's readers, so it
+    can check them.
+    """
+    path = Path(path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    dimension = reader.GetDimension()
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dimension, dimension)[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(reader.GetSpacing()[:3])
+    affine[:3, 3] = reader.GetOrigin()[:3]
+    return LPS_TO_RAS @ affine
+
+
+def affine_matches_file(image: MetaTensor | np.ndarray | torch.Tensor, path: str | Path, *, atol: float = 1e-4) -> bool:
+    """True when ``image``'s affine (a MetaTensor, or a 4x4 affine) equals the affine in ``path``'s header."""
+    affine = image.affine if isinstance(image, MetaTensor) else image
+    affine = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    return bool(np.allclose(affine.astype(np.float64), file_affine_ras(path), atol=atol))
+
+
+__all__: Sequence[str] = [
+    "load_oriented", "invert_to_input_grid", "file_affine_ras", "affine_matches_file",
+]
