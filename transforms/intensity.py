@@ -30,7 +30,7 @@ def _clip(x: ArrayLike, lo: float, hi: float) -> ArrayLike:
 def hu_to_unit_range(hu: ArrayLike, *, clip: bool = True) -> ArrayLike:
     """HU -> [-1, 1]: -1024 HU -> -1, 3000 HU -> +1 (values outside the window are clipped)."""
     hu = _clip(hu, HU_MIN, HU_MAX) if clip else hu
-    return (hu - HU_MIN) * (2.0 / (HU_MAX - HU_MIN)) - 1.0
+    return (hu - HU_MIN) / (HU_MAX - HU_MIN) * 2.0 - 1.0  # this order hits -1 and +1 exactly
 
 
 def unit_range_to_hu(unit: ArrayLike, *, clip: bool = True) -> ArrayLike:

@@ -1,0 +1,138 @@
+"""Datasets and transform chains for training and validation, per mode (2d / 2.5d / 3d).
+
+Axial slices are the last spatial axis after orientation to RAS. Shapes seen by the networks:
+
+=====  ==========================  ==========================  =================
+mode   MR input                    CT target / mask            generator dims
+=====  ==========================  ==========================  =================
+2d     (B, 1, P, P)                (B, 1, P, P)                spatial_dims=2
+2.5d   (B, k, P, P)                (B, 1, P, P) (centre slice) spatial_dims=2
+3d     (B, 1, P, P, P)             (B, 1, P, P, P)             spatial_dims=3
+=====  ==========================  ==========================  =================
+
+MR is normalised per subject to [-1, 1]; CT is windowed from HU to [-1, 1] for training and kept in HU
+for validation (the metric is HU MAE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.data import CacheDataset, DataLoader, Dataset
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    SpatialPadd,
+)
+
+from transforms.intensity import HUWindowd, NormalizeMRd
+from transforms.mask import BodyMaskd
+from transforms.slab import SlabToChannelsd
+from transforms.spatial import load_oriented
+
+MODES = ("2d", "2.5d", "3d")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def input_channels(*, mode: str, slab_size: int) -> int:
+    """Number of MR channels the generator takes: k slices in 2.5D, one otherwise."""
+    return slab_size if check_mode(mode) == "2.5d" else 1
+
+
+def spatial_dims(mode: str) -> int:
+    return 3 if check_mode(mode) == "3d" else 2
+
+
+def patch_shape(*, mode: str, patch_size: int, slab_size: int) -> tuple[int, int, int]:
+    """The 3-D crop taken from a volume: (P, P, k) for 2D/2.5D (k = 1 for 2D), (P, P, P) for 3D."""
+    if check_mode(mode) == "3d":
+        return (patch_size, patch_size, patch_size)
+    return (patch_size, patch_size, slab_size if mode == "2.5d" else 1)
+
+
+def preprocessing(*, target_spacing: Sequence[float] | None = None, with_ct: bool = True) -> list:
+    """Deterministic part shared by training, validation and inference: load, RAS, resample,
+    body mask (from the MR when the subject has none), MR normalisation inside the mask."""
+    keys = ["mr", "ct", "mask"] if with_ct else ["mr", "mask"]
+    return [
+        *load_oriented(keys, target_spacing=target_spacing),
+        BodyMaskd("mr", mask_key="mask"),
+        NormalizeMRd("mr", mask_key="mask"),
+        EnsureTyped(keys=keys, dtype="float32", track_meta=True),
+    ]
+
+
+def training_transforms(
+    *,
+    mode: str,
+    patch_size: int,
+    slab_size: int = 5,
+    samples_per_volume: int = 8,
+    target_spacing: Sequence[float] | None = None,
+    foreground_fraction: float = 0.9,
+    flip_lr: bool = True,
+) -> Compose:
+    """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``),
+    then 2.5D slab-to-channels. CT ends in [-1, 1]."""
+    keys = ["mr", "ct", "mask"]
+    crop = patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size)
+    chain = [
+        *preprocessing(target_spacing=target_spacing),
+        HUWindowd("ct"),
+        SpatialPadd(keys=keys, spatial_size=crop, mode="edge"),
+        RandCropByPosNegLabeld(
+            keys=keys,
+            label_key="mask",
+            spatial_size=crop,
+            pos=foreground_fraction,
+            neg=1.0 - foreground_fraction,
+            num_samples=samples_per_volume,
+        ),
+    ]
+    if flip_lr:  # left-right mirror symmetry of the head is a safe augmentation (axis 0 = R-L in RAS)
+        chain.append(RandFlipd(keys=keys, prob=0.5, spatial_axis=0))
+    if mode != "3d":
+        chain.append(SlabToChannelsd("mr", centre_keys=("ct", "mask"), slab_size=crop[-1]))
+    return Compose(chain)
+
+
+def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
+    """Whole volumes on the network grid: MR in [-1, 1], CT in HU, mask 0/1, each (1, X, Y, Z)."""
+    return Compose(preprocessing(target_spacing=target_spacing))
+
+
+def drop_missing(records: list[dict]) -> list[dict]:
+    """Remove keys whose value is None or empty (e.g. a subject without a mask), so loaders skip them."""
+    return [{k: v for k, v in r.items() if v is not None and v == v and v != ""} for r in records]
+
+
+def make_loader(
+    records: list[dict],
+    transform: Compose,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    cache: bool = True,
+    num_workers: int = 0,
+    sampler=None,
+) -> DataLoader:
+    """CacheDataset keeps the deterministic preprocessing in memory, so only cropping runs per epoch."""
+    records = drop_missing(records)
+    if cache:
+        dataset = CacheDataset(records, transform, cache_rate=1.0, num_workers=None, progress=False)
+    else:
+        dataset = Dataset(records, transform)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+    )

@@ -1,0 +1,155 @@
+"""Conditional Pix2Pix on MONAI's engine.
+
+MONAI's ``GanTrainer`` feeds the generator random latents and ``AdversarialTrainer`` shows the
+discriminator only the fake, so neither is conditional Pix2Pix. ``Pix2PixTrainer`` keeps MONAI's
+``Trainer`` (and so its handlers, metrics, events) and replaces one iteration:
+
+1. fake = G(mr)
+2. D step on D(mr, ct) as real vs D(mr, fake.detach()) as fake (loss halved)
+3. G step on adversarial(D(mr, fake)) + lambda * L1(fake, ct) (+ optional extras)
+
+``engine.state.output`` is a flat dict of floats (losses and learning rates), ready for
+``StatsHandler`` / ``TensorBoardStatsHandler`` with ``output_transform=lambda x: x``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import default_prepare_batch
+from torch.utils.data import DataLoader
+
+from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+class Pix2PixTrainer(Trainer):
+    """One conditional GAN iteration per batch of ``{"mr", "ct", "mask"}`` (all in [-1, 1] / 0-1).
+
+    Args:
+        generator, discriminator: the networks (optionally DDP-wrapped).
+        g_optimizer, d_optimizer: their optimizers.
+        g_loss: :class:`networks.losses.Pix2PixGeneratorLoss` (lambda = 100 by default).
+        adversarial_mode: "vanilla", "lsgan" or "hinge" for the discriminator loss.
+        masked_l1: average L1 terms inside the body mask only.
+        amp: mixed precision; only takes effect on CUDA.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: DataLoader,
+        generator: torch.nn.Module,
+        discriminator: torch.nn.Module,
+        g_optimizer: torch.optim.Optimizer,
+        d_optimizer: torch.optim.Optimizer,
+        g_loss: Pix2PixGeneratorLoss | None = None,
+        adversarial_mode: str = "vanilla",
+        masked_l1: bool = False,
+        epoch_length: int | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        non_blocking: bool = False,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=default_prepare_batch,
+            handlers=train_handlers,
+            amp=amp and device.type == "cuda",
+            decollate=False,
+        )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.g_loss = g_loss if g_loss is not None else Pix2PixGeneratorLoss(adversarial_mode=adversarial_mode)
+        self.adversarial_mode = adversarial_mode
+        self.masked_l1 = masked_l1
+        # one scaler per optimiser so an overflow in D does not skip G's step
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def _autocast(self):
+        return torch.autocast("cuda") if self.amp else contextlib.nullcontext()
+
+    def _iteration(self, engine: "Pix2PixTrainer", batchdata: dict) -> dict[str, float]:
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        to = dict(device=engine.state.device, non_blocking=engine.non_blocking)
+        mr, ct = batchdata["mr"].to(**to), batchdata["ct"].to(**to)
+        mask = batchdata["mask"].to(**to) if engine.masked_l1 and "mask" in batchdata else None
+        mr, ct = mr.as_tensor() if hasattr(mr, "as_tensor") else mr, ct.as_tensor() if hasattr(ct, "as_tensor") else ct
+        if mask is not None and hasattr(mask, "as_tensor"):
+            mask = mask.as_tensor()
+        g, d = engine.generator, engine.discriminator
+        g.train()
+        d.train()
+
+        with engine._autocast():
+            fake = g(mr)
+
+        # discriminator: real pairs vs generated pairs (G frozen via detach)
+        engine.d_optimizer.zero_grad(set_to_none=True)
+        with engine._autocast():
+            # one forward over real and fake pairs: a single DDP forward per backward, and instance
+            # norm works per sample so stacking changes nothing
+            logits = d(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
+            real_logits, fake_logits = logits.chunk(2)
+            d_parts = discriminator_loss(real_logits, fake_logits, mode=engine.adversarial_mode, reduction_parts=True)
+        engine.d_scaler.scale(d_parts["total"]).backward()
+        engine.d_scaler.step(engine.d_optimizer)
+        engine.d_scaler.update()
+
+        # generator: fool D (D's parameters get gradients but are not stepped here)
+        engine.g_optimizer.zero_grad(set_to_none=True)
+        with engine._autocast():
+            fake_features = d(mr, fake)
+            real_features = None
+            if engine.g_loss.feature_matching_weight > 0:
+                with torch.no_grad():
+                    real_features = [f.detach() for f in d(mr, ct)]
+            terms = engine.g_loss(fake=fake, real=ct, fake_features=fake_features, real_features=real_features, mask=mask)
+        engine.g_scaler.scale(terms["total"]).backward()
+        engine.g_scaler.step(engine.g_optimizer)
+        engine.g_scaler.update()
+
+        output = {f"G_{name}": float(value.detach()) for name, value in terms.items()}
+        output.update({"D_real": float(d_parts["real"].detach()), "D_fake": float(d_parts["fake"].detach())})
+        output["lr_G"] = engine.g_optimizer.param_groups[0]["lr"]
+        output["lr_D"] = engine.d_optimizer.param_groups[0]["lr"]
+        return output
+
+
+def constant_then_linear_decay(optimizer: torch.optim.Optimizer, *, constant_epochs: int, decay_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Pix2Pix schedule (stepped once per epoch): lr constant for ``constant_epochs``, then linearly
+    to zero over ``decay_epochs``."""
+
+    def factor(epoch: int) -> float:
+        if epoch < constant_epochs:
+            return 1.0
+        return max(0.0, 1.0 - (epoch - constant_epochs + 1) / float(decay_epochs + 1))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
+
+
+def pix2pix_adam(parameters, *, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
+    """Adam with the Pix2Pix defaults (lr 2e-4, betas (0.5, 0.999))."""
+    return torch.optim.Adam(parameters, lr=lr, betas=(beta1, 0.999))
+
+
+def epochs_for_iterations(*, iterations: int, epoch_length: int) -> int:
+    return max(1, math.ceil(iterations / max(1, epoch_length)))
