@@ -1,0 +1,121 @@
+"""Render paired single-energy / dual-energy DRRs from CTs (SE -> DE Pix2Pix training data).
+
+Examples::
+
+    python -m scripts.get_chest_ct --out data/chest_ct
+    python -m scripts.make_drr_dataset --ct-dir data/chest_ct --out data/drr_chest \\
+        --projections-per-ct 8 --size 256 --volume-spacing 1.4 --figure data/drr_chest/figure.png
+    python -m scripts.make_drr_dataset --ct-dir data/phantoms --out data/drr_phantoms --format png \\
+        --manifest-copy data_manifests/drr_phantoms.csv
+
+``--ct-dir`` takes a folder of ``<ID>/ct.nii.gz`` subjects, a folder of CT files, or a CSV with
+columns subject_id, ct. Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``
+(subject_id, projection_id, se, de_soft, de_bone, split, geometry) and ``OUT/drr_dataset.json``.
+Nothing is replaced unless ``--overwrite`` is given. See docs/xray_physics.md for the physics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline.drr_dataset import DRRDatasetConfig, InputError, build_drr_dataset
+from pipeline.paired_images import load_image_2d
+from pipeline.writers import atomic_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = DRRDatasetConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ct-dir", type=Path, required=True, help="CT folder or CSV manifest (subject_id, ct)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--projections-per-ct", type=int, default=defaults.projections_per_ct)
+    p.add_argument("--size", type=int, default=defaults.detector_size, help="detector pixels per side")
+    p.add_argument("--pitch", type=float, default=None,
+                   help="detector pixel pitch in mm (default: fit the CT's extent after magnification)")
+    p.add_argument("--sid", type=float, default=defaults.sid_mm, help="source-isocentre distance, mm")
+    p.add_argument("--sdd", type=float, default=defaults.sdd_mm, help="source-detector distance, mm")
+    p.add_argument("--parallel", action="store_true", help="parallel beam instead of cone beam")
+    p.add_argument("--angle-range", type=float, nargs=2, default=defaults.angle_range_deg,
+                   metavar=("MIN", "MAX"), help="gantry angles drawn uniformly from [MIN, MAX) degrees")
+    p.add_argument("--max-shift", type=float, default=defaults.max_shift_mm, help="isocentre shift +-mm per axis")
+    p.add_argument("--volume-spacing", type=float, default=None,
+                   help="block-average the CT to at least this spacing (mm) before projecting (faster)")
+    p.add_argument("--kvp-se", type=float, default=defaults.kvp_se)
+    p.add_argument("--kvp-low", type=float, default=defaults.kvp_low)
+    p.add_argument("--kvp-high", type=float, default=defaults.kvp_high)
+    p.add_argument("--format", choices=("nii.gz", "nii", "png"), default=defaults.image_format)
+    p.add_argument("--png-scale", type=float, default=defaults.png_scale, help="log units per 16-bit PNG count")
+    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="CT subjects for validation")
+    p.add_argument("--test-fraction", type=float, default=defaults.test_fraction, help="CT subjects for testing")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--manifest-copy", type=Path, default=None,
+                   help="also write the manifest here (e.g. data_manifests/drr_chest.csv), paths relative to it")
+    p.add_argument("--figure", type=Path, default=None, help="PNG figure of the first pairs (SE | DE soft | DE bone)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return p
+
+
+def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float | None = None,
+                overwrite: bool = False) -> Path:
+    """SE | DE soft | DE bone for the first ``rows`` pairs of ``manifest``, each column with its own
+    grey window (1st-99.5th percentile); written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = pd.read_csv(manifest).head(rows)
+    keys = ("se", "de_soft", "de_bone")
+    fig, axes = plt.subplots(len(table), 3, figsize=(9, 3 * len(table)), squeeze=False)
+    for r, row in enumerate(table.itertuples(index=False)):
+        for c, key in enumerate(keys):
+            image = load_image_2d(manifest.parent / getattr(row, key), png_scale=png_scale)[0]
+            lo, hi = np.percentile(image, [1.0, 99.5])
+            axes[r, c].imshow(image, cmap="gray", vmin=lo, vmax=hi)
+            axes[r, c].set_title(f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)", fontsize=8)
+            axes[r, c].axis("off")
+    fig.tight_layout()
+    with atomic_path(figure, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DRRDatasetConfig(
+        projections_per_ct=args.projections_per_ct, detector_size=args.size, pixel_spacing_mm=args.pitch,
+        sid_mm=args.sid, sdd_mm=args.sdd, parallel=args.parallel, angle_range_deg=tuple(args.angle_range),
+        max_shift_mm=args.max_shift, volume_spacing_mm=args.volume_spacing, kvp_se=args.kvp_se,
+        kvp_low=args.kvp_low, kvp_high=args.kvp_high, image_format=args.format, png_scale=args.png_scale,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+    start = time.perf_counter()
+    try:
+        manifest = build_drr_dataset(args.ct_dir, args.out, config=config, overwrite=args.overwrite,
+                                     progress=True, extra_manifest=args.manifest_copy)
+    except (FileExistsError, InputError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    table = pd.read_csv(manifest)
+    counts = table.groupby("split")["subject_id"].nunique().to_dict()
+    print(f"wrote {len(table)} pairs from {table['subject_id'].nunique()} CTs to {args.out} in {elapsed:.1f} s "
+          f"({elapsed / max(len(table), 1):.2f} s/pair); subjects per split {counts}; manifest {manifest}")
+    if args.figure:
+        scale = args.png_scale if args.format == "png" else None
+        print(f"figure: {save_figure(manifest, args.figure, png_scale=scale, overwrite=args.overwrite)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
