@@ -26,12 +26,15 @@ from torch.utils.data import DataLoader
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if hasattr(module, "module") else module
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """MetaTensor -> Tensor: metadata is not needed inside the iteration and slows autograd."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
 
 
 class Pix2PixTrainer(Trainer):
-    """One conditional GAN iteration per batch of ``{"mr", "ct", "mask"}`` (all in [-1, 1] / 0-1).
+    """One conditional GAN iteration per batch of ``{image_key, target_key, mask_key}`` (default
+    ``mr``, ``ct``, ``mask``; images in [-1, 1], mask 0/1). The names ``mr``/``ct`` below stand for the
+    condition and the target of any paired translation (the X-ray bundle uses SE -> DE).
 
     Args:
         generator, discriminator: the networks (optionally DDP-wrapped).
@@ -55,6 +58,9 @@ class Pix2PixTrainer(Trainer):
         g_loss: Pix2PixGeneratorLoss | None = None,
         adversarial_mode: str = "vanilla",
         masked_l1: bool = False,
+        image_key: str = "mr",
+        target_key: str = "ct",
+        mask_key: str = "mask",
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
         amp: bool = False,
@@ -79,6 +85,7 @@ class Pix2PixTrainer(Trainer):
         self.g_loss = g_loss if g_loss is not None else Pix2PixGeneratorLoss(adversarial_mode=adversarial_mode)
         self.adversarial_mode = adversarial_mode
         self.masked_l1 = masked_l1
+        self.keys = (image_key, target_key, mask_key)
         # one scaler per optimiser so an overflow in D does not skip G's step
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -90,11 +97,9 @@ class Pix2PixTrainer(Trainer):
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
         to = dict(device=engine.state.device, non_blocking=engine.non_blocking)
-        mr, ct = batchdata["mr"].to(**to), batchdata["ct"].to(**to)
-        mask = batchdata["mask"].to(**to) if engine.masked_l1 and "mask" in batchdata else None
-        mr, ct = mr.as_tensor() if hasattr(mr, "as_tensor") else mr, ct.as_tensor() if hasattr(ct, "as_tensor") else ct
-        if mask is not None and hasattr(mask, "as_tensor"):
-            mask = mask.as_tensor()
+        image_key, target_key, mask_key = engine.keys
+        mr, ct = _plain(batchdata[image_key]).to(**to), _plain(batchdata[target_key]).to(**to)
+        mask = _plain(batchdata[mask_key]).to(**to) if engine.masked_l1 and mask_key in batchdata else None
         g, d = engine.generator, engine.discriminator
         g.train()
         d.train()
