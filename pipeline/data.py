@@ -22,6 +22,7 @@ from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    FgBgToIndicesd,
     RandCropByPosNegLabeld,
     RandFlipd,
     SpatialPadd,
@@ -87,9 +88,14 @@ def training_transforms(
         *preprocessing(target_spacing=target_spacing),
         HUWindowd("ct"),
         SpatialPadd(keys=keys, spatial_size=crop, mode="edge"),
+        # foreground/background voxel indices computed once and cached: recomputing them on every
+        # crop (RandCropByPosNegLabeld's default) costs ~0.4 s per volume per iteration
+        FgBgToIndicesd(keys="mask", fg_postfix="_fg", bg_postfix="_bg"),
         RandCropByPosNegLabeld(
             keys=keys,
             label_key="mask",
+            fg_indices_key="mask_fg",
+            bg_indices_key="mask_bg",
             spatial_size=crop,
             pos=foreground_fraction,
             neg=1.0 - foreground_fraction,
@@ -126,7 +132,9 @@ def make_loader(
     """CacheDataset keeps the deterministic preprocessing in memory, so only cropping runs per epoch."""
     records = drop_missing(records)
     if cache:
-        dataset = CacheDataset(records, transform, cache_rate=1.0, num_workers=None, progress=False)
+        # copy_cache=False: the random part (crop, then flip of the crop) never modifies the cached
+        # volume in place, and deep-copying whole volumes per sample dominated the data time
+        dataset = CacheDataset(records, transform, cache_rate=1.0, num_workers=None, progress=False, copy_cache=False)
     else:
         dataset = Dataset(records, transform)
     return DataLoader(

@@ -57,6 +57,15 @@ def _refuse_existing(path: Path) -> None:
     raise FileExistsError(f"{path} exists; pass overwrite=True / --overwrite to replace it")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffix); on success move it onto ``path``.
@@ -73,6 +82,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared (planning systems, colleagues)
     try:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
