@@ -57,6 +57,16 @@ def _stem(path: Path) -> str:
     return path.name[: len(path.name) - len(_suffix(path))]
 
 
+def image_suffix(path: str | os.PathLike) -> str:
+    """Lower-case image suffix, double suffixes kept: ``x.nii.gz`` -> ``.nii.gz``, ``x.PNG`` -> ``.png``."""
+    return _suffix(Path(path))
+
+
+def image_stem(path: str | os.PathLike) -> str:
+    """File name without its image suffix: ``CXR001_p003.nii.gz`` -> ``CXR001_p003``."""
+    return _stem(Path(path))
+
+
 def load_image_2d(path: str | os.PathLike, *, png_scale: float | None = None) -> np.ndarray:
     """Read one 2-D image as ``(1, H, W)`` float32.
 
@@ -220,6 +230,6 @@ class LoadPairedImaged(MapTransform):
 
 
 __all__: Sequence[str] = [
-    "DEFAULT_KEYS", "load_image_2d", "save_image_2d", "read_paired_manifest", "find_paired_images",
-    "LoadPairedImaged",
+    "DEFAULT_KEYS", "IMAGE_SUFFIXES", "image_suffix", "image_stem", "load_image_2d", "save_image_2d",
+    "read_paired_manifest", "find_paired_images", "LoadPairedImaged",
 ]

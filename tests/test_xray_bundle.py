@@ -1,0 +1,197 @@
+"""The xray_dual_energy bundle (SE -> DE Pix2Pix) run as users run it, plus its data/metric helpers.
+
+Tiny data: 2 tiny phantoms x 3 projections on a 32 x 32 detector (one CT for training, one held out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.paired_images import load_image_2d
+from pipeline.xray_data import IntensityWindow, fit_window, load_records, training_transforms
+from networks import Pix2PixUNet
+from pipeline.xray_evaluation import bone_suppression, image_metrics
+from pipeline.xray_inference import DEPredictor
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundles" / "xray_dual_energy" / "configs"
+NET = ["--num_downs", "4", "--base_channels", "8"]
+TINY = [*NET, "--batch_size", "2", "--val_interval", "1", "--amp", "false"]
+
+
+def run_bundle(config: str, *args: str) -> str:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config), *args]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def read_events(log_dir: Path) -> tuple[set[str], set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for event_file in log_dir.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+    return scalars, images
+
+
+@pytest.fixture(scope="module")
+def drr(tmp_path_factory) -> Path:
+    pytest.importorskip("spekpy")
+    from pipeline.drr_dataset import DRRDatasetConfig, build_drr_dataset
+    from pipeline.phantoms import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("xray")
+    write_phantom_dataset(root / "phantoms", n=2, size="tiny")
+    config = DRRDatasetConfig(projections_per_ct=3, detector_size=32, val_fraction=0.5, test_fraction=0.0)
+    build_drr_dataset(root / "phantoms", root / "drr", config=config, progress=False)
+    return root / "drr"
+
+
+def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_bundle("train.json", "--dataset", str(drr), "--output_dir", str(out), "--epochs", "2", "--epoch_length", "2", *TINY)
+
+    scalars, images = read_events(out / "tensorboard")
+    for tag in ("G_l1", "G_adversarial", "D_real", "D_fake", "val_mae", "val_mae_de_soft", "val_mae_de_bone"):
+        assert any(t.endswith(tag) for t in scalars), (tag, scalars)
+    assert "validation/se|pred de_soft|true de_soft|pred de_bone|true de_bone" in images
+    checkpoint = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["trainer"]["iteration"] == 4
+    assert set(torch.load(out / "models" / "model.pt", weights_only=True)) == set(checkpoint["generator"])
+    card = json.loads((out / "models" / "xray_model.json").read_text())
+    assert card["target_keys"] == ["de_soft", "de_bone"]
+    se_max = max(load_image_2d(r["se"]).max() for r in load_records(drr, keys=["se"], split="train"))
+    assert card["windows"]["image"][0] <= 0.0 < se_max < card["windows"]["image"][1]
+
+    log = run_bundle("train.json", "--dataset", str(drr), "--output_dir", str(out), "--epochs", "3", "--epoch_length", "2", *TINY)
+    assert "resuming from" in log
+    assert torch.load(out / "checkpoints" / "latest.pt", weights_only=True)["trainer"]["iteration"] == 6
+
+    infer = ["--input", str(drr), "--split", "val", "--output_dir", str(out), *NET]
+    run_bundle("inference.json", *infer, "--formats", "['nii.gz','png']", "--png_scale", "0.0002")
+    held_out = load_records(drr, keys=["se", "de_soft", "de_bone"], split="val")
+    for record in held_out:
+        for key in ("de_soft", "de_bone"):
+            nifti = nib.load(out / "predictions" / key / f"{record['image_id']}.nii.gz")
+            assert nifti.get_data_dtype() == np.float32 and nifti.shape == (32, 32)
+            # pixel spacing carried over from the SE image
+            assert np.allclose(nifti.header.get_zooms()[:2], nib.load(record["se"]).header.get_zooms()[:2])
+            # same units as the inputs: inside the model card's target window, not in [-1, 1] network units
+            values = np.asarray(nifti.dataobj)
+            lo, hi = card["windows"]["target"]
+            assert lo - 1e-4 <= values.min() and values.max() <= hi + 1e-4 and values.max() > 1.0
+            png = load_image_2d(out / "predictions" / key / f"{record['image_id']}.png", png_scale=2e-4)[0]
+            assert np.abs(png - np.clip(values, 0, None)).max() <= 1.01e-4
+    before = (out / "predictions" / "predictions.csv").stat().st_mtime_ns
+    predictor = DEPredictor(generator=Pix2PixUNet(spatial_dims=2, in_channels=1, out_channels=2, num_downs=4,
+                                                  base_channels=8), divisor=16)
+    predictor.load_weights(out / "models" / "model.pt")
+    with pytest.raises(FileExistsError, match="exist"):  # no silent overwrite, checked before predicting
+        predictor.predict_inputs(drr, output_dir=out / "predictions", split="val")
+    assert (out / "predictions" / "predictions.csv").stat().st_mtime_ns == before
+
+    run_bundle("evaluate.json", "--dataset", str(drr), "--split", "val", "--output_dir", str(out))
+    evaluation = out / "evaluation"
+    per_image = pd.read_csv(evaluation / "per_image.csv")
+    assert set(per_image["method"]) == {"pix2pix", "se_scaled"}
+    assert len(per_image) == 2 * len(held_out)
+    assert np.allclose(per_image["bone_leak_se"], 1.0, atol=1e-3)  # SE = soft + bone (120 kVp)
+    summary = pd.read_csv(evaluation / "summary.csv")
+    for metric in ("mae_de_soft", "psnr_de_bone", "ssim_de_soft", "bone_leak", "soft_bone_corr"):
+        assert metric in set(summary["metric"])
+    assert "| mae_de_soft |" in (evaluation / "summary.md").read_text()
+    with Image.open(evaluation / "figure.png") as figure:
+        assert figure.width > 500 and figure.height > 150
+
+
+def _write_png_pairs(root: Path, n_subjects: int = 4, size: int = 32) -> None:
+    """Fake 2-D brain MR/CT slices (8-bit MR, 16-bit CT) in ``root/{mr,ct}/``."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    for i in range(n_subjects):
+        r = np.hypot(x, y)
+        head = r < size * 0.4
+        mr = np.where(head, 120 + 40 * rng.random((size, size)), 0).astype(np.uint8)
+        ct = np.where(head, 1024 + 40, 0) + np.where((r > size * 0.33) & head, 1000, 0)
+        for sub, array in (("mr", mr), ("ct", ct.astype(np.uint16))):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / sub / f"BRAIN{i}_p000.png")
+
+
+def test_png_mr_ct_pairs_train(tmp_path: Path) -> None:
+    _write_png_pairs(tmp_path / "pairs")
+    out = tmp_path / "run"
+    run_bundle("train.json", "--dataset", str(tmp_path / "pairs"), "--output_dir", str(out), "--image_key", "mr",
+               "--target_keys", "['ct']", "--val_fraction", "0.25", "--test_fraction", "0.25",
+               "--epochs", "1", "--epoch_length", "2", *TINY)
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert state["output_block.1.weight"].shape[1] == 1  # one output channel: the CT
+    assert json.loads((out / "models" / "xray_model.json").read_text())["image_key"] == "mr"
+
+
+def test_window_roundtrip_and_fit() -> None:
+    window = fit_window([np.array([0.0, 1.0, 4.0])])
+    assert window.lo <= 0.0 and window.hi >= 4.0
+    x = torch.linspace(-0.5, 5.0, 11)
+    assert torch.allclose(window.from_unit(window.to_unit(x)), x, atol=1e-6)
+    assert float(window.to_unit(torch.tensor(window.hi))) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        IntensityWindow(1.0, 1.0)
+
+
+def test_training_transforms_concatenate_targets_and_flip_columns(tmp_path: Path) -> None:
+    from pipeline.paired_images import save_image_2d
+
+    rows, cols = np.mgrid[:8, :8].astype(np.float32)
+    ramp = 0.8 * rows + 0.1 * cols  # distinct values, increasing down the rows and along the columns
+    for key, scale in (("se", 1.0), ("de_soft", 0.7), ("de_bone", 0.3)):
+        save_image_2d(ramp * scale, tmp_path / key / "A_p000.nii.gz")
+    record = load_records(tmp_path, keys=["se", "de_soft", "de_bone"])[0]
+    windows = {"image": IntensityWindow(0.0, 6.3), "target": IntensityWindow(0.0, 6.3)}
+    chain = training_transforms(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows, divisor=8,
+                                flip_lr=True)
+    chain.set_random_state(seed=1)
+    column_orders = set()
+    for _ in range(8):
+        sample = chain(dict(record))
+        image, target = sample["se"], sample["target"]
+        assert image.shape == (1, 8, 8) and target.shape == (2, 8, 8)
+        assert float(image.min()) == pytest.approx(-1.0) and float(image.max()) == pytest.approx(1.0)
+        # targets move with the image; rows (superior -> inferior) are never flipped
+        physical = windows["image"].from_unit(image[0])
+        assert torch.allclose(windows["target"].from_unit(target[0]), 0.7 * physical, atol=1e-5)
+        assert torch.allclose(windows["target"].from_unit(target[1]), 0.3 * physical, atol=1e-5)
+        assert bool((image[0, 1:] > image[0, :-1]).all())
+        column_orders.add(bool(image[0, 0, 1] > image[0, 0, 0]))
+    assert column_orders == {True, False}  # left-right flips do happen
+
+
+def test_metrics_and_bone_suppression() -> None:
+    rng = np.random.default_rng(0)
+    body = np.ones((24, 24), bool)
+    soft = 2.0 + rng.random((24, 24))
+    bone = np.zeros((24, 24))
+    bone[8:16, 4:20] = 1.0
+    perfect = image_metrics(soft, soft, body)
+    assert perfect["mae"] == 0.0 and perfect["ssim"] == pytest.approx(1.0) and perfect["psnr"] == float("inf")
+    worse = image_metrics(soft + 0.3 * bone, soft, body)
+    assert worse["mae"] == pytest.approx(0.3 * bone.mean()) and worse["ssim"] < 1.0
+    assert bone_suppression(soft, soft, bone, body)["bone_leak"] == pytest.approx(0.0, abs=1e-12)
+    assert bone_suppression(soft + bone, soft, bone, body)["bone_leak"] == pytest.approx(1.0)
+    assert bone_suppression(soft + 0.25 * bone, soft, bone, body)["bone_leak"] == pytest.approx(0.25)
