@@ -22,14 +22,15 @@ from matplotlib.figure import Figure
 
 from pipeline.writers import atomic_write
 
-__all__ = ["CT_WINDOW_HU", "ERROR_RANGE_HU", "save_error_slices", "save_hu_histograms", "save_region_bars"]
+__all__ = ["save_png", "CT_WINDOW_HU", "ERROR_RANGE_HU", "save_error_slices", "save_hu_histograms", "save_region_bars"]
 
 CT_WINDOW_HU = (-1000.0, 1500.0)
 ERROR_RANGE_HU = 500.0
 _VIEWS = ("axial", "coronal", "sagittal")
 
 
-def _save(fig: Figure, out_path: str | os.PathLike, *, overwrite: bool, dpi: int = 110) -> Path:
+def save_png(fig: Figure, out_path: str | os.PathLike, *, overwrite: bool, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (refusing to replace a file unless ``overwrite``)."""
     return atomic_write(out_path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"), overwrite=overwrite)
 
 
@@ -104,7 +105,7 @@ def save_error_slices(
                 fig.colorbar(shown, ax=axes[:, col], location="bottom", shrink=0.85, label="HU")
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, out_path, overwrite=overwrite)
+    return save_png(fig, out_path, overwrite=overwrite)
 
 
 def save_hu_histograms(
@@ -134,7 +135,7 @@ def save_hu_histograms(
     ax.legend()
     if title:
         ax.set_title(title, fontsize=11)
-    return _save(fig, out_path, overwrite=overwrite)
+    return save_png(fig, out_path, overwrite=overwrite)
 
 
 def save_region_bars(
@@ -163,4 +164,4 @@ def save_region_bars(
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(title, fontsize=11)
-    return _save(fig, out_path, overwrite=overwrite)
+    return save_png(fig, out_path, overwrite=overwrite)

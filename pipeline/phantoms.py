@@ -264,13 +264,9 @@ def save_montage(
             ax.set_title(f"{folder.name} {title}", fontsize=9)
             ax.axis("off")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.png")
+    from pipeline.figures import save_png
+
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out)
+        return save_png(fig, path, overwrite=True, dpi=100)  # the montage is regenerated with its data
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out

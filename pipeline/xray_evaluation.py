@@ -209,10 +209,12 @@ def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_
             axes[r, c].set_title(title, fontsize=8)
             axes[r, c].axis("off")
     fig.tight_layout()
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    from pipeline.figures import save_png
+
+    try:
+        return save_png(fig, path, overwrite=overwrite, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathLike, output_dir: str | os.PathLike,

@@ -26,7 +26,6 @@ import torch
 
 from pipeline.drr_dataset import DRRDatasetConfig, InputError, build_drr_dataset
 from pipeline.paired_images import load_image_2d
-from pipeline.writers import atomic_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,10 +82,12 @@ def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float
             axes[r, c].set_title(f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)", fontsize=8)
             axes[r, c].axis("off")
     fig.tight_layout()
-    with atomic_path(figure, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return figure
+    from pipeline.figures import save_png
+
+    try:
+        return save_png(fig, figure, overwrite=overwrite, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

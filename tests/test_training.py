@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +12,9 @@ from pipeline.manifest import assign_splits, find_subjects, write_manifest
 from pipeline.phantoms import write_phantom_dataset
 from pipeline.training import Pix2PixTrainer, constant_then_linear_decay, pix2pix_adam
 
-REPO = Path(__file__).resolve().parents[1]
+from bundle_runner import REPO, read_events
+from bundle_runner import run_bundle as run_bundle_config
+
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
         "--samples_per_volume", "2", "--val_interval", "1", "--amp", "false"]
@@ -29,24 +29,7 @@ def manifest(tmp_path_factory) -> Path:
 
 
 def run_bundle(*args: str, launcher: list[str] | None = None, config: str | None = None) -> str:
-    config = config or str(CONFIGS / "train.json")
-    cmd = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result.stdout + result.stderr
-
-
-def read_events(log_dir: Path) -> tuple[set[str], set[str]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    scalars, images = set(), set()
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0})
-        acc.Reload()
-        scalars |= set(acc.Tags()["scalars"])
-        images |= set(acc.Tags()["images"])
-    return scalars, images
+    return run_bundle_config(config or str(CONFIGS / "train.json"), *args, launcher=launcher)
 
 
 def test_train_logs_checkpoints_and_resumes(manifest: Path, tmp_path: Path) -> None:

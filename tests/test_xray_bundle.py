@@ -6,9 +6,6 @@ Tiny data: 2 tiny phantoms x 3 projections on a 32 x 32 detector (one CT for tra
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -24,30 +21,16 @@ from networks import Pix2PixUNet
 from pipeline.xray_evaluation import bone_suppression, image_metrics
 from pipeline.xray_inference import DEPredictor
 
-REPO = Path(__file__).resolve().parents[1]
+from bundle_runner import REPO, read_events
+from bundle_runner import run_bundle as run_bundle_config
+
 CONFIGS = REPO / "bundles" / "xray_dual_energy" / "configs"
 NET = ["--num_downs", "4", "--base_channels", "8"]
 TINY = [*NET, "--batch_size", "2", "--val_interval", "1", "--amp", "false"]
 
 
 def run_bundle(config: str, *args: str) -> str:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config), *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result.stdout + result.stderr
-
-
-def read_events(log_dir: Path) -> tuple[set[str], set[str]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    scalars, images = set(), set()
-    for event_file in log_dir.glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0})
-        acc.Reload()
-        scalars |= set(acc.Tags()["scalars"])
-        images |= set(acc.Tags()["images"])
-    return scalars, images
+    return run_bundle_config(str(CONFIGS / config), *args)
 
 
 @pytest.fixture(scope="module")

@@ -49,10 +49,9 @@ def normalize_mr(
     Values above the percentile are clipped.
     """
     values = mr[mask > 0] if mask is not None and (mask > 0).sum() > 0 else mr.reshape(-1)
-    if isinstance(values, torch.Tensor):
-        scale = torch.quantile(values.float().flatten()[:16_000_000], upper_percentile / 100.0).item()
-    else:
-        scale = float(np.percentile(values, upper_percentile))
+    if isinstance(values, torch.Tensor):  # numpy's partition-based percentile is ~10x faster than torch.quantile
+        values = values.detach().cpu().numpy()
+    scale = float(np.percentile(values, upper_percentile))
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError("MR normalisation failed: no positive signal inside the body mask")
     return _clip(mr * (2.0 / scale) - 1.0, -1.0, 1.0)

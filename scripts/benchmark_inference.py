@@ -1,0 +1,213 @@
+"""Full-volume sCT inference time, split by stage, vs the bare network forward over the same windows.
+
+    python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size 16] [--repeats 1]
+
+The MR is a head phantom (``pipeline.phantoms``, default grid) upsampled with ``scipy.ndimage.zoom`` to
+``--shape`` (default 256 x 256 x 180) and written at 1 mm on an oblique LPS-like grid (cached in
+``--work-dir``). The generator is randomly initialised: speed does not depend on the weights.
+
+Stages (the :class:`pipeline.inference.SCTPredictor` methods, run one by one):
+read (header checks, load, RAS), preprocessing (body mask from the MR unless ``--with-mask``, MR
+normalisation), network (time inside the
+generator's forward, measured by a timing wrapper), blending (the rest of the windowed inference:
+slab construction, padding, window gathering, Gaussian weighting, accumulation), inversion (back to the
+MR grid, air outside the body) and writing (int16 NIfTI, atomic).
+
+``bare`` runs the same number of windows with the same batch shapes through the generator alone, on
+random inputs. Each bare call runs right after its pipeline call (and is excluded from the pipeline's
+times), so both see the same machine load: on a CPU shared with other jobs, a replay minutes later
+measures the load drift, not the pipeline. ``whole / bare`` is the figure of merit (target <= 1.15):
+what the pipeline costs on top of the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from scipy import ndimage
+
+from networks import Pix2PixUNet
+from pipeline.data import input_channels, spatial_dims
+from pipeline.inference import SCTPredictor
+from pipeline.phantoms import make_phantom_subject
+from pipeline.writers import write_like_reference
+
+#: mode -> (patch size, num_downs): the bundle's 2.5D default, and a CPU-sized 3D configuration.
+CONFIGS = {"2d": (64, 6), "2.5d": (64, 6), "3d": (64, 5)}
+STAGES = ("read", "preprocessing", "network", "blending", "inversion", "writing")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TimedNetwork(torch.nn.Module):
+    """Wraps a network: accumulates the wall time of its forward (``seconds``) and, after each call, the
+    time of a bare forward of random input of the same shape (``bare_seconds``, not part of ``seconds``)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.reset()
+        self._random_inputs: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def reset(self) -> None:
+        self.seconds = self.bare_seconds = 0.0
+        self.windows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        y = self.network(x)
+        _synchronize(y.device)
+        self.seconds += time.perf_counter() - start
+        self.bare_seconds += bare_forward_seconds(self.network, self._random_input(x))
+        self.windows += x.shape[0]
+        return y
+
+    def _random_input(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        if shape not in self._random_inputs:
+            self._random_inputs[shape] = torch.rand(shape, device=x.device) * 2 - 1
+        return self._random_inputs[shape]
+
+
+def make_mr(work_dir: Path, shape: tuple[int, int, int]) -> tuple[Path, Path]:
+    """Phantom MR (and its mask) upsampled to ``shape`` at 1 x 1 x 1 mm (oblique LPS-like direction kept)."""
+    stem = "x".join(map(str, shape))
+    path, mask_path = work_dir / f"mr_{stem}.nii.gz", work_dir / f"mask_{stem}.nii.gz"
+    if path.exists() and mask_path.exists():
+        return path, mask_path
+    subject = make_phantom_subject(seed=0, size="default")
+    factors = [n / m for n, m in zip(shape, subject.mr.shape)]
+    mr = ndimage.zoom(subject.mr, factors, order=1).astype(np.float32)
+    mask = ndimage.zoom(subject.mask, factors, order=0).astype(np.uint8)
+    direction = subject.affine[:3, :3] / np.linalg.norm(subject.affine[:3, :3], axis=0)
+    affine = np.eye(4)
+    affine[:3, :3] = direction  # 1 mm voxels
+    affine[:3, 3] = -direction @ ((np.asarray(shape) - 1) / 2.0)  # centred on the world origin
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for array, out in ((mr, path), (mask, mask_path)):
+        image = nib.Nifti1Image(array, affine)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+        nib.save(image, out)
+    return path, mask_path
+
+
+@torch.no_grad()
+def bare_forward_seconds(network: torch.nn.Module, x: torch.Tensor) -> float:
+    """Wall time of one forward of ``network`` alone."""
+    start = time.perf_counter()
+    network(x)
+    _synchronize(x.device)
+    return time.perf_counter() - start
+
+
+def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+    patch_size, num_downs = CONFIGS[mode]
+    if mode == "3d" and args.patch_size_3d:
+        patch_size = args.patch_size_3d
+    torch.manual_seed(0)
+    network = Pix2PixUNet(
+        spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
+        num_downs=num_downs, base_channels=args.base_channels, norm="instance",
+    )
+    device = torch.device(args.device)
+    timed = TimedNetwork(network)
+    predictor = SCTPredictor(
+        timed, mode=mode, patch_size=patch_size, slab_size=args.slab_size, overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size, device=device, progress=False,
+    )
+    warm = torch.zeros(args.sw_batch_size, input_channels(mode=mode, slab_size=args.slab_size),
+                       *([patch_size] * spatial_dims(mode)), device=device)
+    with torch.no_grad():  # first call builds the oneDNN kernels: keep it out of both timings
+        network.eval()(warm)
+
+    times = {stage: 0.0 for stage in STAGES}
+    bare, windows = 0.0, 0
+    for _ in range(args.repeats):
+        timed.reset()
+        clock = time.perf_counter()
+        data = predictor.load(mr_path, mask_path=mask_path, subject_id="bench")
+        times["read"] += (now := time.perf_counter()) - clock
+        data = predictor.preprocess(data)
+        times["preprocessing"] += (clock := time.perf_counter()) - now
+        data = predictor.infer(data)
+        sliding_window = (now := time.perf_counter()) - clock - timed.bare_seconds
+        times["network"] += timed.seconds
+        times["blending"] += sliding_window - timed.seconds
+        hu = predictor.restore(data)
+        times["inversion"] += (clock := time.perf_counter()) - now
+        write_like_reference(hu, reference_path=mr_path, out_path=out_dir / f"sct_{mode}.nii.gz",
+                             dtype=np.int16, overwrite=True)
+        times["writing"] += time.perf_counter() - clock
+        windows += timed.windows
+        bare += timed.bare_seconds
+    result = {stage: seconds / args.repeats for stage, seconds in times.items()}
+    result["whole"] = sum(result[stage] for stage in STAGES)
+    result["bare"] = bare / args.repeats
+    result["windows"] = windows / args.repeats
+    result["patch"] = patch_size
+    result["num_downs"] = num_downs
+    return result
+
+
+def print_table(results: dict[str, dict[str, float]], *, shape, args: argparse.Namespace) -> None:
+    modes = list(results)
+    mask = "mask file given" if args.with_mask else "body mask derived from the MR"
+    print(f"\nMR {shape[0]}x{shape[1]}x{shape[2]} at 1 mm, {mask}; overlap {args.overlap}, sw_batch_size "
+          f"{args.sw_batch_size}, {torch.get_num_threads()} threads, device {args.device}, repeats {args.repeats}")
+    print("config        " + "".join(f"{m:>22}" for m in modes))
+    print("              " + "".join(
+        f"{'P' + str(int(results[m]['patch'])) + ' d' + str(int(results[m]['num_downs'])) + ' ' + str(int(results[m]['windows'])) + ' win':>22}"
+        for m in modes))
+    for stage in (*STAGES, "whole", "bare"):
+        cells = []
+        for m in modes:
+            r = results[m]
+            share = f"{100 * r[stage] / r['whole']:5.1f} %" if stage not in ("whole", "bare") else ""
+            cells.append(f"{r[stage]:9.2f} s {share:>8}")
+        print(f"{stage:<14}" + "".join(f"{c:>22}" for c in cells))
+    print(f"{'whole / bare':<14}" + "".join(f"{results[m]['whole'] / results[m]['bare']:>22.3f}" for m in modes))
+    print(f"{'window / bare':<14}" + "".join(
+        f"{(results[m]['network'] + results[m]['blending']) / results[m]['bare']:>22.3f}" for m in modes))
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", nargs="+", default=["2.5d", "3d"], choices=list(CONFIGS))
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--sw-batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--shape", type=int, nargs=3, default=[256, 256, 180], help="MR voxels (1 mm)")
+    parser.add_argument("--patch-size-3d", type=int, default=None, help="3D window (default 64)")
+    parser.add_argument("--slab-size", type=int, default=5)
+    parser.add_argument("--base-channels", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--with-mask", action="store_true",
+                        help="give the phantom's body mask file (as SynthRAD does) instead of deriving it from the MR")
+    parser.add_argument("--work-dir", type=Path, default=None, help="cache for the MR and outputs (default: a temp dir)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work_dir = args.work_dir or Path(tmp)
+        mr_path, mask_path = make_mr(work_dir, tuple(args.shape))
+        results = {}
+        for mode in args.modes:
+            results[mode] = run_mode(mode, mr_path, mask_path if args.with_mask else None, work_dir, args)
+            print(f"{mode}: whole {results[mode]['whole']:.1f} s, bare {results[mode]['bare']:.1f} s", flush=True)
+        print_table(results, shape=args.shape, args=args)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Shared by the bundle tests: run a MONAI bundle command as a user would, read TensorBoard back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bundle(config: str, *args: str, launcher: list[str] | None = None) -> str:
+    """``python -m monai.bundle run --config_file CONFIG ARGS`` from the repository root; returns the log."""
+    cmd = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def read_events(log_dir: Path) -> tuple[set[str], set[str]]:
+    """Scalar and image tags in every TensorBoard event file of ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for event_file in Path(log_dir).glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+    return scalars, images
