@@ -1,0 +1,78 @@
+"""End-to-end demo on generated phantoms: data -> manifest -> train -> infer -> evaluate -> table.
+
+    python -m scripts.demo [--out runs/demo-<time>] [--subjects 16] [--train-minutes 8]
+
+Every step is the command a user would run (the MONAI bundle CLI), printed before it runs, so the
+demo doubles as a recipe. Outputs go to a new folder each time; nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+BUNDLE = Path("bundles/mri_to_ct/configs")
+
+
+def run(cmd: list[str]) -> None:
+    print("\n$ " + shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def bundle(config: str | list[str], **overrides) -> list[str]:
+    files = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
+           "--logging_file", str(BUNDLE / "logging.conf")]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}")
+    parser.add_argument("--subjects", type=int, default=16, help="phantom subjects (train/val/test split 12/2/2)")
+    parser.add_argument("--size", default="default", help="phantom size preset (default or tiny)")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epoch-length", type=int, default=30, help="iterations per epoch")
+    parser.add_argument("--val-interval", type=int, default=10)
+    # A CPU demo has ~2000 iterations, not the ~100k of a real run: a higher learning rate and no
+    # dropout reach a useful model in minutes (measured on phantoms: val MAE 129 vs 160 HU after 900
+    # iterations at 5e-4 vs 2e-4). The bundle keeps the Pix2Pix defaults for real training.
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose another --out (the demo never overwrites)")
+
+    start = time.perf_counter()
+    data, manifest, work = args.out / "phantoms", args.out / "manifest.csv", args.out / "mri_to_ct"
+    run([sys.executable, "-m", "scripts.make_phantoms", "--out", str(data), "--n", str(args.subjects), "--size", args.size])
+    run([sys.executable, "-m", "scripts.make_manifest", "--root", str(data), "--out", str(manifest),
+         "--val", str(2 / args.subjects), "--test", str(2 / args.subjects)])
+    t_train = time.perf_counter()
+    run(bundle(str(BUNDLE / "train.json"), manifest=manifest, output_dir=work, epochs=args.epochs,
+               epoch_length=args.epoch_length, val_interval=args.val_interval,
+               learning_rate=args.learning_rate, dropout=args.dropout))
+    train_minutes = (time.perf_counter() - t_train) / 60
+    run(bundle(str(BUNDLE / "inference.json"), input=manifest, split="test", output_dir=work, dropout=args.dropout))
+    run(bundle(str(BUNDLE / "evaluate.json"), manifest=manifest, split="test", output_dir=work))
+
+    summary = work / "evaluation" / "summary.md"
+    print("\n" + "=" * 80)
+    print(summary.read_text() if summary.exists() else f"(no summary at {summary})")
+    print(f"sCT volumes:   {work / 'predictions'}/<subject>/sct.nii.gz")
+    print(f"figures:       {work / 'evaluation'}")
+    print(f"TensorBoard:   tensorboard --logdir {work / 'tensorboard'}")
+    print(f"phantoms:      {data} (montage: {data / 'montage.png'})")
+    print(f"training {train_minutes:.1f} min; whole demo {(time.perf_counter() - start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
