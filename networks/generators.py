@@ -153,7 +153,8 @@ class Pix2PixUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, *spatial) -> (B, out_channels, *spatial)`` in [-1, 1]."""
-        self._check_input(x)
+        if not torch.jit.is_tracing():  # the shape checks are Python branches a trace would freeze
+            self._check_input(x)
         skips = []
         for block in self.encoder[:-1]:
             x = block(x)

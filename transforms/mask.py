@@ -44,7 +44,11 @@ def otsu_threshold_log(mr: np.ndarray, *, smoothing_sigma: float = SMOOTHING_SIG
     about one voxel of partial volume: safer than cutting skin, since the sCT is set to air outside
     the mask. (A 3x3x3 median instead of the Gaussian avoids that, but erases a thin scalp.)
     """
-    smoothed = ndimage.gaussian_filter(np.asarray(mr, dtype=np.float32), smoothing_sigma)
+    return _otsu_log(ndimage.gaussian_filter(np.asarray(mr, dtype=np.float32), smoothing_sigma))
+
+
+def _otsu_log(smoothed: np.ndarray) -> float:
+    """Log-Otsu threshold of an already smoothed MR (see :func:`otsu_threshold_log`)."""
     top = float(np.percentile(smoothed, 99.9))
     # A floor keeps log finite where the background is exactly 0 (zero-filled or masked scans).
     floor = 1e-3 * top
@@ -108,8 +112,8 @@ def body_mask_from_mr(
         raise ValueError("body mask: the MR has no positive signal (all zero or negative)")
 
     if threshold is None:
-        threshold = otsu_threshold_log(volume)
         smoothed = ndimage.gaussian_filter(volume.astype(np.float32), SMOOTHING_SIGMA_VOXELS)
+        threshold = _otsu_log(smoothed)
         foreground = smoothed > threshold
     else:
         foreground = volume > threshold
@@ -117,6 +121,11 @@ def body_mask_from_mr(
         raise ValueError(f"body mask: no voxel above the threshold {threshold:.6g}")
 
     mask = largest_component(foreground)
+    # Morphology runs on the mask's bounding box plus a background margin: identical result (the
+    # margin keeps outside background connected, edges at the volume border stay edges), ~3x faster.
+    margin = closing_iterations + 1
+    box = tuple(slice(max(int(i.min()) - margin, 0), int(i.max()) + margin + 1) for i in np.nonzero(mask))
+    mask_full, mask = mask, mask[box]
     if closing_iterations > 0:
         # Edge padding: scipy erodes from a zero border, which would cut the neck where it leaves the FOV.
         pad = closing_iterations
@@ -130,6 +139,9 @@ def body_mask_from_mr(
         for index in range(moved.shape[0]):
             moved[index] = ndimage.binary_fill_holes(moved[index])
         mask = np.moveaxis(moved, 0, slice_axis)
+    mask_full = np.zeros_like(mask_full)
+    mask_full[box] = mask
+    mask = mask_full
     return mask[None] if with_channel else mask
 
 
