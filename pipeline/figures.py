@@ -9,6 +9,7 @@ Every PNG is written atomically and an existing file is only replaced with ``ove
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 
 from pipeline.writers import atomic_write
 
-__all__ = ["save_png", "CT_WINDOW_HU", "ERROR_RANGE_HU", "save_error_slices", "save_hu_histograms", "save_region_bars"]
+__all__ = ["save_png", "save_image_grid", "CT_WINDOW_HU", "ERROR_RANGE_HU", "save_error_slices", "save_hu_histograms", "save_region_bars"]
 
 CT_WINDOW_HU = (-1000.0, 1500.0)
 ERROR_RANGE_HU = 500.0
@@ -32,6 +33,24 @@ _VIEWS = ("axial", "coronal", "sagittal")
 def save_png(fig: Figure, out_path: str | os.PathLike, *, overwrite: bool, dpi: int = 110) -> Path:
     """Write a matplotlib figure as PNG atomically (refusing to replace a file unless ``overwrite``)."""
     return atomic_write(out_path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"), overwrite=overwrite)
+
+
+def save_image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str, Sequence[float]]]], path: str | os.PathLike, *,
+                    overwrite: bool, panel_inches: float = 2.6) -> Path:
+    """Grey-scale grid of 2-D images, one list of ``(image, title, (lo, hi))`` panels per row; written
+    atomically. Used for the DRR and dual-energy figures."""
+    columns = max(len(row) for row in rows)
+    fig = Figure(figsize=(panel_inches * columns, panel_inches * len(rows)))
+    axes = fig.subplots(len(rows), columns, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(columns):
+            axes[r, c].axis("off")
+            if c < len(row):
+                image, title, (lo, hi) = row[c]
+                axes[r, c].imshow(image, cmap="gray", vmin=lo, vmax=hi)
+                axes[r, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path, overwrite=overwrite, dpi=100)
 
 
 def _canonical(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -188,15 +188,10 @@ def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_
                 overwrite: bool = False) -> Path:
     """SE | predicted k | true k (for each target k) for the first ``rows`` records; each pred/true pair
     shares the grey window of the true image (1st-99.5th percentile)."""
-    import matplotlib
+    from pipeline.figures import save_image_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chosen = list(records)[:rows]
-    columns = 1 + 2 * len(target_keys)
-    fig, axes = plt.subplots(len(chosen), columns, figsize=(2.4 * columns, 2.5 * len(chosen)), squeeze=False)
-    for r, record in enumerate(chosen):
+    grid = []
+    for record in list(records)[:rows]:
         image = load_image_2d(record[image_key], png_scale=png_scale)[0]
         panels = [(image, f"{record['image_id']}\n{image_key}", np.percentile(image, [1.0, 99.5]))]
         for key in target_keys:
@@ -204,17 +199,8 @@ def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_
             window = np.percentile(true, [1.0, 99.5])
             panels += [(_load_prediction(record, prediction_dir, key, png_scale), f"predicted {key}", window),
                        (true, f"true {key}", window)]
-        for c, (array, title, (lo, hi)) in enumerate(panels):
-            axes[r, c].imshow(array, cmap="gray", vmin=lo, vmax=hi)
-            axes[r, c].set_title(title, fontsize=8)
-            axes[r, c].axis("off")
-    fig.tight_layout()
-    from pipeline.figures import save_png
-
-    try:
-        return save_png(fig, path, overwrite=overwrite, dpi=100)
-    finally:
-        plt.close(fig)
+        grid.append(panels)
+    return save_image_grid(grid, path, overwrite=overwrite, panel_inches=2.45)
 
 
 def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathLike, output_dir: str | os.PathLike,

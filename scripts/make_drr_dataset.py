@@ -65,29 +65,19 @@ def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float
                 overwrite: bool = False) -> Path:
     """SE | DE soft | DE bone for the first ``rows`` pairs of ``manifest``, each column with its own
     grey window (1st-99.5th percentile); written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    table = pd.read_csv(manifest).head(rows)
-    keys = ("se", "de_soft", "de_bone")
-    fig, axes = plt.subplots(len(table), 3, figsize=(9, 3 * len(table)), squeeze=False)
-    for r, row in enumerate(table.itertuples(index=False)):
-        for c, key in enumerate(keys):
-            image = load_image_2d(manifest.parent / getattr(row, key), png_scale=png_scale)[0]
-            lo, hi = np.percentile(image, [1.0, 99.5])
-            axes[r, c].imshow(image, cmap="gray", vmin=lo, vmax=hi)
-            axes[r, c].set_title(f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)", fontsize=8)
-            axes[r, c].axis("off")
-    fig.tight_layout()
-    from pipeline.figures import save_png
+    from pipeline.figures import save_image_grid
 
-    try:
-        return save_png(fig, figure, overwrite=overwrite, dpi=100)
-    finally:
-        plt.close(fig)
+    table = pd.read_csv(manifest).head(rows)
+    grid = []
+    for row in table.itertuples(index=False):
+        panels = []
+        for key in ("se", "de_soft", "de_bone"):
+            image = load_image_2d(manifest.parent / getattr(row, key), png_scale=png_scale)[0]
+            panels.append((image, f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)", np.percentile(image, [1.0, 99.5])))
+        grid.append(panels)
+    return save_image_grid(grid, figure, overwrite=overwrite, panel_inches=3.0)
 
 
 def main(argv: list[str] | None = None) -> int:
