@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from pipeline.training import unwrap_ddp
 from pipeline.writers import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,15 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
 
 
 def _state(obj):
-    obj = obj.module if hasattr(obj, "module") and isinstance(obj, torch.nn.Module) else obj
-    return obj.state_dict()
+    return unwrap_ddp(obj).state_dict()
+
+
+def load_generator_state(path: str | Path) -> dict:
+    """Generator weights from either file this module writes: ``model.pt`` (a bare state dict, see
+    :class:`BestModelSaver`) or ``latest.pt`` (a dict with a ``"generator"`` entry). Tensors only
+    (``weights_only=True``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("generator", state)
 
 
 def latest_checkpoint(directory: str | Path, *, filename: str = "latest.pt") -> str | None:
@@ -74,15 +82,16 @@ class BestModelSaver:
                         engine.state.best_metric, engine.state.epoch, self.path)
 
 
-def _to_unit(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+def to_display_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Display window [lo, hi] -> [0, 1], clipped (TensorBoard images)."""
+    return np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
 def validation_panel(mr_unit: np.ndarray, sct_hu: np.ndarray, ct_hu: np.ndarray, *, window_hu=(-1000.0, 1500.0), error_hu: float = 500.0) -> np.ndarray:
     """One axial slice as a (1, X, 4*Y) image in [0, 1]: MR | sCT | CT | |sCT - CT|.
     Display windows: sCT/CT ``window_hu``; error 0..``error_hu`` HU."""
-    tiles = [_to_unit(mr_unit, -1.0, 1.0), _to_unit(sct_hu, *window_hu), _to_unit(ct_hu, *window_hu),
-             _to_unit(np.abs(sct_hu - ct_hu), 0.0, error_hu)]
+    tiles = [to_display_range(mr_unit, -1.0, 1.0), to_display_range(sct_hu, *window_hu), to_display_range(ct_hu, *window_hu),
+             to_display_range(np.abs(sct_hu - ct_hu), 0.0, error_hu)]
     panel = np.concatenate([np.rot90(t) for t in tiles], axis=1)  # rot90: anterior up, as radiologists view
     return panel[None].astype(np.float32)
 
@@ -120,7 +129,7 @@ def attach_resume(trainer: Engine, *, checkpoint_dir: str, load_dict: Mapping, f
     if path is None:
         logger.info("no checkpoint in %s: starting a new run", checkpoint_dir)
         return None
-    load = {k: (v.module if isinstance(v, torch.nn.Module) and hasattr(v, "module") else v) for k, v in load_dict.items()}
+    load = {k: unwrap_ddp(v) for k, v in load_dict.items()}
     CheckpointLoader(load_path=path, load_dict=load, map_location="cpu").attach(trainer)
     logger.info("resuming from %s", path)
     return path

@@ -25,6 +25,7 @@ from monai.transforms import Compose
 from tqdm.auto import tqdm
 
 from pipeline.data import check_mode, preprocessing
+from pipeline.handlers import load_generator_state
 from pipeline.manifest import find_subjects, load_split, read_manifest
 from pipeline.validation import (
     VOLUME_SUFFIXES,
@@ -167,10 +168,7 @@ class SCTPredictor:
     def load_weights(self, checkpoint_path: str | Path) -> "SCTPredictor":
         """Load generator weights from a bundle checkpoint (``model.pt``: a bare state dict) or a
         training checkpoint (a dict with a ``"generator"`` state dict), with ``weights_only=True``."""
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if "generator" in state:
-            state = state["generator"]
-        self.generator.load_state_dict(state)
+        self.generator.load_state_dict(load_generator_state(checkpoint_path))
         return self
 
     def load(self, mr_path: str | Path, *, mask_path: str | Path | None = None, subject_id: str = "") -> dict:

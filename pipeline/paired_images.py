@@ -37,7 +37,7 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from pipeline.validation import InputError
-from pipeline.writers import atomic_path
+from pipeline.writers import atomic_path, full_suffix
 
 PNG_SUFFIXES = (".png",)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -46,11 +46,7 @@ DEFAULT_KEYS: tuple[str, ...] = ("se", "de_soft", "de_bone")
 
 
 def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in (".nii.gz", ".nii", ".png"):
-        if name.endswith(suffix):
-            return suffix
-    return path.suffix.lower()
+    return full_suffix(path).lower()
 
 
 def _stem(path: Path) -> str:

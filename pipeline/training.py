@@ -26,9 +26,15 @@ from torch.utils.data import DataLoader
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
 
 
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    """MetaTensor -> Tensor: metadata is not needed inside the iteration and slows autograd."""
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """MetaTensor -> Tensor: metadata is not needed inside network code and slows autograd."""
     return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def unwrap_ddp(module):
+    """The network inside a ``DistributedDataParallel`` wrapper (anything else is returned as is):
+    checkpoints hold unwrapped weights and validation must not issue DDP collectives."""
+    return module.module if isinstance(module, torch.nn.Module) and hasattr(module, "module") else module
 
 
 class Pix2PixTrainer(Trainer):
@@ -98,8 +104,8 @@ class Pix2PixTrainer(Trainer):
             raise ValueError("must provide batch data for current iteration.")
         to = dict(device=engine.state.device, non_blocking=engine.non_blocking)
         image_key, target_key, mask_key = engine.keys
-        mr, ct = _plain(batchdata[image_key]).to(**to), _plain(batchdata[target_key]).to(**to)
-        mask = _plain(batchdata[mask_key]).to(**to) if engine.masked_l1 and mask_key in batchdata else None
+        mr, ct = plain_tensor(batchdata[image_key]).to(**to), plain_tensor(batchdata[target_key]).to(**to)
+        mask = plain_tensor(batchdata[mask_key]).to(**to) if engine.masked_l1 and mask_key in batchdata else None
         g, d = engine.generator, engine.discriminator
         g.train()
         d.train()

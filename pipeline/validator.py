@@ -10,11 +10,8 @@ from monai.engines import Evaluator
 from torch.utils.data import DataLoader
 
 from pipeline.inference import predict_unit_volume
+from pipeline.training import plain_tensor, unwrap_ddp
 from transforms.intensity import unit_range_to_hu
-
-
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    return x.as_tensor() if hasattr(x, "as_tensor") else x
 
 
 class SCTValidator(Evaluator):
@@ -44,13 +41,13 @@ class SCTValidator(Evaluator):
             decollate=False,
         )
         # DDP wrappers are bypassed: validation needs no gradient sync and must not issue collectives
-        self.generator = generator.module if hasattr(generator, "module") else generator
+        self.generator = unwrap_ddp(generator)
         self.window = dict(mode=mode, patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size)
 
     def _iteration(self, engine: "SCTValidator", batchdata: dict) -> dict:
-        mr = _plain(batchdata["mr"][0])
-        ct_hu = _plain(batchdata["ct"][0]).float()
-        mask = _plain(batchdata["mask"][0]) > 0
+        mr = plain_tensor(batchdata["mr"][0])
+        ct_hu = plain_tensor(batchdata["ct"][0]).float()
+        mask = plain_tensor(batchdata["mask"][0]) > 0
         unit = predict_unit_volume(engine.generator, mr, device=engine.state.device, **engine.window)
         sct_hu = unit_range_to_hu(unit).cpu()
         mae = (sct_hu - ct_hu).abs()[mask].mean().item()

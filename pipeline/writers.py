@@ -25,6 +25,7 @@ __all__ = [
     "LPS_TO_RAS",
     "atomic_path",
     "atomic_write",
+    "full_suffix",
     "is_nifti",
     "read_geometry",
     "itk_affine_ras",
@@ -44,8 +45,9 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(_NIFTI_SUFFIXES)
 
 
-def _full_suffix(path: Path) -> str:
+def full_suffix(path: str | os.PathLike) -> str:
     """``sct.nii.gz`` -> ``.nii.gz``; ``CT_0001.dcm`` -> ``.dcm`` (libraries choose the format from it)."""
+    path = Path(path)
     name = path.name.lower()
     for suffix in _DOUBLE_SUFFIXES:
         if name.endswith(suffix):
@@ -77,7 +79,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     if path.exists() and not overwrite:
         _refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = _full_suffix(path)
+    suffix = full_suffix(path)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)

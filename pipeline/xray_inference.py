@@ -21,7 +21,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pipeline.handlers import load_generator_state
 from pipeline.paired_images import IMAGE_SUFFIXES, image_stem, image_suffix, load_image_2d, save_image_2d
+from pipeline.training import plain_tensor, unwrap_ddp
 from pipeline.validation import InputError
 from pipeline.writers import atomic_path
 from pipeline.xray_data import MODEL_CARD_NAME, IntensityWindow, load_records, read_model_card
@@ -35,9 +37,8 @@ def predict_unit_image(generator: torch.nn.Module, image_unit: torch.Tensor, *, 
 
     Pads (edge) to a multiple of ``divisor`` and crops back; eval mode, no gradients.
     """
-    generator = generator.module if hasattr(generator, "module") else generator
-    x = torch.as_tensor(image_unit, dtype=torch.float32)
-    x = x.as_tensor() if hasattr(x, "as_tensor") else x
+    generator = unwrap_ddp(generator)
+    x = plain_tensor(torch.as_tensor(image_unit, dtype=torch.float32))
     h, w = x.shape[-2:]
     pad_h, pad_w = (-h) % divisor, (-w) % divisor
     x = x[None].to(device)
@@ -106,9 +107,7 @@ class DEPredictor:
         entry) and the intensity windows from the model card (default: ``xray_model.json`` beside
         ``models/model.pt``; for a checkpoint in ``checkpoints/``, the run's ``models/`` folder)."""
         checkpoint = Path(checkpoint)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        state = state.get("generator", state)
-        self.generator.load_state_dict(state)
+        self.generator.load_state_dict(load_generator_state(checkpoint))
         if model_card is None:
             candidates = [checkpoint.parent / MODEL_CARD_NAME, checkpoint.parent.parent / "models" / MODEL_CARD_NAME]
             model_card = next((c for c in candidates if c.is_file()), candidates[0])

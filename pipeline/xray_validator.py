@@ -12,12 +12,10 @@ from ignite.metrics import Average
 from monai.engines import Evaluator
 from torch.utils.data import DataLoader
 
+from pipeline.handlers import to_display_range
+from pipeline.training import plain_tensor, unwrap_ddp
 from pipeline.xray_data import TARGET_KEY, IntensityWindow, body_mask_2d
 from pipeline.xray_inference import predict_unit_image
-
-
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    return x.as_tensor() if hasattr(x, "as_tensor") else x
 
 
 class PairedImageValidator(Evaluator):
@@ -44,14 +42,14 @@ class PairedImageValidator(Evaluator):
             decollate=False,
         )
         # DDP wrappers are bypassed: validation needs no gradient sync and must not issue collectives
-        self.generator = generator.module if hasattr(generator, "module") else generator
+        self.generator = unwrap_ddp(generator)
         self.windows = windows
         self.image_key = image_key
         self.divisor = divisor
 
     def _iteration(self, engine: "PairedImageValidator", batchdata: dict) -> dict:
-        image_unit = _plain(batchdata[engine.image_key][0])
-        truth = _plain(batchdata[TARGET_KEY][0]).float().cpu()
+        image_unit = plain_tensor(batchdata[engine.image_key][0])
+        truth = plain_tensor(batchdata[TARGET_KEY][0]).float().cpu()
         unit = predict_unit_image(engine.generator, image_unit, divisor=engine.divisor, device=engine.state.device)
         prediction = engine.windows["target"].from_unit(unit)
         image = engine.windows["image"].from_unit(image_unit.float().cpu())
@@ -60,20 +58,16 @@ class PairedImageValidator(Evaluator):
         return {"mae": mae, "image": image[0].numpy(), "prediction": prediction.numpy(), "truth": truth.numpy()}
 
 
-def _display(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-
-
 def paired_panel(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``(1, H, W * (1 + 2C))`` in [0, 1]: condition | pred_1 | true_1 | ... | pred_C | true_C.
 
     Each predicted/true pair shares one grey window (1st-99.5th percentile of the true image), so a
     brightness difference between them is a real error, not a display artefact.
     """
-    tiles = [_display(image, *np.percentile(image, [1.0, 99.5]))]
+    tiles = [to_display_range(image, *np.percentile(image, [1.0, 99.5]))]
     for pred, true in zip(prediction, truth):
         lo, hi = np.percentile(true, [1.0, 99.5])
-        tiles += [_display(pred, lo, hi), _display(true, lo, hi)]
+        tiles += [to_display_range(pred, lo, hi), to_display_range(true, lo, hi)]
     return np.concatenate(tiles, axis=1)[None].astype(np.float32)
 
 
