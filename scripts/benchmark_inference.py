@@ -2,11 +2,11 @@
 
     python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size 16] [--repeats 1]
 
-The MR is a head phantom (``pipeline.phantoms``, default grid) upsampled with ``scipy.ndimage.zoom`` to
+The MR is a head phantom (``pipeline.data.phantoms.head``, default grid) upsampled with ``scipy.ndimage.zoom`` to
 ``--shape`` (default 256 x 256 x 180) and written at 1 mm on an oblique LPS-like grid (cached in
 ``--work-dir``). The generator is randomly initialised: speed does not depend on the weights.
 
-Stages (the :class:`pipeline.inference.SCTPredictor` methods, run one by one):
+Stages (the :class:`pipeline.sct.inference.SCTPredictor` methods, run one by one):
 read (header checks, load, RAS), preprocessing (body mask from the MR unless ``--with-mask``, MR
 normalisation), network (time inside the
 generator's forward, measured by a timing wrapper), blending (the rest of the windowed inference:
@@ -33,10 +33,10 @@ import torch
 from scipy import ndimage
 
 from networks import Pix2PixUNet
-from pipeline.data import input_channels, spatial_dims
-from pipeline.inference import SCTPredictor
-from pipeline.phantoms import make_phantom_subject
-from pipeline.writers import write_like_reference
+from pipeline.data.loaders import input_channels, spatial_dims
+from pipeline.sct.inference import SCTPredictor
+from pipeline.data.phantoms.head import make_phantom_subject
+from pipeline.io.volumes import write_like_reference
 
 #: mode -> (patch size, num_downs): the bundle's 2.5D default, and a CPU-sized 3D configuration.
 CONFIGS = {"2d": (64, 6), "2.5d": (64, 6), "3d": (64, 5)}

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 
 from networks import ConditionalPatchDiscriminator, Pix2PixGeneratorLoss, Pix2PixUNet
 from networks.losses import discriminator_loss
-from pipeline.data import input_channels, patch_shape, spatial_dims
-from pipeline.training import Pix2PixTrainer, pix2pix_adam
+from pipeline.data.loaders import input_channels, patch_shape, spatial_dims
+from pipeline.engine.trainer import Pix2PixTrainer, pix2pix_adam
 
 CONFIGS = {  # mode -> (patch size, crops per iteration, num_downs): the bundle's 2.5D default is
     "2.5d": (64, 16, 6),  # batch_size 2 x samples_per_volume 8

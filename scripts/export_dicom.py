@@ -15,8 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.dicom_export import write_ct_dicom_series
-from pipeline.writers import read_volume
+from pipeline.io.dicom import write_ct_dicom_series
+from pipeline.io.volumes import read_volume
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.drr_dataset import DRRDatasetConfig, InputError, build_drr_dataset
-from pipeline.paired_images import load_image_2d
+from pipeline.xray.drr_dataset import DRRDatasetConfig, InputError, build_drr_dataset
+from pipeline.io.images2d import load_image_2d
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float
     grey window (1st-99.5th percentile); written atomically."""
     import numpy as np
 
-    from pipeline.figures import save_image_grid
+    from pipeline.report.figures import save_image_grid
 
     table = pd.read_csv(manifest).head(rows)
     grid = []

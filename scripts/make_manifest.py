@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.manifest import (
+from pipeline.data.manifest import (
     assign_splits,
     find_subjects,
     format_problems,
@@ -25,7 +25,7 @@ from pipeline.manifest import (
     validate_manifest,
     write_manifest,
 )
-from pipeline.validation import InputError
+from pipeline.data.checks import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ Example::
     python -m scripts.make_phantoms --out data/phantoms --n 10 --seed 0
     python -m scripts.make_phantoms --out /tmp/ph --n 3 --size tiny --montage /tmp/ph.png
 
-Writes ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (see :mod:`pipeline.phantoms`) and ``OUT/montage.png``.
+Writes ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (see :mod:`pipeline.data.phantoms.head`) and ``OUT/montage.png``.
 Existing subject folders are never replaced unless ``--overwrite`` is given.
 """
 
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.phantoms import SIZES, save_montage, write_phantom_dataset
+from pipeline.data.phantoms.head import SIZES, save_montage, write_phantom_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

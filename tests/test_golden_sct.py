@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from networks import Pix2PixUNet
-from pipeline.inference import SCTPredictor
+from pipeline.sct.inference import SCTPredictor
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 SCT_SHA256 = "dffb560400c42e2e0aa342a92ce1de8304b9e11b4850f4029a36b7d3d4612440"

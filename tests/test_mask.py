@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-from pipeline.phantoms import make_phantom_subject
+from pipeline.data.phantoms.head import make_phantom_subject
 from transforms.mask import BodyMaskd, body_mask_from_mr
 
 

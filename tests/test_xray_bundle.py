@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.paired_images import load_image_2d
-from pipeline.xray_data import IntensityWindow, fit_window, load_records, training_transforms
+from pipeline.io.images2d import load_image_2d
+from pipeline.xray.data import IntensityWindow, fit_window, load_records, training_transforms
 from networks import Pix2PixUNet
-from pipeline.xray_evaluation import bone_suppression, image_metrics
-from pipeline.xray_inference import DEPredictor
+from pipeline.xray.evaluation import bone_suppression, image_metrics
+from pipeline.xray.inference import DEPredictor
 
 from bundle_runner import REPO, read_events
 from bundle_runner import run_bundle as run_bundle_config
@@ -36,8 +36,8 @@ def run_bundle(config: str, *args: str) -> str:
 @pytest.fixture(scope="module")
 def drr(tmp_path_factory) -> Path:
     pytest.importorskip("spekpy")
-    from pipeline.drr_dataset import DRRDatasetConfig, build_drr_dataset
-    from pipeline.phantoms import write_phantom_dataset
+    from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
+    from pipeline.data.phantoms.head import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("xray")
     write_phantom_dataset(root / "phantoms", n=2, size="tiny")
@@ -139,7 +139,7 @@ def test_window_roundtrip_and_fit() -> None:
 
 
 def test_training_transforms_concatenate_targets_and_flip_columns(tmp_path: Path) -> None:
-    from pipeline.paired_images import save_image_2d
+    from pipeline.io.images2d import save_image_2d
 
     rows, cols = np.mgrid[:8, :8].astype(np.float32)
     ramp = 0.8 * rows + 0.1 * cols  # distinct values, increasing down the rows and along the columns

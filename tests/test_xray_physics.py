@@ -1,4 +1,4 @@
-"""Polyenergetic physics (pipeline/xray_physics.py): mu/rho against NIST values, spectra, energy
+"""Polyenergetic physics (pipeline/xray/physics.py): mu/rho against NIST values, spectra, energy
 dependence, and dual-energy cancellation of bone and of soft tissue."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.xray_physics import (
+from pipeline.xray.physics import (
     cancellation_weight, dual_energy_subtraction, effective_mass_attenuation, log_image, mass_attenuation,
     polyenergetic_intensity, tube_spectrum, xray_images,
 )

@@ -1,0 +1,135 @@
+"""Ignite/MONAI handlers rtsynth adds: atomic checkpoints and TensorBoard image panels.
+
+MONAI's ``CheckpointSaver`` writes through a ``DiskSaver`` with ``atomic=False``; an interrupted run
+could leave a truncated checkpoint that ``resume`` would then fail on, so checkpoints here are written
+to a temporary file and moved into place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from pipeline.engine.trainer import unwrap_ddp
+from pipeline.io.volumes import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    with atomic_path(path, overwrite=True) as tmp:  # a checkpoint replaces its predecessor by design
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def _state(obj):
+    return unwrap_ddp(obj).state_dict()
+
+
+def load_generator_state(path: str | Path) -> dict:
+    """Generator weights from either file this module writes: ``model.pt`` (a bare state dict, see
+    :class:`BestModelSaver`) or ``latest.pt`` (a dict with a ``"generator"`` entry). Tensors only
+    (``weights_only=True``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("generator", state)
+
+
+def latest_checkpoint(directory: str | Path, *, filename: str = "latest.pt") -> str | None:
+    """Path of the checkpoint to resume from, or None for a fresh start."""
+    path = Path(directory) / filename
+    return str(path) if path.is_file() else None
+
+
+class AtomicCheckpointSaver:
+    """Save ``save_dict`` (name -> object with ``state_dict``) every ``interval`` epochs to
+    ``save_dir/filename``, replacing the previous file atomically. Loadable with
+    ``torch.load(..., weights_only=True)`` and MONAI's ``CheckpointLoader`` (for resume)."""
+
+    def __init__(self, save_dir: str, save_dict: Mapping, *, filename: str = "latest.pt", interval: int = 1) -> None:
+        self.path = Path(save_dir) / filename
+        self.save_dict = save_dict
+        self.interval = interval
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        atomic_torch_save({k: _state(v) for k, v in self.save_dict.items()}, self.path)
+        logger.info("epoch %d: checkpoint %s", engine.state.epoch, self.path)
+
+
+class BestModelSaver:
+    """Attached to the validator: when its key metric improved this round, save the generator's
+    weights to ``save_dir/filename`` (the bundle's ``models/model.pt``)."""
+
+    def __init__(self, save_dir: str, model: torch.nn.Module, *, filename: str = "model.pt") -> None:
+        self.path = Path(save_dir) / filename
+        self.model = model
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.best_metric_epoch == engine.state.epoch:
+            atomic_torch_save(_state(self.model), self.path)
+            logger.info("best %s %.2f at epoch %d: saved %s", engine.state.key_metric_name,
+                        engine.state.best_metric, engine.state.epoch, self.path)
+
+
+def to_display_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Display window [lo, hi] -> [0, 1], clipped (TensorBoard images)."""
+    return np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+
+
+def validation_panel(mr_unit: np.ndarray, sct_hu: np.ndarray, ct_hu: np.ndarray, *, window_hu=(-1000.0, 1500.0), error_hu: float = 500.0) -> np.ndarray:
+    """One axial slice as a (1, X, 4*Y) image in [0, 1]: MR | sCT | CT | |sCT - CT|.
+    Display windows: sCT/CT ``window_hu``; error 0..``error_hu`` HU."""
+    tiles = [to_display_range(mr_unit, -1.0, 1.0), to_display_range(sct_hu, *window_hu), to_display_range(ct_hu, *window_hu),
+             to_display_range(np.abs(sct_hu - ct_hu), 0.0, error_hu)]
+    panel = np.concatenate([np.rot90(t) for t in tiles], axis=1)  # rot90: anterior up, as radiologists view
+    return panel[None].astype(np.float32)
+
+
+class ValidationImagePanel:
+    """Writes MR | sCT | CT | |sCT - CT| (HU) for the first validation subject, same axial slice
+    every time, tag ``validation/MR|sCT|CT|error``. The step is the validator's epoch, which MONAI's
+    ``ValidationHandler`` sets to the trainer's epoch."""
+
+    def __init__(self, *, summary_writer=None, log_dir: str | None = None, slice_fraction: float = 0.5) -> None:
+        if summary_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            summary_writer = SummaryWriter(log_dir=log_dir)
+        self.writer = summary_writer
+        self.slice_fraction = slice_fraction
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), self)
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        z = int(round((out["ct_hu"].shape[-1] - 1) * self.slice_fraction))
+        panel = validation_panel(out["mr"][..., z], out["sct_hu"][..., z], out["ct_hu"][..., z])
+        self.writer.add_image("validation/MR|sCT|CT|error", panel, global_step=engine.state.epoch)
+        self.writer.flush()
+
+
+def attach_resume(trainer: Engine, *, checkpoint_dir: str, load_dict: Mapping, filename: str = "latest.pt") -> str | None:
+    """Resume from ``checkpoint_dir/filename`` when it exists (MONAI ``CheckpointLoader``, which keeps
+    the new ``max_epochs`` so a finished run can be extended); otherwise start fresh."""
+    from monai.handlers import CheckpointLoader
+
+    path = latest_checkpoint(checkpoint_dir, filename=filename)
+    if path is None:
+        logger.info("no checkpoint in %s: starting a new run", checkpoint_dir)
+        return None
+    load = {k: unwrap_ddp(v) for k, v in load_dict.items()}
+    CheckpointLoader(load_path=path, load_dict=load, map_location="cpu").attach(trainer)
+    logger.info("resuming from %s", path)
+    return path

@@ -1,0 +1,262 @@
+"""Data for 2-D paired translation (SE -> DE X-ray, or any 2-D image -> one or more target images).
+
+Records come from a pair manifest CSV, a DRR dataset folder (its ``manifest.csv``) or a folder with one
+sub-folder per key (:mod:`pipeline.io.images2d`). Each record holds paths under ``image_key`` (the
+condition, default ``se``) and ``target_keys`` (default ``de_soft``, ``de_bone``).
+
+Intensity normalisation (:class:`IntensityWindow`): a fixed linear map ``[lo, hi] -> [-1, 1]``, one for the
+input and one shared by all targets, fitted once on the *training* images (robust percentiles plus a
+margin, :func:`fit_window`) and stored next to the model (``models/xray_model.json``) so inference maps
+the network's tanh output back to exactly the units of the training targets. Why fixed rather than per
+image: ``-ln(I/I0)`` is already a calibrated physical quantity (0 = air, path length x attenuation
+otherwise); a per-image normalisation would discard the absolute scale the DE images must keep. Why one
+window for all targets: DE soft and DE bone are parts of the same high-kVp log signal
+(``soft + bone ~ SE``), so one scale keeps their ratio. The margin keeps the largest training values away
+from tanh's asymptote.
+
+Shapes seen by the networks: condition ``(B, 1, H, W)``, target ``(B, len(target_keys), H, W)``
+(targets concatenated as channels, MONAI ``ConcatItemsd``, under :data:`TARGET_KEY`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose, ConcatItemsd, DeleteItemsd, DivisiblePadd, EnsureTyped, MapTransform, RandFlipd,
+    RandSpatialCropd, SpatialPadd,
+)
+
+from pipeline.xray.drr_dataset import MANIFEST_NAME, assign_splits
+from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
+from pipeline.io.volumes import atomic_path
+
+#: Key of the concatenated target channels in a sample dict.
+TARGET_KEY = "target"
+DEFAULT_IMAGE_KEY = "se"
+DEFAULT_TARGET_KEYS: tuple[str, ...] = ("de_soft", "de_bone")
+MODEL_CARD_NAME = "xray_model.json"
+
+
+@dataclass(frozen=True)
+class IntensityWindow:
+    """Linear, invertible map of physical values ``[lo, hi]`` (e.g. log attenuation) to ``[-1, 1]``."""
+
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.hi > self.lo):
+            raise ValueError(f"intensity window needs finite lo < hi, got [{self.lo}, {self.hi}]")
+
+    def to_unit(self, x):
+        """Physical -> network units (not clipped: values outside ``[lo, hi]`` leave [-1, 1])."""
+        return (x - self.lo) * (2.0 / (self.hi - self.lo)) - 1.0
+
+    def from_unit(self, u):
+        """Network units -> physical (exact inverse of :meth:`to_unit`)."""
+        return (u + 1.0) * ((self.hi - self.lo) / 2.0) + self.lo
+
+    def as_list(self) -> list[float]:
+        return [float(self.lo), float(self.hi)]
+
+
+def _round_out(value: float, *, up: bool, digits: int = 3) -> float:
+    """Round to ``digits`` significant digits away from the data (so the window still covers it)."""
+    if value == 0:
+        return 0.0
+    scale = 10.0 ** (np.floor(np.log10(abs(value))) - digits + 1)
+    return float(np.round((np.ceil if up else np.floor)(value / scale) * scale, 12))
+
+
+def fit_window(images: Sequence[np.ndarray], *, percentiles: tuple[float, float] = (0.01, 99.99),
+               margin: float = 0.1) -> IntensityWindow:
+    """Window from the pooled pixels of ``images``: percentiles ``(p_lo, p_hi)`` widened by ``margin`` x
+    their span on each side, the lower end at most 0 (air in a log image, black in a PNG), both ends
+    rounded outwards to 3 significant digits. Raises ``ValueError`` for constant data."""
+    pixels = np.concatenate([np.asarray(i, dtype=np.float64).ravel() for i in images])
+    p_lo, p_hi = np.percentile(pixels, percentiles)
+    span = p_hi - min(p_lo, 0.0)
+    if not span > 0:
+        raise ValueError(f"cannot fit an intensity window: the images are constant ({p_lo})")
+    lo = min(0.0, p_lo - margin * span)
+    return IntensityWindow(_round_out(lo, up=False), _round_out(p_hi + margin * span, up=True))
+
+
+def load_records(source: str | os.PathLike, *, keys: Sequence[str], split: str | None = None,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                 check_files: bool = True) -> list[dict[str, Any]]:
+    """Pair records (``subject_id``, ``image_id``, one path per key) of one ``split`` (None: all).
+
+    ``source``: a manifest CSV; a folder holding ``manifest.csv`` (a DRR dataset); or a folder with one
+    sub-folder per key (files matched by name). Without a ``split`` column, subjects are split by
+    :func:`pipeline.xray.drr_dataset.assign_splits` (seeded, by subject: no subject in two splits).
+    Raises ``ValueError`` when the split selects nothing.
+    """
+    source = Path(source)
+    if source.is_dir() and (source / MANIFEST_NAME).is_file():
+        source = source / MANIFEST_NAME
+    if source.is_file():
+        records = read_paired_manifest(source, keys=keys, check_files=check_files)
+    elif source.is_dir():
+        records = find_paired_images(source, keys=keys)
+    else:
+        raise FileNotFoundError(f"{source}: neither a manifest CSV nor a folder")
+    if split is not None:
+        if not all(r.get("split") for r in records):
+            splits = assign_splits([r["subject_id"] for r in records], val_fraction=val_fraction,
+                                   test_fraction=test_fraction, seed=seed)
+            records = [{**r, "split": splits[r["subject_id"]]} for r in records]
+        records = [r for r in records if r["split"] == split]
+        if not records:
+            raise ValueError(f"{source}: no pairs in split {split!r}")
+    return records
+
+
+def fit_windows(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
+                png_scale: float | Mapping[str, float] | None = None, max_images: int = 200,
+                ) -> dict[str, IntensityWindow]:
+    """``{"image": window, "target": window}`` from (at most ``max_images``, evenly spaced) records."""
+    step = max(1, len(records) // max_images)
+    chosen = list(records)[::step]
+
+    def scale(key: str):
+        return png_scale.get(key) if isinstance(png_scale, Mapping) else png_scale
+
+    images = [load_image_2d(r[image_key], png_scale=scale(image_key)) for r in chosen]
+    targets = [load_image_2d(r[k], png_scale=scale(k)) for r in chosen for k in target_keys]
+    return {"image": fit_window(images), "target": fit_window(targets)}
+
+
+def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON stored with a model: keys, windows (as :class:`IntensityWindow`), units."""
+    card = json.loads(Path(path).read_text())
+    card["windows"] = {name: IntensityWindow(*bounds) for name, bounds in card["windows"].items()}
+    return card
+
+
+def prepare_model_card(records: Sequence[Mapping[str, Any]], *, path: str | os.PathLike, image_key: str,
+                       target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
+                       png_scale: float | Mapping[str, float] | None = None) -> dict[str, IntensityWindow]:
+    """Windows for training, stored in the model card at ``path`` (``models/xray_model.json``).
+
+    An existing card (resumed run, other DDP ranks) is reused so the scale never changes mid-training;
+    it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes them
+    instead of fitting on ``records``; it must agree with an existing card.
+    """
+    path = Path(path)
+    fixed = None if windows is None else {k: IntensityWindow(*v) for k, v in windows.items()}
+    if not path.exists():
+        fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
+        card = {"image_key": image_key, "target_keys": list(target_keys),
+                "windows": {k: w.as_list() for k, w in fitted.items()},
+                "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
+                "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)"}
+        try:
+            with atomic_path(path, overwrite=False) as tmp:
+                tmp.write_text(json.dumps(card, indent=2))
+        except FileExistsError:  # another rank wrote it first: fall through and use theirs
+            pass
+    card = read_model_card(path)
+    if card["image_key"] != image_key or list(card["target_keys"]) != list(target_keys):
+        raise ValueError(f"{path}: model card is for {card['image_key']} -> {card['target_keys']}, not "
+                         f"{image_key} -> {list(target_keys)}; use another output_dir")
+    if fixed is not None and fixed != card["windows"]:
+        raise ValueError(f"{path}: stored windows {card['windows']} differ from the configured {fixed}")
+    return card["windows"]
+
+
+class ScaleToUnitd(MapTransform):
+    """Map ``keys`` from physical values to network units with one :class:`IntensityWindow`."""
+
+    def __init__(self, keys: KeysCollection, *, window: IntensityWindow, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.window = window
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.window.to_unit(d[key])
+        return d
+
+
+def _check_keys(image_key: str, target_keys: Sequence[str]) -> list[str]:
+    target_keys = list(target_keys)
+    if not target_keys:
+        raise ValueError("target_keys must name at least one target image")
+    if TARGET_KEY in (image_key, *target_keys) or image_key in target_keys or len(set(target_keys)) != len(target_keys):
+        raise ValueError(f"image_key {image_key!r} and target_keys {target_keys} must be distinct and not {TARGET_KEY!r}")
+    return target_keys
+
+
+def training_transforms(*, image_key: str, target_keys: Sequence[str], windows: Mapping[str, IntensityWindow],
+                        patch_size: int | None = None, divisor: int = 1, flip_lr: bool = True,
+                        png_scale: float | Mapping[str, float] | None = None) -> Compose:
+    """Load, scale to [-1, 1], concatenate targets under :data:`TARGET_KEY`, then (random part) crop
+    ``patch_size`` x ``patch_size`` (None: whole images, padded (edge) to a multiple of ``divisor``)
+    and mirror left-right (image columns) with p = 0.5 when ``flip_lr``.
+
+    A left-right flip of a projection is another plausible projection (the patient mirrored); up-down
+    flips or rotations would put the anatomy upside down, so they are not offered.
+    """
+    target_keys = _check_keys(image_key, target_keys)
+    keys = [image_key, TARGET_KEY]
+    chain: list = [
+        LoadPairedImaged([image_key, *target_keys], png_scale=png_scale),
+        ScaleToUnitd(image_key, window=windows["image"]),
+        ScaleToUnitd(target_keys, window=windows["target"]),
+        ConcatItemsd(target_keys, name=TARGET_KEY, dim=0),
+        DeleteItemsd(target_keys),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+    ]
+    if patch_size:
+        chain += [SpatialPadd(keys, spatial_size=(patch_size, patch_size), mode="edge"),
+                  RandSpatialCropd(keys, roi_size=(patch_size, patch_size), random_size=False)]
+    else:
+        chain.append(DivisiblePadd(keys, k=divisor, mode="edge"))
+    if flip_lr:
+        chain.append(RandFlipd(keys, prob=0.5, spatial_axis=1))  # axis 1 of (H, W) = columns = left-right
+    return Compose(chain)
+
+
+def validation_transforms(*, image_key: str, target_keys: Sequence[str], windows: Mapping[str, IntensityWindow],
+                          png_scale: float | Mapping[str, float] | None = None) -> Compose:
+    """Whole images: the condition in network units, targets kept in physical units (the validation
+    metric is MAE in the images' own units), concatenated under :data:`TARGET_KEY`."""
+    target_keys = _check_keys(image_key, target_keys)
+    return Compose([
+        LoadPairedImaged([image_key, *target_keys], png_scale=png_scale),
+        ScaleToUnitd(image_key, window=windows["image"]),
+        ConcatItemsd(target_keys, name=TARGET_KEY, dim=0),
+        DeleteItemsd(target_keys),
+        EnsureTyped([image_key, TARGET_KEY], dtype=torch.float32, track_meta=False),
+    ])
+
+
+def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) -> np.ndarray | torch.Tensor:
+    """Pixels of the condition image above ``fraction`` x its 99th percentile (physical units).
+
+    For log images ``-ln(I/I0)`` this is "the ray crossed the body" (air is 0); for MR/CT pairs it is a
+    crude foreground. Falls back to all pixels when that leaves nothing.
+    """
+    if isinstance(image, torch.Tensor):
+        mask = image > fraction * torch.quantile(image.float().flatten(), 0.99)
+        return mask if bool(mask.any()) else torch.ones_like(mask)
+    image = np.asarray(image)
+    mask = image > fraction * np.percentile(image, 99)
+    return mask if mask.any() else np.ones_like(mask)
+
+
+__all__: Sequence[str] = [
+    "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "IntensityWindow",
+    "fit_window", "fit_windows", "load_records", "prepare_model_card", "read_model_card", "ScaleToUnitd",
+    "training_transforms", "validation_transforms", "body_mask_2d",
+]

@@ -1,0 +1,283 @@
+"""Paired single-energy / dual-energy DRR datasets from CT volumes (the SE -> DE Pix2Pix task).
+
+For each CT: HU -> partial densities (:func:`transforms.drr.decompose_materials`), then
+``projections_per_ct`` random projections (gantry angle, small isocentre shift), each rendered as
+material line integrals (:func:`transforms.drr.project_line_integrals`) and turned into log images
+(:func:`pipeline.xray.physics.xray_images`): ``se`` (120 kVp), ``de_soft`` and ``de_bone`` (60/120 kVp
+weighted log subtraction). All three are dimensionless log attenuation ``-ln(I/I0)`` units.
+
+Output layout (``find_paired_images`` and ``read_paired_manifest`` in :mod:`pipeline.io.images2d`
+read both)::
+
+    OUT/se/CXR001_p000.nii.gz   OUT/de_soft/CXR001_p000.nii.gz   OUT/de_bone/CXR001_p000.nii.gz ...
+    OUT/manifest.csv            subject_id, projection_id, se, de_soft, de_bone, split, angle_deg, shift_*_mm
+    OUT/drr_dataset.json        geometry, physics (kVp, mean energies, DE weights), PNG scaling
+
+NIfTI images are float32 ``(H, W)``; 16-bit PNGs store ``round(value / png_scale)`` (default
+``png_scale`` 2e-4 log units per count, saturating at 13.1). Splits are by CT subject: all projections
+of one CT share one split. Every file is written atomically; nothing is overwritten without
+``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data.manifest import assign_splits as split_subject_table
+from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
+from pipeline.data.checks import InputError
+from pipeline.io.volumes import atomic_path, read_volume
+from pipeline.xray.physics import DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics, xray_images
+from transforms.drr import (
+    MATERIAL_NAMES, ProjectionGeometry, block_average, decompose_materials, project_line_integrals,
+)
+
+
+CT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+MANIFEST_NAME = "manifest.csv"
+METADATA_NAME = "drr_dataset.json"
+
+
+@dataclass(frozen=True)
+class DRRDatasetConfig:
+    """Options of :func:`build_drr_dataset`. Lengths in mm, angles in degrees.
+
+    ``pixel_spacing_mm`` None: chosen per CT so the detector covers the CT's largest extent (+5 %)
+    after magnification. ``volume_spacing_mm``: block-average the density volumes to at least this
+    spacing before projecting (speed; mass-conserving). ``angle_range_deg``: angles are drawn uniformly
+    from it; ``max_shift_mm``: isocentre shifts uniform in +-max per axis.
+    """
+
+    projections_per_ct: int = 8
+    detector_size: int = 256
+    pixel_spacing_mm: float | None = None
+    sid_mm: float = 1000.0
+    sdd_mm: float = 1500.0
+    parallel: bool = False
+    angle_range_deg: tuple[float, float] = (0.0, 360.0)
+    max_shift_mm: float = 5.0
+    volume_spacing_mm: float | None = None
+    kvp_se: float = SE_KVP
+    kvp_low: float = DE_LOW_KVP
+    kvp_high: float = DE_HIGH_KVP
+    image_format: str = "nii.gz"
+    png_scale: float = 2e-4
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    keys: tuple[str, ...] = field(default=DEFAULT_KEYS)
+
+    def __post_init__(self) -> None:
+        if self.image_format not in ("nii.gz", "nii", "png"):
+            raise ValueError(f"image_format must be 'nii.gz', 'nii' or 'png', got {self.image_format!r}")
+        if self.projections_per_ct < 1 or self.detector_size < 8:
+            raise ValueError("need projections_per_ct >= 1 and detector_size >= 8")
+
+
+def find_cts(source: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(subject_id, ct_path)`` pairs from a folder or a manifest CSV, sorted by subject ID.
+
+    - CSV: columns ``subject_id`` and ``ct`` (relative paths resolved against the CSV's folder; a
+      :mod:`pipeline.data.manifest` MR/CT manifest works, rows with an empty ``ct`` are skipped);
+    - folder with ``<ID>/ct.<nii.gz|nii|mha|nrrd>`` sub-folders (SynthRAD2023 / phantom layout);
+    - otherwise a folder of CT files, subject ID = file name without suffix.
+    """
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+        if not {"subject_id", "ct"} <= set(table.columns):
+            raise ValueError(f"{source}: a CT manifest needs columns subject_id and ct; has {list(table.columns)}")
+        found = []
+        for subject, ct in zip(table["subject_id"], table["ct"]):
+            if not ct.strip():  # e.g. an inference-only row of an MR/CT manifest: nothing to project
+                continue
+            path = Path(ct) if Path(ct).is_absolute() else source.parent / ct
+            found.append((subject, path))
+    elif source.is_dir():
+        found = []
+        for sub in sorted(p for p in source.iterdir() if p.is_dir()):
+            cts = [sub / f"ct{s}" for s in CT_SUFFIXES if (sub / f"ct{s}").exists()]
+            if cts:
+                found.append((sub.name, cts[0]))
+        if not found:
+            for path in sorted(source.iterdir()):
+                suffix = next((s for s in CT_SUFFIXES if path.name.lower().endswith(s)), None)
+                if path.is_file() and suffix and not path.name.startswith("."):
+                    found.append((path.name[: -len(suffix)], path))
+    else:
+        raise ValueError(f"{source}: neither a folder nor a .csv manifest")
+    if not found:
+        raise ValueError(f"{source}: no CT found (expected <ID>/ct.nii.gz, *.nii.gz files or a CSV)")
+    ids = [s for s, _ in found]
+    duplicates = sorted({s for s in ids if ids.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"{source}: duplicate subject IDs {duplicates}")
+    for subject, path in found:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", subject):
+            raise InputError(f"{subject}: subject ID is not a safe file name ({path})")
+        if not path.exists():
+            raise InputError(f"{subject}: CT file {path} does not exist")
+    return sorted(found)
+
+
+def assign_splits(subject_ids: Sequence[str], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                  seed: int = 0) -> dict[str, str]:
+    """Subject -> 'train' / 'val' / 'test' (one split per subject), by :func:`pipeline.data.manifest.assign_splits`."""
+    subjects = pd.DataFrame({"subject_id": sorted(set(subject_ids))})
+    table = split_subject_table(subjects, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                                stratify=None)
+    return dict(zip(table["subject_id"], table["split"]))
+
+
+def _check_hu(subject: str, path: Path, hu: np.ndarray) -> None:
+    if hu.ndim != 3 or min(hu.shape) < 2:
+        raise InputError(f"{subject}: CT {path} must be a 3-D volume, got shape {hu.shape}")
+    if not np.isfinite(hu).all():
+        raise InputError(f"{subject}: CT {path} contains NaN or infinite values")
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo >= -200.0 or hi <= -500.0 or lo < -4000.0 or hi > 40000.0:
+        raise InputError(f"{subject}: CT {path} does not look like HU (range [{lo:.0f}, {hi:.0f}]; "
+                         "expected air near -1000 and tissue above -500)")
+
+
+def fit_pixel_spacing(affine: np.ndarray, spatial_shape: Sequence[int], *, detector_size: int,
+                      magnification: float, margin: float = 1.05) -> float:
+    """Detector pitch (mm) at which ``detector_size`` pixels cover the CT's largest world extent."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, spatial_shape[0] - 1) for j in (0, spatial_shape[1] - 1)
+                        for k in (0, spatial_shape[2] - 1)])
+    world = corners @ np.asarray(affine, dtype=np.float64)[:3].T
+    extent = float((world.max(axis=0) - world.min(axis=0)).max())
+    return extent * magnification * margin / detector_size
+
+
+def sample_geometries(rng: np.random.Generator, config: DRRDatasetConfig, *, pixel_spacing_mm: float,
+                      ) -> list[ProjectionGeometry]:
+    """``config.projections_per_ct`` random geometries (angle, isocentre shift) about the CT centre."""
+    lo, hi = config.angle_range_deg
+    out = []
+    for _ in range(config.projections_per_ct):
+        out.append(ProjectionGeometry(
+            angle_deg=float(rng.uniform(lo, hi)), sid_mm=config.sid_mm, sdd_mm=config.sdd_mm,
+            detector_shape=(config.detector_size, config.detector_size),
+            pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), parallel=config.parallel,
+            shift_mm=tuple(float(v) for v in rng.uniform(-config.max_shift_mm, config.max_shift_mm, 3))))
+    return out
+
+
+def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: ProjectionGeometry, *,
+                config: DRRDatasetConfig) -> dict[str, torch.Tensor]:
+    """One projection: ``{"se", "de_soft", "de_bone", ...}`` float32 (H, W) log images."""
+    lines = project_line_integrals(densities, affine, geometry)
+    return xray_images(lines, kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high,
+                       materials=MATERIAL_NAMES)
+
+
+def load_densities(subject: str, path: Path, *, volume_spacing_mm: float | None = None,
+                   ) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a CT (HU), check it, and return ``(partial densities (2, X, Y, Z) g/cm^3, affine)``."""
+    try:
+        hu, affine = read_volume(path)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise InputError(f"{subject}: cannot read CT {path}: {err}") from err
+    _check_hu(subject, path, hu)
+    densities = decompose_materials(hu)
+    if volume_spacing_mm:
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        factors = [max(1, int(np.floor(volume_spacing_mm / s + 1e-6))) for s in spacing]
+        densities, affine = block_average(densities, affine, factors)
+    return densities, affine
+
+
+def _write_table(table: pd.DataFrame, path: Path, *, overwrite: bool) -> None:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, *,
+                      config: DRRDatasetConfig = DRRDatasetConfig(), overwrite: bool = False,
+                      progress: bool = True, extra_manifest: str | os.PathLike | None = None) -> Path:
+    """Render the dataset (see the module docstring); returns the path of ``OUT/manifest.csv``.
+
+    ``extra_manifest``: also write a copy whose paths are relative to its own folder (e.g.
+    ``data_manifests/drr_chest.csv``). Raises ``FileExistsError`` before rendering anything if the
+    manifest or any output image exists and ``overwrite`` is False.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    cts = find_cts(ct_source)
+    splits = assign_splits([s for s, _ in cts], val_fraction=config.val_fraction,
+                           test_fraction=config.test_fraction, seed=config.seed)
+    suffix = "." + config.image_format
+    names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(config.projections_per_ct)]
+    targets = [out / MANIFEST_NAME, out / METADATA_NAME] + [out / k / f"{n}{suffix}" for k in config.keys
+                                                          for n in names]
+    if extra_manifest is not None:
+        targets.append(Path(extra_manifest))
+    if not overwrite:
+        existing = [str(t) for t in targets if t.exists()]
+        if existing:
+            raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; "
+                                  "pass overwrite=True / --overwrite to replace them")
+    rng = np.random.default_rng(config.seed)
+    rows, saturated = [], 0
+    magnification = 1.0 if config.parallel else config.sdd_mm / config.sid_mm
+    bar = tqdm(total=len(names), desc="DRR pairs", unit="pair", disable=not progress)
+    for subject, path in cts:
+        densities, affine = load_densities(subject, path, volume_spacing_mm=config.volume_spacing_mm)
+        pitch = config.pixel_spacing_mm or fit_pixel_spacing(
+            affine, densities.shape[1:], detector_size=config.detector_size, magnification=magnification)
+        for p, geometry in enumerate(sample_geometries(rng, config, pixel_spacing_mm=pitch)):
+            images = render_pair(densities, affine, geometry, config=config)
+            row = {"subject_id": subject, "projection_id": f"{subject}_p{p:03d}"}
+            for key in config.keys:
+                target = out / key / f"{row['projection_id']}{suffix}"
+                if config.image_format == "png":
+                    saturated += int((images[key] > 65535 * config.png_scale).sum())
+                save_image_2d(images[key], target, png_scale=config.png_scale,
+                              pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
+                row[key] = f"{key}/{target.name}"
+            row.update({"split": splits[subject], "angle_deg": round(geometry.angle_deg, 3),
+                        "shift_x_mm": round(geometry.shift_mm[0], 3), "shift_y_mm": round(geometry.shift_mm[1], 3),
+                        "shift_z_mm": round(geometry.shift_mm[2], 3), "pixel_spacing_mm": round(pitch, 4),
+                        "ct": str(Path(path).resolve())})
+            rows.append(row)
+            bar.update(1)
+    bar.close()
+    if saturated:
+        warnings.warn(f"{saturated} PNG pixels saturated at {65535 * config.png_scale:.2f}; "
+                      "raise png_scale or use NIfTI", stacklevel=2)
+    table = pd.DataFrame(rows)
+    metadata = {"config": asdict(config), "physics": describe_physics(
+        kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high),
+        "units": "all images are log attenuation -ln(I/I0) (dimensionless); see docs/xray_physics.md",
+        "png": {"value = count * png_scale": config.png_scale} if config.image_format == "png" else None,
+        "nifti_axes": "array (H, W): axis 0 = detector rows (superior -> inferior), axis 1 = columns"}
+    with atomic_path(out / METADATA_NAME, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2, default=str))
+    manifest = out / MANIFEST_NAME
+    _write_table(table, manifest, overwrite=overwrite)
+    if extra_manifest is not None:
+        extra = Path(extra_manifest)
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        copy = table.copy()
+        for key in config.keys:  # paths relative to the copy's own folder, as read_paired_manifest expects
+            copy[key] = [os.path.relpath((out / v).resolve(), extra.parent.resolve()) for v in table[key]]
+        _write_table(copy, extra, overwrite=overwrite)
+    return manifest
+
+
+__all__: Sequence[str] = [
+    "DRRDatasetConfig", "find_cts", "assign_splits", "fit_pixel_spacing", "sample_geometries",
+    "render_pair", "load_densities", "build_drr_dataset",
+]

@@ -1,0 +1,255 @@
+"""Evaluation of 2-D paired predictions (SE -> DE): image metrics, bone suppression, baseline, figure.
+
+Per held-out image and target key, inside the body (:func:`pipeline.xray.data.body_mask_2d` of the SE
+image; all values in the images' own units, e.g. log attenuation ``-ln(I/I0)``):
+
+- ``mae_<key>``: mean |pred - true|;
+- ``psnr_<key>``: ``10 log10(R^2 / MSE)``, both images clipped to the true image's [min, max], ``R`` its
+  range (:func:`pipeline.report.metrics.psnr`);
+- ``ssim_<key>``: Gaussian-window SSIM (sigma 1.5 px, K1 0.01, K2 0.03, data range ``R``), outside the
+  body set to the minimum, 3-pixel border cropped, mean over body pixels (:func:`pipeline.report.metrics.ssim_map`
+  on an ``(H, W, 1)`` array: with reflecting edges the filter along the singleton axis is the identity,
+  so this is exactly the 2-D SSIM map).
+
+Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among the targets):
+
+- ``bone_leak``: least-squares slope of ``(pred_soft - true_soft)`` on ``true_bone`` over body pixels:
+  the fraction of the bone signal left in (> 0) or over-subtracted from (< 0) the predicted soft-tissue
+  image. 0 for the true soft image; exactly 1 for the SE image when SE is the high-kVp image
+  (``SE = soft + bone``); reported as ``bone_leak_se`` for reference.
+- ``soft_bone_corr``: Pearson correlation of ``pred_soft`` with ``true_bone`` over body pixels, with
+  ``soft_bone_corr_true`` (the true soft image; not 0, since thick body paths also cross more bone) and
+  ``soft_bone_corr_se`` (the SE image) for reference. It needs no true soft image, but mixes anatomy
+  with leakage, so ``bone_leak`` is the primary number.
+
+Baseline ``se_scaled``: each target predicted as ``a_k * SE`` with ``a_k`` the least-squares factor over
+the training split (what a network that learnt nothing but the mean split would do).
+
+Outputs (atomic; refused up front when present unless ``overwrite``): ``per_image.csv``,
+``summary.csv`` (method, metric, mean, sd, n), ``summary.md`` and ``figure.png`` (SE | predicted |
+true per target for the first held-out images).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.report import metrics
+from pipeline.io.images2d import load_image_2d
+from pipeline.data.checks import InputError
+from pipeline.io.volumes import atomic_path
+from pipeline.xray.data import body_mask_2d, load_records
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png")
+SSIM_BORDER = 3
+
+
+def image_metrics(pred: np.ndarray, true: np.ndarray, body: np.ndarray) -> dict[str, float]:
+    """``{"mae", "psnr", "ssim"}`` of ``(H, W)`` images over ``body`` pixels (see the module docstring)."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    body = np.asarray(body, bool)
+    if pred.shape != true.shape or pred.ndim != 2:
+        raise ValueError(f"expected two (H, W) images of one shape, got {pred.shape} and {true.shape}")
+    lo, hi = float(true.min()), float(true.max())
+    if hi <= lo:
+        hi = lo + 1.0  # a constant true image: any positive range gives the same (perfect or not) MAE
+    vol = (pred[..., None], true[..., None], body[..., None])
+    smap = metrics.ssim_map(*vol, hu_range=(lo, hi))[..., 0]
+    b = SSIM_BORDER
+    inner = np.zeros_like(body)
+    inner[b:-b, b:-b] = body[b:-b, b:-b]
+    return {"mae": metrics.mae(*vol), "psnr": metrics.psnr(*vol, hu_range=(lo, hi)),
+            "ssim": float(smap[inner].mean()) if inner.any() else float("nan")}
+
+
+def _slope(y: np.ndarray, x: np.ndarray) -> float:
+    x = x - x.mean()
+    denom = float((x * x).sum())
+    return float((x * (y - y.mean())).sum() / denom) if denom > 0 else float("nan")
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def bone_suppression(pred_soft: np.ndarray, true_soft: np.ndarray, true_bone: np.ndarray, body: np.ndarray,
+                     ) -> dict[str, float]:
+    """``{"bone_leak", "soft_bone_corr"}`` over ``body`` pixels (see the module docstring)."""
+    m = np.asarray(body, bool)
+    p, s, b = (np.asarray(a, np.float64)[m] for a in (pred_soft, true_soft, true_bone))
+    return {"bone_leak": _slope(p - s, b), "soft_bone_corr": _corr(p, b)}
+
+
+def fit_se_baseline(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
+                    png_scale: float | None = None) -> dict[str, float]:
+    """``{key: a}`` minimising ``sum (a * SE - target)^2`` over all pixels of ``records`` (training split)."""
+    sums = {k: [0.0, 0.0] for k in target_keys}
+    for record in records:
+        image = load_image_2d(record[image_key], png_scale=png_scale).astype(np.float64)
+        for key in target_keys:
+            target = load_image_2d(record[key], png_scale=png_scale).astype(np.float64)
+            sums[key][0] += float((image * target).sum())
+            sums[key][1] += float((image * image).sum())
+    return {k: (num / den if den > 0 else 0.0) for k, (num, den) in sums.items()}
+
+
+def find_prediction(prediction_dir: Path, key: str, image_id: str) -> Path | None:
+    for suffix in PREDICTION_SUFFIXES:
+        path = prediction_dir / key / f"{image_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_prediction(record: Mapping[str, Any], prediction_dir: Path, key: str, png_scale: float | None) -> np.ndarray:
+    path = find_prediction(prediction_dir, key, record["image_id"])
+    if path is None:
+        raise InputError(f"{record['subject_id']}: no {key} prediction for {record['image_id']} in "
+                         f"{prediction_dir / key} (expected {record['image_id']}.nii.gz)")
+    return load_image_2d(path, png_scale=png_scale)[0]
+
+
+def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str | os.PathLike | None,
+                    image_key: str, target_keys: Sequence[str], soft_key: str | None = "de_soft",
+                    bone_key: str | None = "de_bone", baseline: Mapping[str, float] | None = None,
+                    png_scale: float | None = None, body_fraction: float = 0.05) -> pd.DataFrame:
+    """One row per (method, image): ``pix2pix`` from ``prediction_dir``, ``se_scaled`` from ``baseline``."""
+    rows = []
+    with_suppression = soft_key in target_keys and bone_key in target_keys
+    for record in records:
+        image = load_image_2d(record[image_key], png_scale=png_scale)[0]
+        truth = {k: load_image_2d(record[k], png_scale=png_scale)[0] for k in target_keys}
+        shapes = {tuple(a.shape) for a in (image, *truth.values())}
+        if len(shapes) > 1:
+            raise InputError(f"{record['subject_id']}: {record['image_id']} images differ in shape {shapes}")
+        body = body_mask_2d(image, fraction=body_fraction)
+        methods: dict[str, dict[str, np.ndarray]] = {}
+        if prediction_dir is not None:
+            methods["pix2pix"] = {k: _load_prediction(record, Path(prediction_dir), k, png_scale) for k in target_keys}
+        if baseline:
+            methods["se_scaled"] = {k: baseline[k] * image for k in target_keys}
+        for method, predicted in methods.items():
+            row: dict[str, Any] = {"method": method, "subject_id": record["subject_id"], "image_id": record["image_id"]}
+            for key in target_keys:
+                if predicted[key].shape != truth[key].shape:
+                    raise InputError(f"{record['subject_id']}: {key} prediction for {record['image_id']} has shape "
+                                     f"{predicted[key].shape}, the true image {truth[key].shape}")
+                row.update({f"{name}_{key}": value for name, value in
+                            image_metrics(predicted[key], truth[key], body).items()})
+            if with_suppression:
+                soft, bone = truth[soft_key], truth[bone_key]
+                row.update(bone_suppression(predicted[soft_key], soft, bone, body))
+                row["bone_leak_se"] = bone_suppression(image, soft, bone, body)["bone_leak"]
+                row["soft_bone_corr_true"] = bone_suppression(soft, soft, bone, body)["soft_bone_corr"]
+                row["soft_bone_corr_se"] = bone_suppression(image, soft, bone, body)["soft_bone_corr"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Long table ``method, metric, mean, sd, n`` (sd with ddof=1; NaN for one image)."""
+    metric_columns = [c for c in per_image.columns if c not in ("method", "subject_id", "image_id")]
+    rows = []
+    for method, group in per_image.groupby("method", sort=False):
+        for column in metric_columns:
+            values = group[column].astype(float)
+            rows.append({"method": method, "metric": column, "mean": values.mean(),
+                         "sd": values.std(ddof=1) if len(values) > 1 else float("nan"), "n": int(values.count())})
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(summary: pd.DataFrame, *, units: str) -> str:
+    methods = list(dict.fromkeys(summary["method"]))
+    lines = [f"Mean ± SD over held-out images ({units}; PSNR in dB; SSIM, correlations and slopes unitless).", "",
+             "| metric | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for metric in dict.fromkeys(summary["metric"]):
+        cells = []
+        for method in methods:
+            row = summary[(summary["method"] == method) & (summary["metric"] == metric)]
+            mean, sd = float(row["mean"].iloc[0]), float(row["sd"].iloc[0])
+            cells.append(f"{mean:.4g}" + ("" if np.isnan(sd) else f" ± {sd:.2g}"))
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_dir: Path, image_key: str,
+                target_keys: Sequence[str], png_scale: float | None = None, rows: int = 3,
+                overwrite: bool = False) -> Path:
+    """SE | predicted k | true k (for each target k) for the first ``rows`` records; each pred/true pair
+    shares the grey window of the true image (1st-99.5th percentile)."""
+    from pipeline.report.figures import save_image_grid
+
+    grid = []
+    for record in list(records)[:rows]:
+        image = load_image_2d(record[image_key], png_scale=png_scale)[0]
+        panels = [(image, f"{record['image_id']}\n{image_key}", np.percentile(image, [1.0, 99.5]))]
+        for key in target_keys:
+            true = load_image_2d(record[key], png_scale=png_scale)[0]
+            window = np.percentile(true, [1.0, 99.5])
+            panels += [(_load_prediction(record, prediction_dir, key, png_scale), f"predicted {key}", window),
+                       (true, f"true {key}", window)]
+        grid.append(panels)
+    return save_image_grid(grid, path, overwrite=overwrite, panel_inches=2.45)
+
+
+def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                   split: str | None = "test", image_key: str = "se",
+                   target_keys: Sequence[str] = ("de_soft", "de_bone"), soft_key: str | None = "de_soft",
+                   bone_key: str | None = "de_bone", baseline: bool = True, train_split: str = "train",
+                   png_scale: float | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                   seed: int = 0, figure_rows: int = 3, units: str = "log attenuation -ln(I/I0)",
+                   overwrite: bool = False) -> dict[str, Path]:
+    """Evaluate predictions of ``split`` against the truth of ``dataset`` and write the outputs listed in
+    the module docstring; returns their paths. ``dataset``/splits are read as in training
+    (:func:`pipeline.xray.data.load_records`)."""
+    out = Path(output_dir)
+    paths = {name: out / name for name in ("per_image.csv", "summary.csv", "summary.md", "figure.png")}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} evaluation output(s) exist, e.g. {existing[0]}; "
+                              "pass overwrite=True (--overwrite true) to replace them")
+    keys = [image_key, *target_keys]
+    split_options = dict(keys=keys, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    records = load_records(dataset, split=split, **split_options)
+    factors = None
+    if baseline:
+        try:
+            train = load_records(dataset, split=train_split, **split_options)
+        except ValueError as err:
+            logger.warning("no SE baseline: %s", err)
+        else:
+            factors = fit_se_baseline(train, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
+            logger.info("SE baseline factors (training split): %s", factors)
+    per_image = evaluate_images(records, prediction_dir=prediction_dir, image_key=image_key, target_keys=target_keys,
+                                soft_key=soft_key, bone_key=bone_key, baseline=factors, png_scale=png_scale)
+    summary = summarise(per_image)
+    with atomic_path(paths["per_image.csv"], overwrite=overwrite) as tmp:
+        per_image.to_csv(tmp, index=False)
+    with atomic_path(paths["summary.csv"], overwrite=overwrite) as tmp:
+        summary.to_csv(tmp, index=False)
+    text = summary_markdown(summary, units=units)
+    if factors:
+        text += "\nse_scaled baseline: " + ", ".join(f"{k} = {a:.4f} x {image_key}" for k, a in factors.items()) + "\n"
+    with atomic_path(paths["summary.md"], overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+    save_figure(records, paths["figure.png"], prediction_dir=Path(prediction_dir), image_key=image_key,
+                target_keys=target_keys, png_scale=png_scale, rows=figure_rows, overwrite=overwrite)
+    logger.info("evaluation of %d images written to %s\n%s", len(records), out, text)
+    return paths
+
+
+__all__: Sequence[str] = [
+    "image_metrics", "bone_suppression", "fit_se_baseline", "find_prediction", "evaluate_images", "summarise",
+    "summary_markdown", "save_figure", "run_evaluation",
+]

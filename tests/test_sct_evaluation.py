@@ -1,0 +1,167 @@
+"""Evaluation driver: per-subject metrics from files, tables, summary, figures, baselines, refusals."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.report import metrics
+from pipeline.data.checks import InputError
+from pipeline.sct.evaluation import evaluate_predictions, evaluate_subject, run_evaluation
+
+SHAPE = (24, 22, 20)
+AFFINE = np.array([[-2.0, 0.05, 0.0, 40.0], [0.05, -2.0, 0.0, 30.0], [0.0, 0.0, 2.5, -20.0], [0, 0, 0, 1]])
+
+
+def _head(seed: int):
+    """Ellipsoid 'head': 1000 HU skull shell, 40 HU brain, -800 HU air pocket; MR dark bone/air."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in SHAPE), indexing="ij")
+    r = np.sqrt((x / 0.85) ** 2 + (y / 0.8) ** 2 + (z / 0.8) ** 2)
+    mask = (r < 1.0).astype(np.uint8)
+    ct = np.full(SHAPE, -1000.0)
+    ct[r < 1.0] = 1000.0
+    ct[r < 0.8] = 40.0
+    ct[(r < 0.8) & (x > 0.3) & (np.abs(y) < 0.2)] = -800.0
+    ct += rng.normal(0, 10, SHAPE) * mask
+    mr = np.where(r < 0.8, 60.0, 0.0) + np.where((r >= 0.8) & (r < 1.0), 5.0, 0.0)
+    mr[ct < -500] = 2.0
+    mr = (mr + rng.normal(0, 1.0, SHAPE) * mask) * (1 + seed)
+    labels = np.where(r < 0.8, 2, np.where(r < 1.0, 1, 0)).astype(np.uint8)
+    return mr.astype(np.float32), np.rint(ct).astype(np.int16), mask, labels
+
+
+def _save(array, path, affine=AFFINE):
+    nib.save(nib.Nifti1Image(array, affine), path)
+    return str(path)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Two subjects with mr/ct/mask/labels and two prediction folders: 'perfect' (sCT = CT, nested
+    layout) and 'offset' (+50 HU inside the mask, flat <id>_sct.nii.gz layout)."""
+    rows = []
+    for i, sid in enumerate(["1BP001", "1BP002"]):
+        mr, ct, mask, labels = _head(i)
+        folder = tmp_path / "data" / sid
+        folder.mkdir(parents=True)
+        rows.append({"subject_id": sid, "mr": _save(mr, folder / "mr.nii.gz"), "ct": _save(ct, folder / "ct.nii.gz"),
+                     "mask": _save(mask, folder / "mask.nii.gz"), "labels": _save(labels, folder / "labels.nii.gz")})
+        (tmp_path / "perfect" / sid).mkdir(parents=True)
+        _save(ct, tmp_path / "perfect" / sid / "sct.nii.gz")
+        (tmp_path / "offset").mkdir(exist_ok=True)
+        _save((ct + 50 * mask).astype(np.int16), tmp_path / "offset" / f"{sid}_sct.nii.gz")
+    return tmp_path, rows
+
+
+def test_evaluate_subject_matches_metrics(dataset):
+    root, rows = dataset
+    row = rows[0]
+    result = evaluate_subject(sct_path=root / "offset" / "1BP001_sct.nii.gz", ct_path=row["ct"], mask_path=row["mask"],
+                              subject_id="1BP001", label_path=row["labels"], label_names={1: "skull", 2: "brain"},
+                              bone_thresholds=(250.0, 600.0))
+    ct = nib.load(row["ct"]).get_fdata()
+    mask = nib.load(row["mask"]).get_fdata()
+    sct = ct + 50 * mask
+    assert result["subject_id"] == "1BP001"
+    assert result["mae_hu"] == pytest.approx(50.0) and result["me_hu"] == pytest.approx(50.0)
+    assert result["psnr_db"] == pytest.approx(10 * np.log10(4024**2 / 2500))
+    assert result["ssim"] == pytest.approx(metrics.ssim(sct, ct, mask))
+    assert result["dice_bone_250hu"] == pytest.approx(metrics.bone_dice(sct, ct, mask))
+    assert "dice_bone_600hu" in result
+    regions = {r["region"]: r for r in result["regions"]}
+    assert {"body", "air", "soft_tissue", "bone", "skull", "brain"} <= set(regions)
+    assert regions["skull"]["me_hu"] == pytest.approx(50.0) and regions["skull"]["sd_hu"] == pytest.approx(0.0)
+
+
+def test_evaluate_predictions_tables_figures_and_refusal(dataset):
+    root, rows = dataset
+    out = root / "eval"
+    summary = evaluate_predictions(manifest_rows=rows, prediction_dir=root / "perfect", model_name="perfect",
+                                   methods={"offset": root / "offset"}, output_dir=out, n_figure_subjects=1,
+                                   label_names={1: "skull", 2: "brain"}, progress=False)
+    assert list(summary["method"]) == ["perfect", "offset"]
+    offset = summary.set_index("method").loc["offset"]
+    assert offset["n_subjects"] == 2
+    assert offset["mae_hu_mean"] == pytest.approx(50.0) and offset["mae_hu_sd"] == pytest.approx(0.0)
+    perfect = summary.set_index("method").loc["perfect"]
+    assert perfect["mae_hu_mean"] == 0.0 and perfect["ssim_mean"] == pytest.approx(1.0)
+    assert perfect["dice_bone_250hu_mean"] == pytest.approx(1.0)
+
+    per_subject = pd.read_csv(out / "per_subject.csv")
+    assert len(per_subject) == 4
+    assert list(per_subject.columns[:2]) == ["method", "subject_id"]
+    assert set(per_subject["subject_id"]) == {"1BP001", "1BP002"}
+    per_region = pd.read_csv(out / "per_region.csv")
+    skull = per_region[(per_region["method"] == "offset") & (per_region["region"] == "skull")]
+    assert len(skull) == 2 and np.allclose(skull["me_hu"], 50.0)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary, check_dtype=False, atol=1e-4)
+
+    markdown = (out / "summary.md").read_text()
+    assert "| offset | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 |" in markdown
+    assert "## MAE per region (HU)" in markdown and "soft tissue" in markdown
+
+    pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert pngs == ["figures/offset/1BP001_hu_hist.png", "figures/offset/1BP001_slices.png",
+                    "figures/perfect/1BP001_hu_hist.png", "figures/perfect/1BP001_slices.png", "figures/region_mae.png"]
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+    before = (out / "per_subject.csv").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        evaluate_predictions(manifest_rows=rows, methods={"offset": root / "offset"}, output_dir=out, progress=False)
+    assert (out / "per_subject.csv").read_bytes() == before
+    evaluate_predictions(manifest_rows=rows, methods={"offset": root / "offset"}, output_dir=out, progress=False,
+                         n_figure_subjects=0, overwrite=True)
+    assert set(pd.read_csv(out / "per_subject.csv")["method"]) == {"offset"}
+    assert not list(out.glob("**/.*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_missing_prediction_and_grid_mismatch_name_the_subject(dataset):
+    root, rows = dataset
+    (root / "perfect" / "1BP002" / "sct.nii.gz").unlink()
+    with pytest.raises(InputError, match="1BP002: no sCT prediction"):
+        evaluate_predictions(manifest_rows=rows, prediction_dir=root / "perfect", output_dir=root / "e1", progress=False)
+    assert not (root / "e1").exists()
+
+    ct = nib.load(rows[0]["ct"]).get_fdata().astype(np.int16)
+    moved = AFFINE.copy()
+    moved[2, 3] += 5.0
+    _save(ct, root / "offset" / "1BP001_sct.nii.gz", affine=moved)
+    with pytest.raises(ValueError, match=r"1BP001: ct \(ct.nii.gz\) and offset sCT \(1BP001_sct.nii.gz\) are not on the same grid: origin"):
+        evaluate_predictions(manifest_rows=rows[:1], methods={"offset": root / "offset"}, output_dir=root / "e2",
+                             progress=False)
+    nan_sct = ct.astype(np.float32)
+    nan_sct[3, 3, 3] = np.nan
+    _save(nan_sct, root / "offset" / "1BP001_sct.nii.gz")
+    with pytest.raises(ValueError, match="1BP001: offset sCT: sCT contains 1 NaN"):
+        evaluate_predictions(manifest_rows=rows[:1], methods={"offset": root / "offset"}, output_dir=root / "e3",
+                             progress=False)
+
+
+def test_run_evaluation_with_baselines(dataset):
+    from pipeline.data.manifest import find_subjects, write_manifest
+
+    root, rows = dataset
+    table = find_subjects(root / "data")
+    table["split"] = ["test", "train"]  # 1BP001 evaluated, 1BP002 fits the tissue lookup
+    manifest = write_manifest(table, root / "manifest.csv")
+
+    out = root / "run"
+    summary = run_evaluation(manifest=str(manifest), prediction_dir=str(root / "perfect"), output_dir=str(out),
+                             progress=False)
+    assert list(summary["method"]) == ["pix2pix", "bulk_density", "tissue_lookup"]
+    table = summary.set_index("method")
+    ct = nib.load(rows[0]["ct"]).get_fdata()
+    mask = nib.load(rows[0]["mask"]).get_fdata() > 0
+    assert table.loc["bulk_density", "mae_hu_mean"] == pytest.approx(np.abs(ct[mask]).mean(), abs=1e-4)
+    # intensity classes separate brain from dark skull/air here, so the lookup must beat bulk density
+    assert table.loc["tissue_lookup", "mae_hu_mean"] < table.loc["bulk_density", "mae_hu_mean"]
+
+    written = nib.load(out / "baselines" / "tissue_lookup" / "1BP001" / "sct.nii.gz")
+    assert written.get_data_dtype() == np.int16
+    np.testing.assert_allclose(written.affine, nib.load(rows[0]["mr"]).affine)
+    assert (out / "baselines" / "tissue_lookup.json").exists()
+    with pytest.raises(FileExistsError):
+        run_evaluation(manifest=str(manifest), prediction_dir=str(root / "perfect"), output_dir=str(out), progress=False)

@@ -1,0 +1,122 @@
+"""DRR dataset builder (pipeline/xray/drr_dataset.py, scripts/make_drr_dataset.py): paired files, manifest,
+splits by subject, overwrite refusal, bad input, and (when present) the real chest CT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.xray.drr_dataset import (
+    DRRDatasetConfig, InputError, assign_splits, build_drr_dataset, find_cts, load_densities, render_pair,
+)
+from pipeline.io.images2d import LoadPairedImaged, find_paired_images, read_paired_manifest
+from transforms.drr import ProjectionGeometry
+
+pytest.importorskip("spekpy")
+
+N, SPACING = 32, 4.0
+CHEST_CT = Path(__file__).resolve().parents[1] / "data" / "chest_ct" / "CXR001" / "ct.nii.gz"
+
+
+def _tiny_ct(seed: int) -> np.ndarray:
+    """Air around a soft-tissue cylinder (40 HU) with a bone rod (1200 HU), slightly varied by seed."""
+    rng = np.random.default_rng(seed)
+    axis = (np.arange(N) - (N - 1) / 2.0) * SPACING
+    x, y, _ = np.meshgrid(axis, axis, axis, indexing="ij")
+    hu = np.full((N, N, N), -1000.0, np.float32)
+    hu[x**2 + y**2 < (50.0 + rng.uniform(-5, 5))**2] = 40.0
+    hu[(x - 15.0)**2 + y**2 < 10.0**2] = 1200.0
+    return hu.astype(np.int16)
+
+
+def _write_cts(root: Path, ids) -> None:
+    affine = np.diag([-SPACING, -SPACING, SPACING, 1.0])  # LPS-like storage: the projector must not care
+    for i, sid in enumerate(ids):
+        (root / sid).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(_tiny_ct(i), affine), root / sid / "ct.nii.gz")
+
+
+def _config(**kw) -> DRRDatasetConfig:
+    base = dict(projections_per_ct=2, detector_size=16, volume_spacing_mm=8.0, val_fraction=0.25, test_fraction=0.25)
+    return DRRDatasetConfig(**{**base, **kw})
+
+
+def test_assign_splits_by_subject_is_deterministic():
+    ids = [f"S{i:02d}" for i in range(10)]
+    splits = assign_splits(ids + ids[:3], seed=1)
+    assert set(splits) == set(ids)
+    assert sorted(splits.values()).count("train") == 8 and list(splits.values()).count("test") == 1
+    assert assign_splits(ids, seed=1) == splits
+    assert set(assign_splits(["only"]).values()) == {"train"}
+
+
+def test_builder_writes_pairs_manifest_and_never_mixes_splits(tmp_path):
+    ids = ["CT01", "CT02", "CT03", "CT04"]
+    _write_cts(tmp_path / "cts", ids)
+    out = tmp_path / "drr"
+    manifest = build_drr_dataset(tmp_path / "cts", out, config=_config(), progress=False,
+                                 extra_manifest=tmp_path / "data_manifests" / "drr.csv")
+    table = pd.read_csv(manifest)
+    assert list(table.columns[:6]) == ["subject_id", "projection_id", "se", "de_soft", "de_bone", "split"]
+    assert len(table) == 8 and sorted(table["subject_id"].unique()) == ids
+    assert (table.groupby("subject_id")["split"].nunique() == 1).all()
+    assert {"train", "val", "test"} == set(table["split"])
+    for key in ("se", "de_soft", "de_bone"):
+        assert all((out / p).exists() for p in table[key])
+    # Both readers find the same pairs; images are (1, H, W) float32 and physically sensible.
+    records = read_paired_manifest(manifest)
+    assert [r["image_id"] for r in records] == [r["image_id"] for r in find_paired_images(out)]
+    assert len(read_paired_manifest(tmp_path / "data_manifests" / "drr.csv")) == 8
+    data = LoadPairedImaged(["se", "de_soft", "de_bone"])(records[0])
+    se, soft, bone = (data[k][0].numpy() for k in ("se", "de_soft", "de_bone"))
+    assert se.shape == (16, 16) and se.min() >= 0 and se.max() > 1.0
+    assert bone.max() > 0.3 and soft.max() > 1.0
+    np.testing.assert_allclose(soft + bone, se, atol=0.02 * se.max())  # se = high kVp here
+    assert (out / "drr_dataset.json").exists()
+    # A second run refuses before writing anything; overwrite=True replaces.
+    with pytest.raises(FileExistsError):
+        build_drr_dataset(tmp_path / "cts", out, config=_config(), progress=False)
+    build_drr_dataset(tmp_path / "cts", out, config=_config(), progress=False, overwrite=True)
+
+
+def test_builder_png_format_and_cli(tmp_path):
+    from scripts.make_drr_dataset import main
+
+    _write_cts(tmp_path / "cts", ["A1", "A2"])
+    rc = main(["--ct-dir", str(tmp_path / "cts"), "--out", str(tmp_path / "png"), "--projections-per-ct", "1",
+               "--size", "16", "--format", "png", "--volume-spacing", "8", "--figure", str(tmp_path / "f.png")])
+    assert rc == 0 and (tmp_path / "f.png").exists()
+    records = read_paired_manifest(tmp_path / "png" / "manifest.csv")
+    assert len(records) == 2 and records[0]["se"].endswith(".png")
+    se = LoadPairedImaged(["se"], png_scale=DRRDatasetConfig().png_scale)(records[0])["se"]
+    assert se.shape == (1, 16, 16) and 1.0 < float(se.max()) < 13.0
+    assert main(["--ct-dir", str(tmp_path / "cts"), "--out", str(tmp_path / "png"), "--size", "16"]) == 2
+
+
+def test_bad_ct_is_reported_with_subject(tmp_path):
+    (tmp_path / "cts").mkdir()
+    raw = np.full((8, 8, 8), 1000, np.int16)  # scanner units, not HU: no air
+    nib.save(nib.Nifti1Image(raw, np.eye(4)), tmp_path / "cts" / "B07.nii.gz")
+    assert find_cts(tmp_path / "cts") == [("B07", tmp_path / "cts" / "B07.nii.gz")]
+    with pytest.raises(InputError, match="^B07: CT .* does not look like HU"):
+        build_drr_dataset(tmp_path / "cts", tmp_path / "out", config=_config(), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no CT found"):
+        find_cts(tmp_path / "empty")
+
+
+@pytest.mark.skipif(not CHEST_CT.exists(), reason="run `python -m scripts.get_chest_ct` to fetch the chest CT")
+def test_chest_ct_drr_shows_spine_in_bone_image():
+    densities, affine = load_densities("CXR001", CHEST_CT, volume_spacing_mm=2.8)
+    geometry = ProjectionGeometry(detector_shape=(32, 32), pixel_spacing_mm=17.0)  # AP view, 544 mm panel
+    images = render_pair(densities, affine, geometry, config=DRRDatasetConfig())
+    bone, soft = images["de_bone"].numpy(), images["de_soft"].numpy()
+    assert np.isfinite(bone).all() and images["se"].min() >= 0
+    rows = slice(12, 22)  # mid-thorax: spine (centre columns) vs lungs (a quarter of the way in)
+    spine, lung = bone[rows, 15:17].mean(), bone[rows, [8, 23]].mean()
+    assert spine > 1.5 * lung
+    assert soft[rows, 15:17].mean() > soft[rows, [8, 23]].mean()  # mediastinum denser than lung
