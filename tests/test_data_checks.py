@@ -8,14 +8,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from pipeline.data.checks import (
-    InputError,
-    check_mask_array,
-    check_same_grid,
-    check_volume_array,
-    read_geometry,
-    validate_subject,
-)
+from pipeline.errors import InputError
+from pipeline.data.checks import check_mask_array, check_volume_array, validate_subject
+from pipeline.io.geometry import check_same_grid, read_geometry
 
 SHAPE = (8, 8, 6)
 

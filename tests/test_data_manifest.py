@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.data.manifest import (
     assign_splits,
+    subject_splits,
     find_subjects,
     load_split,
     parse_subject_id,
@@ -18,7 +19,7 @@ from pipeline.data.manifest import (
     validate_manifest,
     write_manifest,
 )
-from pipeline.data.checks import InputError
+from pipeline.errors import InputError
 from scripts.make_manifest import main as make_manifest_main
 
 SHAPE = (8, 8, 6)
@@ -211,3 +212,12 @@ def test_cli_writes_manifest_and_fails_naming_the_subject(tmp_path, capsys):
     assert "1BB003" in capsys.readouterr().err
     assert make_manifest_main(["--root", str(root), "--out", str(bad_out), "--allow-problems", "--no-progress"]) == 1
     assert len(read_manifest(bad_out)) == 8
+
+
+def test_subject_splits_by_subject_is_deterministic():
+    ids = [f"S{i:02d}" for i in range(10)]
+    splits = subject_splits(ids + ids[:3], seed=1)
+    assert set(splits) == set(ids)
+    assert sorted(splits.values()).count("train") == 8 and list(splits.values()).count("test") == 1
+    assert subject_splits(ids, seed=1) == splits
+    assert set(subject_splits(["only"]).values()) == {"train"}

@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline.io.images2d import (
     LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest, save_image_2d,
 )
-from pipeline.data.checks import InputError
+from pipeline.errors import InputError
 
 H, W = 6, 9  # non-square so a transpose would show
 

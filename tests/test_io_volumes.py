@@ -11,7 +11,9 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from pipeline.io.volumes import atomic_write, read_geometry, read_volume, write_like_reference
+from pipeline.io.atomic import atomic_write
+from pipeline.io.geometry import read_geometry
+from pipeline.io.volumes import read_volume, write_like_reference
 
 SHAPE = (7, 9, 5)
 
@@ -78,7 +80,8 @@ def test_read_volume_and_geometry(nifti_reference: Path, tmp_path: Path) -> None
     data, affine = read_volume(out)
     assert data.dtype == np.float32
     np.testing.assert_array_equal(data, want)
-    shape, geometry_affine = read_geometry(out)
+    geometry = read_geometry(out)
+    shape, geometry_affine = geometry.spatial_shape, geometry.affine
     assert shape == SHAPE
     np.testing.assert_allclose(affine, nib.load(nifti_reference).affine)
     np.testing.assert_allclose(geometry_affine, affine)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from pipeline.report import metrics
-from pipeline.data.checks import InputError
+from pipeline.report.tables import summary_value
+from pipeline.errors import InputError
 from pipeline.sct.evaluation import evaluate_predictions, evaluate_subject, run_evaluation
 
 SHAPE = (24, 22, 20)
@@ -82,39 +83,40 @@ def test_evaluate_predictions_tables_figures_and_refusal(dataset):
     summary = evaluate_predictions(manifest_rows=rows, prediction_dir=root / "perfect", model_name="perfect",
                                    methods={"offset": root / "offset"}, output_dir=out, n_figure_subjects=1,
                                    label_names={1: "skull", 2: "brain"}, progress=False)
-    assert list(summary["method"]) == ["perfect", "offset"]
-    offset = summary.set_index("method").loc["offset"]
-    assert offset["n_subjects"] == 2
-    assert offset["mae_hu_mean"] == pytest.approx(50.0) and offset["mae_hu_sd"] == pytest.approx(0.0)
-    perfect = summary.set_index("method").loc["perfect"]
-    assert perfect["mae_hu_mean"] == 0.0 and perfect["ssim_mean"] == pytest.approx(1.0)
-    assert perfect["dice_bone_250hu_mean"] == pytest.approx(1.0)
+    assert list(dict.fromkeys(summary["method"])) == ["perfect", "offset"]
 
-    per_subject = pd.read_csv(out / "per_subject.csv")
-    assert len(per_subject) == 4
-    assert list(per_subject.columns[:2]) == ["method", "subject_id"]
-    assert set(per_subject["subject_id"]) == {"1BP001", "1BP002"}
-    per_region = pd.read_csv(out / "per_region.csv")
-    skull = per_region[(per_region["method"] == "offset") & (per_region["region"] == "skull")]
-    assert len(skull) == 2 and np.allclose(skull["me_hu"], 50.0)
+    def value(method, metric, region="body", stat="mean"):
+        return summary_value(summary, method=method, metric=metric, region=region, stat=stat)
+
+    assert value("offset", "mae_hu", stat="n") == 2
+    assert value("offset", "mae_hu") == pytest.approx(50.0) and value("offset", "mae_hu", stat="sd") == pytest.approx(0.0)
+    assert value("perfect", "mae_hu") == 0.0 and value("perfect", "ssim") == pytest.approx(1.0)
+    assert value("perfect", "dice_bone_250hu") == pytest.approx(1.0)
+
+    results = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert list(results.columns) == ["method", "subject_id", "image_id", "region", "metric", "value"]
+    body_mae = results[(results["region"] == "body") & (results["metric"] == "mae_hu")]
+    assert len(body_mae) == 4 and set(body_mae["subject_id"]) == {"1BP001", "1BP002"}
+    skull = results[(results["method"] == "offset") & (results["region"] == "skull") & (results["metric"] == "me_hu")]
+    assert len(skull) == 2 and np.allclose(skull["value"].astype(float), 50.0)
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), summary, check_dtype=False, atol=1e-4)
 
     markdown = (out / "summary.md").read_text()
     assert "| offset | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 |" in markdown
-    assert "## MAE per region (HU)" in markdown and "soft tissue" in markdown
+    assert "## Whole body mask" in markdown and "## soft tissue" in markdown and "## skull" in markdown
 
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert pngs == ["figures/offset/1BP001_hu_hist.png", "figures/offset/1BP001_slices.png",
                     "figures/perfect/1BP001_hu_hist.png", "figures/perfect/1BP001_slices.png", "figures/region_mae.png"]
     assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
-    before = (out / "per_subject.csv").read_bytes()
+    before = (out / "results.csv").read_bytes()
     with pytest.raises(FileExistsError, match="overwrite=True"):
         evaluate_predictions(manifest_rows=rows, methods={"offset": root / "offset"}, output_dir=out, progress=False)
-    assert (out / "per_subject.csv").read_bytes() == before
+    assert (out / "results.csv").read_bytes() == before
     evaluate_predictions(manifest_rows=rows, methods={"offset": root / "offset"}, output_dir=out, progress=False,
                          n_figure_subjects=0, overwrite=True)
-    assert set(pd.read_csv(out / "per_subject.csv")["method"]) == {"offset"}
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"offset"}
     assert not list(out.glob("**/.*tmp*"))  # atomic writes leave no temporaries
 
 
@@ -151,13 +153,13 @@ def test_run_evaluation_with_baselines(dataset):
     out = root / "run"
     summary = run_evaluation(manifest=str(manifest), prediction_dir=str(root / "perfect"), output_dir=str(out),
                              progress=False)
-    assert list(summary["method"]) == ["pix2pix", "bulk_density", "tissue_lookup"]
-    table = summary.set_index("method")
+    assert list(dict.fromkeys(summary["method"])) == ["pix2pix", "bulk_density", "tissue_lookup"]
+    mae = {m: summary_value(summary, method=m, metric="mae_hu", region="body") for m in ("bulk_density", "tissue_lookup")}
     ct = nib.load(rows[0]["ct"]).get_fdata()
     mask = nib.load(rows[0]["mask"]).get_fdata() > 0
-    assert table.loc["bulk_density", "mae_hu_mean"] == pytest.approx(np.abs(ct[mask]).mean(), abs=1e-4)
+    assert mae["bulk_density"] == pytest.approx(np.abs(ct[mask]).mean(), abs=1e-4)
     # intensity classes separate brain from dark skull/air here, so the lookup must beat bulk density
-    assert table.loc["tissue_lookup", "mae_hu_mean"] < table.loc["bulk_density", "mae_hu_mean"]
+    assert mae["tissue_lookup"] < mae["bulk_density"]
 
     written = nib.load(out / "baselines" / "tissue_lookup" / "1BP001" / "sct.nii.gz")
     assert written.get_data_dtype() == np.int16

@@ -11,7 +11,8 @@ from monai.data import MetaTensor
 from monai.transforms import Compose
 from scipy.spatial.transform import Rotation
 
-from transforms.spatial import affine_matches_file, file_affine_ras, invert_to_input_grid, load_oriented
+from pipeline.io.geometry import read_geometry
+from transforms.spatial import affine_matches_file, invert_to_input_grid, load_oriented
 
 SHAPE = (23, 31, 17)
 SPACING = np.array([0.9, 1.3, 2.7])
@@ -64,7 +65,7 @@ def _round_trip(path, target_spacing):
 
 @pytest.mark.parametrize("suffix", ["nii.gz", "mha", "nrrd"])
 def test_file_affine_is_the_same_ras_affine_for_every_format(files, suffix):
-    assert np.allclose(file_affine_ras(files["paths"][suffix]), files["affine"], atol=1e-4)
+    assert np.allclose(read_geometry(files["paths"][suffix]).affine, files["affine"], atol=1e-4)
 
 
 @pytest.mark.parametrize("suffix", ["nii.gz", "mha", "nrrd"])

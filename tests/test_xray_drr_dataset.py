@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.xray.drr_dataset import (
-    DRRDatasetConfig, InputError, assign_splits, build_drr_dataset, find_cts, load_densities, render_pair,
-)
+from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset, find_cts, load_densities, render_pair
+from pipeline.errors import InputError
 from pipeline.io.images2d import LoadPairedImaged, find_paired_images, read_paired_manifest
 from transforms.drr import ProjectionGeometry
 
@@ -43,15 +42,6 @@ def _write_cts(root: Path, ids) -> None:
 def _config(**kw) -> DRRDatasetConfig:
     base = dict(projections_per_ct=2, detector_size=16, volume_spacing_mm=8.0, val_fraction=0.25, test_fraction=0.25)
     return DRRDatasetConfig(**{**base, **kw})
-
-
-def test_assign_splits_by_subject_is_deterministic():
-    ids = [f"S{i:02d}" for i in range(10)]
-    splits = assign_splits(ids + ids[:3], seed=1)
-    assert set(splits) == set(ids)
-    assert sorted(splits.values()).count("train") == 8 and list(splits.values()).count("test") == 1
-    assert assign_splits(ids, seed=1) == splits
-    assert set(assign_splits(["only"]).values()) == {"train"}
 
 
 def test_builder_writes_pairs_manifest_and_never_mixes_splits(tmp_path):

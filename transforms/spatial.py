@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
@@ -25,9 +23,9 @@ from monai.transforms import (
     Spacingd,
 )
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+from pipeline.io.geometry import read_geometry
+
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def load_oriented(
@@ -97,34 +95,13 @@ def invert_to_input_grid(
     )
 
 
-def file_affine_ras(path: str | Path) -> np.ndarray:
-    """The 4x4 voxel-to-world (RAS, mm) affine in a file's header, read without MONAI.
-
-    NIfTI through nibabel (sform/qform as nibabel resolves them); other formats through SimpleITK's
-    header (direction, spacing, origin in LPS) converted to RAS. Independent of MONAI's readers, so it
-    can check them.
-    """
-    path = Path(path)
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        return np.asarray(nib.load(str(path)).affine, dtype=np.float64)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    dimension = reader.GetDimension()
-    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dimension, dimension)[:3, :3]
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(reader.GetSpacing()[:3])
-    affine[:3, 3] = reader.GetOrigin()[:3]
-    return LPS_TO_RAS @ affine
-
-
 def affine_matches_file(image: MetaTensor | np.ndarray | torch.Tensor, path: str | Path, *, atol: float = 1e-4) -> bool:
     """True when ``image``'s affine (a MetaTensor, or a 4x4 affine) equals the affine in ``path``'s header."""
     affine = image.affine if isinstance(image, MetaTensor) else image
     affine = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
-    return bool(np.allclose(affine.astype(np.float64), file_affine_ras(path), atol=atol))
+    return bool(np.allclose(affine.astype(np.float64), read_geometry(path).affine, atol=atol))
 
 
 __all__: Sequence[str] = [
-    "load_oriented", "invert_to_input_grid", "file_affine_ras", "affine_matches_file",
+    "load_oriented", "invert_to_input_grid", "affine_matches_file",
 ]

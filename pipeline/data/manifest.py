@@ -23,14 +23,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline.data.checks import VOLUME_SUFFIXES, InputError, path_given, validate_subject
-from pipeline.io.volumes import atomic_write
+from pipeline.io.geometry import VOLUME_SUFFIXES
+from pipeline.errors import InputError
+from pipeline.data.checks import path_given, validate_subject
+from pipeline.io.atomic import atomic_write
 
 __all__ = [
     "FILE_COLUMNS",
     "MANIFEST_COLUMNS",
     "SPLITS",
     "assign_splits",
+    "subject_splits",
     "find_subjects",
     "format_problems",
     "load_split",
@@ -179,6 +182,14 @@ def assign_splits(
                                     else "val" if i < test[stratum] + val[stratum] else "train")
     out["split"] = out["subject_id"].astype(str).map(split_of)
     return out
+
+
+def subject_splits(subject_ids: Sequence[str], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                   seed: int = 0) -> dict[str, str]:
+    """:func:`assign_splits` for a bare list of IDs (duplicates allowed, no strata): ``{ID: split}``."""
+    table = assign_splits(pd.DataFrame({"subject_id": sorted({str(s) for s in subject_ids})}),
+                          val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, stratify=None)
+    return dict(zip(table["subject_id"], table["split"]))
 
 
 def _check_unique(df: pd.DataFrame, *, where: str) -> None:

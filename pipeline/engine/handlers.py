@@ -16,7 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline.engine.trainer import unwrap_ddp
-from pipeline.io.volumes import atomic_path
+from pipeline.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

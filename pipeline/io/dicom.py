@@ -31,7 +31,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from pipeline.io.volumes import LPS_TO_RAS, atomic_write, read_geometry
+from pipeline.io.geometry import LPS_TO_RAS, read_geometry
+from pipeline.io.atomic import atomic_write
 
 __all__ = [
     "RESCALE_INTERCEPT",
@@ -239,7 +240,8 @@ def write_ct_dicom_series(
     if len(series_description) > 64:
         raise ValueError(f"series_description has {len(series_description)} characters; DICOM allows 64")
     hu = np.asarray(hu)
-    shape, affine_ras = read_geometry(reference_image)
+    geometry = read_geometry(reference_image)
+    shape, affine_ras = geometry.spatial_shape, geometry.affine
     if hu.ndim != 3 or hu.shape != shape:
         raise ValueError(f"HU volume shape {hu.shape} does not match the grid {shape} of {reference_image}")
     transform, affine_lps = dicom_slice_geometry(affine_ras, shape)

@@ -36,11 +36,11 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from PIL import Image
 
-from pipeline.data.checks import InputError
-from pipeline.io.volumes import atomic_path, full_suffix
+from pipeline.errors import InputError
+from pipeline.io.atomic import atomic_path, full_suffix
+from pipeline.io.geometry import NIFTI_SUFFIXES
 
 PNG_SUFFIXES = (".png",)
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = PNG_SUFFIXES + NIFTI_SUFFIXES
 DEFAULT_KEYS: tuple[str, ...] = ("se", "de_soft", "de_bone")
 

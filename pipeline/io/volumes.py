@@ -2,153 +2,34 @@
 
 Arrays here are 3D ``(X, Y, Z)`` in the *file's own voxel order* (no reorientation): index ``[i, j, k]``
 is the voxel whose world position is ``affine @ [i, j, k, 1]``. Affines are 4x4 in RAS+ mm (NIfTI
-convention); ITK-style files store LPS geometry, converted here with :data:`LPS_TO_RAS`.
-
-Every write goes to a temporary file in the destination folder and is moved into place with
-``os.replace``, so a crash never leaves a truncated file under the final name, and an existing file is
-only replaced with ``overwrite=True``.
+convention); ITK-style files store LPS geometry, converted by :mod:`pipeline.io.geometry`. Every write is atomic
+(:mod:`pipeline.io.atomic`) and an existing file is only replaced with ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-__all__ = [
-    "LPS_TO_RAS",
-    "atomic_path",
-    "atomic_write",
-    "full_suffix",
-    "is_nifti",
-    "read_geometry",
-    "itk_affine_ras",
-    "read_volume",
-    "write_like_reference",
-]
+from pipeline.errors import InputError
+from pipeline.io.atomic import atomic_write, refuse_existing
+from pipeline.io.geometry import check_same_grid, drop_trailing_singletons, is_nifti, itk_affine_ras, read_geometry
 
-# RAS <-> LPS: flip the sign of x and y (its own inverse).
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+__all__ = ["read_volume", "read_volumes_on_one_grid", "write_like_reference"]
 
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _SINGLE_FILE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".nrrd")
-_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(_NIFTI_SUFFIXES)
-
-
-def full_suffix(path: str | os.PathLike) -> str:
-    """``sct.nii.gz`` -> ``.nii.gz``; ``CT_0001.dcm`` -> ``.dcm`` (libraries choose the format from it)."""
-    path = Path(path)
-    name = path.name.lower()
-    for suffix in _DOUBLE_SUFFIXES:
-        if name.endswith(suffix):
-            return path.name[-len(suffix):]
-    return path.suffix
-
-
-def _refuse_existing(path: Path) -> None:
-    raise FileExistsError(f"{path} exists; pass overwrite=True / --overwrite to replace it")
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same suffix); on success move it onto ``path``.
-
-    Raises ``FileExistsError`` before anything is written if ``path`` exists and not ``overwrite``.
-    If the body raises, the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        _refuse_existing(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = full_suffix(path)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared (planning systems, colleagues)
-    try:
-        yield tmp
-        if not tmp.exists() or tmp.stat().st_size == 0:
-            raise OSError(f"writing {path} produced no data")
-        if path.exists() and not overwrite:  # appeared while we were writing: still never clobber it
-            _refuse_existing(path)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object], *, overwrite: bool = False) -> Path:
-    """Call ``write_fn(tmp_path)`` then atomically move the result to ``path``; returns ``path``."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        write_fn(tmp)
-    return Path(path)
-
-
-def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Drop trailing singleton dimensions beyond the third (NIfTI ``(X, Y, Z, 1)`` is a 3D volume)."""
-    shape = tuple(int(s) for s in shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
-
-def itk_affine_ras(image_or_reader) -> np.ndarray:
-    """4x4 RAS affine from ITK LPS geometry (direction, spacing, origin). A 2-D image is embedded in
-    3-D with a unit third axis; a 4-D one contributes its first three axes."""
-    dim = image_or_reader.GetDimension()
-    n = min(dim, 3)
-    direction = np.eye(3)
-    direction[:n, :n] = np.asarray(image_or_reader.GetDirection(), dtype=float).reshape(dim, dim)[:n, :n]
-    spacing, origin = np.ones(3), np.zeros(3)
-    spacing[:n] = image_or_reader.GetSpacing()[:n]
-    origin[:n] = image_or_reader.GetOrigin()[:n]
-    affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction * spacing  # column j = direction of axis j times its spacing
-    affine_lps[:3, 3] = origin
-    return LPS_TO_RAS @ affine_lps
+#: NIfTI stores affines as float32: allow round-off, nothing a voxel would notice.
+GRID_ATOL_MM = 1e-3
 
 
 def _require_3d(image_or_reader) -> None:
     if image_or_reader.GetDimension() != 3:
         raise ValueError(f"expected a 3D image, got {image_or_reader.GetDimension()}D")
-
-
-def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
-    """``(shape, affine)`` of a NIfTI or ITK-readable image without loading its voxels.
-
-    ``shape`` is in file voxel order ``(X, Y, Z)``; ``affine`` is 4x4 RAS+ in mm (nibabel's best affine
-    for NIfTI, i.e. the sform when its code is set, else the qform).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if is_nifti(path):
-        img = nib.load(path)
-        return _spatial_shape(img.shape), np.asarray(img.affine, dtype=float)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    _require_3d(reader)
-    return tuple(int(s) for s in reader.GetSize()), itk_affine_ras(reader)
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +43,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if is_nifti(path):
         img = nib.load(path)
         data = np.asarray(img.get_fdata(dtype=np.float32))
-        data = data.reshape(_spatial_shape(data.shape))
+        data = data.reshape(drop_trailing_singletons(data.shape))
         affine = np.asarray(img.affine, dtype=float)
     else:
         image = sitk.ReadImage(str(path))
@@ -185,6 +66,30 @@ def _cast_exact(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
                          f"cannot store them as {dtype.name}")
     info = np.iinfo(dtype)
     return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+
+
+def read_volumes_on_one_grid(record: Mapping[str, str], keys: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Load ``record[key]`` for each key as float32 ``(X, Y, Z)`` (file voxel order, NIfTI scaling
+    applied, so CT is HU) after checking every header against the first key's grid (shape, spacing,
+    orientation, affine; no voxel read before all headers agree). Returns ``({key: array}, affine)``.
+
+    Raises :class:`InputError` naming ``record["subject_id"]``, the file and the problem.
+    """
+    subject_id = str(record.get("subject_id", "?"))
+    for key in keys:
+        if not record.get(key):
+            raise InputError(f"{subject_id}: no '{key}' path given")
+    first = read_geometry(record[keys[0]], subject_id=subject_id)
+    for key in keys[1:]:
+        check_same_grid(first, read_geometry(record[key], subject_id=subject_id), subject_id=subject_id,
+                        names=(keys[0], key), atol_mm=GRID_ATOL_MM)
+    arrays = {}
+    for key in keys:
+        try:
+            arrays[key], _ = read_volume(record[key])
+        except (OSError, ValueError) as error:  # unreadable voxels, or not 3-D
+            raise InputError(f"{subject_id}: cannot read {key} file {record[key]}: {error}") from error
+    return arrays, first.affine
 
 
 def write_like_reference(
@@ -217,9 +122,9 @@ def write_like_reference(
         # .mhd/.nhdr keep voxels in a second file that could not be moved into place atomically
         raise ValueError(f"{out_path}: output must be one of {', '.join(_SINGLE_FILE_SUFFIXES)}")
     if out_path.exists() and not overwrite:  # fail before loading anything
-        _refuse_existing(out_path)
+        refuse_existing(out_path)
     array = np.asarray(array)
-    ref_shape, _ = read_geometry(reference_path)
+    ref_shape = read_geometry(reference_path).spatial_shape
     if array.shape != ref_shape:
         raise ValueError(f"array shape {array.shape} does not match the reference grid {ref_shape} "
                          f"of {reference_path}; data must be in the reference file's voxel order")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pipeline.io.volumes import atomic_write
+from pipeline.io.atomic import atomic_write
 
 __all__ = ["save_png", "save_image_grid", "CT_WINDOW_HU", "ERROR_RANGE_HU", "save_error_slices", "save_hu_histograms", "save_region_bars"]
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipeline.sct.evaluation import load_volumes
-from pipeline.io.volumes import write_like_reference
+from pipeline.io.volumes import read_volumes_on_one_grid, write_like_reference
 from transforms.intensity import HU_AIR, normalize_mr
 
 __all__ = [
@@ -172,7 +171,8 @@ def fit_tissue_lookup(
 
     def triples():
         for record in tqdm(records, desc="fit tissue lookup", unit="subject", disable=not progress):
-            yield load_volumes(record, keys=("mr", "ct", "mask"))
+            volumes, _ = read_volumes_on_one_grid(record, ("mr", "ct", "mask"))
+            yield volumes["mr"], volumes["ct"], volumes["mask"]
 
     return TissueLookup.fit(triples(), n_bins=n_bins, upper_percentile=upper_percentile)
 
@@ -208,7 +208,8 @@ def write_baseline_predictions(
             raise FileExistsError(f"{existing[0]} exists ({len(existing)} baseline files in {output_dir}); "
                                   "pass overwrite=True to replace them")
     for record in tqdm(records, desc="baselines", unit="subject", disable=not progress):
-        mr, mask = load_volumes(record, keys=("mr", "mask"))
+        volumes, _ = read_volumes_on_one_grid(record, ("mr", "mask"))
+        mr, mask = volumes["mr"], volumes["mask"]
         for name, predict in predictors.items():
             out = targets[name] / record["subject_id"] / "sct.nii.gz"
             write_like_reference(predict(mr, mask), reference_path=record["mr"], out_path=out,

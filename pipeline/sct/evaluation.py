@@ -5,9 +5,9 @@ Inputs per subject are NIfTI/MHA files that must share one grid (shape and affin
 ``<method folder>/<subject_id>/sct.nii.gz`` (also ``.nii``, or flat ``<subject_id>_sct.nii.gz``).
 Metrics are those of :mod:`pipeline.report.metrics`. Outputs in ``output_dir``:
 
-- ``per_subject.csv``: method, subject_id, mae_hu, me_hu, psnr_db, ssim, dice_bone_<t>hu ...
-- ``per_region.csv``: method, subject_id, region, n_voxels, mae_hu, me_hu, sd_hu
-- ``summary.csv`` / ``summary.md``: mean ± SD over subjects per method (SD with ddof=1)
+- ``results.csv``, ``summary.csv``, ``summary.md``: the long table of :mod:`pipeline.report.tables`
+  (region ``body``: mae_hu, me_hu, psnr_db, ssim, dice_bone_<t>hu; regions ``air``, ``soft_tissue``,
+  ``bone`` and label-map regions: n_voxels, mae_hu, me_hu, sd_hu), mean ± SD over subjects (ddof = 1);
 - ``figures/<method>/<subject_id>_slices.png`` and ``_hu_hist.png`` (first few subjects), and
   ``figures/region_mae.png``.
 
@@ -26,9 +26,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline.report import metrics
-from pipeline.io import volumes as writers
-from pipeline.io.volumes import atomic_write, read_volume
+from pipeline.data.manifest import load_split
+from pipeline.errors import InputError
+from pipeline.io.atomic import atomic_write
+from pipeline.io.geometry import check_same_grid, read_geometry
+from pipeline.io.volumes import GRID_ATOL_MM, read_volume, read_volumes_on_one_grid
+from pipeline.report import metrics, tables
+from pipeline.sct.baselines import BASELINE_NAMES, bulk_density, fit_tissue_lookup, write_baseline_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -37,76 +41,29 @@ __all__ = [
     "evaluate_predictions",
     "evaluate_subject",
     "find_prediction",
-    "load_volumes",
     "run_evaluation",
     "subject_metrics",
-    "summarise",
 ]
 
 #: Where a method's sCT for a subject may be, tried in this order.
 PREDICTION_NAMES = ("{sid}/sct.nii.gz", "{sid}/sct.nii", "{sid}_sct.nii.gz", "{sid}_sct.nii")
-AFFINE_ATOL_MM = 1e-3  # NIfTI stores affines as float32: allow round-off, nothing a voxel would notice
-TABLE_FILES = ("per_subject.csv", "per_region.csv", "summary.csv", "summary.md")
+METRIC_LABELS = {"mae_hu": ("MAE (HU) ↓", 1), "me_hu": ("ME (HU)", 1), "psnr_db": ("PSNR (dB) ↑", 2),
+                 "ssim": ("SSIM ↑", 4), "sd_hu": ("SD of error (HU)", 1), "n_voxels": ("voxels", 0)}
+NOTES = ("All metrics inside the body mask (mask > 0). Mean ± SD over subjects (SD with ddof = 1). "
+         "ME = mean(sCT − CT): positive means the sCT is too dense. PSNR and SSIM use the [−1024, 3000] HU "
+         "window (data range 4024 HU); SSIM excludes a 3-voxel border. Regions from the real CT inside the "
+         "mask: air < −200 HU ≤ soft tissue < 250 HU ≤ bone (plus label-map regions when given).")
 
 
 # --------------------------------------------------------------------------------------------- loading
-def _input_error(message: str) -> Exception:
-    """``pipeline.data.checks.InputError`` (a ValueError by contract); plain ValueError until that exists."""
+def _read_prediction(subject_id: str, method: str, path: Path, ct_path: str) -> np.ndarray:
+    """A method's sCT, after checking its header against the CT's grid."""
+    check_same_grid(read_geometry(ct_path, subject_id=subject_id), read_geometry(path, subject_id=subject_id),
+                    subject_id=subject_id, names=("ct", f"{method} sCT"), atol_mm=GRID_ATOL_MM)
     try:
-        from pipeline.data.checks import InputError
-    except ImportError:
-        return ValueError(message)
-    return InputError(message)
-
-
-def _read(subject_id: str, key: str, path: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
-    if not path:
-        raise _input_error(f"{subject_id}: no '{key}' path given")
-    try:
-        return read_volume(path)
-    except (OSError, ValueError) as error:  # missing, unreadable or not 3-D
-        raise _input_error(f"{subject_id}: cannot read {key} file {path}: {error}") from error
-
-
-def _check_same_grid(subject_id: str, key: str, path, ref_key: str, ref_path) -> None:
-    """Header-only check that ``path`` is on ``ref_path``'s grid (shape, spacing, orientation, affine)."""
-    try:
-        from pipeline.data.checks import check_same_grid, read_geometry
-    except ImportError:  # pipeline.data.checks not available: plain shape/affine comparison
-        (shape, affine), (ref_shape, ref_affine) = writers.read_geometry(path), writers.read_geometry(ref_path)
-        if shape != ref_shape or not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_ATOL_MM):
-            raise _input_error(f"{subject_id}: {ref_key} ({Path(ref_path).name}) and {key} ({Path(path).name}) are "
-                               f"not on the same grid: shape {ref_shape} vs {shape}, affine max difference "
-                               f"{float(np.abs(affine - ref_affine).max()):.3g}") from None
-        return
-    check_same_grid(read_geometry(ref_path, subject_id=subject_id), read_geometry(path, subject_id=subject_id),
-                    subject_id=subject_id, names=(ref_key, key), atol_mm=AFFINE_ATOL_MM)
-
-
-def _load_on_one_grid(record: Mapping[str, str], keys: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Check every file against the first key's grid (headers only, before any voxel is read), then load."""
-    subject_id = str(record.get("subject_id", "?"))
-    for key in keys:
-        if not record.get(key):
-            raise _input_error(f"{subject_id}: no '{key}' path given")
-    for key in keys[1:]:
-        _check_same_grid(subject_id, key, record[key], keys[0], record[keys[0]])
-    arrays, affine = {}, None
-    for key in keys:
-        arrays[key], file_affine = _read(subject_id, key, record[key])
-        affine = file_affine if affine is None else affine
-    return arrays, affine
-
-
-def load_volumes(record: Mapping[str, str], *, keys: Sequence[str]) -> tuple[np.ndarray, ...]:
-    """Load ``record[key]`` for each key as float32 ``(X, Y, Z)`` (file voxel order, NIfTI scaling
-    applied, so CT is HU), checking that all share the first key's shape and affine.
-
-    Raises ``InputError`` (``ValueError`` until :mod:`pipeline.data.checks` exists) naming the subject,
-    the file and the problem.
-    """
-    arrays, _ = _load_on_one_grid(record, keys)
-    return tuple(arrays[key] for key in keys)
+        return read_volume(path)[0]
+    except (OSError, ValueError) as error:
+        raise InputError(f"{subject_id}: cannot read {method} sCT file {path}: {error}") from error
 
 
 def find_prediction(folder: str | os.PathLike, subject_id: str) -> Path | None:
@@ -150,7 +107,7 @@ def _subject_metrics_named(subject_id: str, method: str, *args, **kwargs) -> dic
     try:
         return subject_metrics(*args, **kwargs)
     except ValueError as error:  # metric input checks (NaN, empty mask...): say whose data it is
-        raise _input_error(f"{subject_id}: {method} sCT: {error}") from error
+        raise InputError(f"{subject_id}: {method} sCT: {error}") from error
 
 
 def evaluate_subject(
@@ -170,98 +127,11 @@ def evaluate_subject(
     if label_path:
         record["labels"] = label_path
         keys.append("labels")
-    volumes, _ = _load_on_one_grid(record, keys)
+    volumes, _ = read_volumes_on_one_grid(record, keys)
     labels = np.rint(volumes["labels"]).astype(np.int64) if label_path else None
     return {"subject_id": subject_id, **_subject_metrics_named(
         subject_id, "sct", volumes["sct"], volumes["ct"], volumes["mask"],
         labels=labels, label_names=label_names, bone_thresholds=bone_thresholds)}
-
-
-# --------------------------------------------------------------------------------------------- tables
-_METRIC_LABELS = {"mae_hu": ("MAE (HU) ↓", 1), "me_hu": ("ME (HU)", 1), "psnr_db": ("PSNR (dB) ↑", 2),
-                  "ssim": ("SSIM ↑", 4)}
-
-
-def _metric_columns(per_subject: pd.DataFrame) -> list[str]:
-    return [c for c in per_subject.columns if c in _METRIC_LABELS or c.startswith("dice_bone_")]
-
-
-def summarise(per_subject: pd.DataFrame) -> pd.DataFrame:
-    """Mean and SD (ddof=1; NaN for one subject) over subjects per method.
-
-    Returns one row per method (first-seen order) with ``n_subjects`` and ``<metric>_mean``,
-    ``<metric>_sd`` columns; ``method`` is a column, not the index.
-    """
-    columns = _metric_columns(per_subject)
-    grouped = per_subject.groupby("method", sort=False)
-    rows = []
-    for method, group in grouped:
-        row = {"method": method, "n_subjects": int(group["subject_id"].nunique())}
-        for column in columns:
-            row[f"{column}_mean"] = float(group[column].mean())
-            row[f"{column}_sd"] = float(group[column].std(ddof=1)) if len(group) > 1 else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _format(mean: float, sd: float, decimals: int) -> str:
-    if not np.isfinite(mean):
-        return "–" if np.isnan(mean) else f"{mean}"
-    return f"{mean:.{decimals}f}" + (f" ± {sd:.{decimals}f}" if np.isfinite(sd) else "")
-
-
-def _markdown_table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def summary_markdown(summary: pd.DataFrame, per_region: pd.DataFrame, *, n_subjects: int) -> str:
-    """Markdown report: metric table (mean ± SD per method) and MAE per CT-defined region."""
-    metric_names = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
-
-    def label(name: str) -> tuple[str, int]:
-        if name.startswith("dice_bone_"):
-            return f"Dice bone ≥ {name[len('dice_bone_'):-2].replace('m', '-').replace('p', '.')} HU ↑", 3
-        return _METRIC_LABELS[name]
-
-    header = ["Method", "n"] + [label(m)[0] for m in metric_names]
-    rows = [[str(r["method"]), str(r["n_subjects"])] + [_format(r[f"{m}_mean"], r[f"{m}_sd"], label(m)[1])
-                                                        for m in metric_names] for _, r in summary.iterrows()]
-    parts = [
-        "# sCT evaluation (SynthRAD2023 image metrics)",
-        "",
-        f"{n_subjects} subject(s); all metrics inside the body mask (mask > 0). Mean ± SD over subjects "
-        "(SD with ddof = 1). ME = mean(sCT − CT): positive means the sCT is too dense. PSNR and SSIM use "
-        "the [−1024, 3000] HU window (data range 4024 HU); SSIM excludes a 3-voxel border.",
-        "",
-        _markdown_table(header, rows, [":---", "--:"] + ["--:"] * len(metric_names)),
-    ]
-    if len(per_region):
-        regions = list(dict.fromkeys(per_region["region"]))
-        stats = per_region.groupby(["method", "region"], sort=False)["mae_hu"].agg(["mean", "std"])
-        region_rows = [[str(method)] + [_format(stats["mean"].get((method, r), np.nan),
-                                                stats["std"].get((method, r), np.nan), 1) for r in regions]
-                       for method in summary["method"]]
-        parts += [
-            "",
-            "## MAE per region (HU)",
-            "",
-            "Regions from the real CT inside the mask: air < −200 HU ≤ soft tissue < 250 HU ≤ bone"
-            " (plus label-map regions when given).",
-            "",
-            _markdown_table(["Method"] + [r.replace("_", " ") for r in regions], region_rows,
-                            [":---"] + ["--:"] * len(regions)),
-        ]
-    return "\n".join(parts) + "\n"
-
-
-def _write_csv(table: pd.DataFrame, path: Path, *, overwrite: bool) -> None:
-    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"), overwrite=overwrite)
-
-
-def _write_text(text: str, path: Path, *, overwrite: bool) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -270,19 +140,24 @@ def _figure_paths(output_dir: Path, method: str, subject_id: str) -> tuple[Path,
     return folder / f"{subject_id}_slices.png", folder / f"{subject_id}_hu_hist.png"
 
 
+def _result_rows(method: str, subject_id: str, result: Mapping) -> list[dict]:
+    """One subject's metrics as long-table rows: whole-mask metrics in region ``body`` (the region
+    statistics' own ``body`` entry repeats mae/me, so only its ``sd_hu`` and ``n_voxels`` are added)."""
+    ids = {"method": method, "subject_id": subject_id}
+    rows = [{**ids, "region": "body", "metric": k, "value": v} for k, v in result.items() if k != "regions"]
+    for region in result["regions"]:
+        for metric, value in region.items():
+            if metric != "region" and not (region["region"] == "body" and metric in result):
+                rows.append({**ids, "region": region["region"], "metric": metric, "value": value})
+    return rows
+
+
 def _planned_outputs(output_dir: Path, methods: Sequence[str], subject_ids: Sequence[str], n_figure_subjects: int) -> list[Path]:
-    paths = [output_dir / name for name in TABLE_FILES] + [output_dir / "figures" / "region_mae.png"]
+    paths = [output_dir / name for name in tables.TABLE_FILES] + [output_dir / "figures" / "region_mae.png"]
     for method in methods:
         for subject_id in subject_ids[:n_figure_subjects]:
             paths += _figure_paths(output_dir, method, subject_id)
     return paths
-
-
-def _refuse_existing(paths: Sequence[Path], *, overwrite: bool) -> None:
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists ({len(existing)} evaluation output file(s) already in "
-                              f"{existing[0].parent}); pass overwrite=True to replace them")
 
 
 def _resolve_predictions(methods: Mapping[str, Path], subject_ids: Sequence[str]) -> dict[tuple[str, str], Path]:
@@ -296,7 +171,7 @@ def _resolve_predictions(methods: Mapping[str, Path], subject_ids: Sequence[str]
                 found[(method, subject_id)] = path
     if missing:
         shown = "; ".join(text for _, text in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise _input_error(f"{missing[0][0]}: no sCT prediction found for {len(missing)} "
+        raise InputError(f"{missing[0][0]}: no sCT prediction found for {len(missing)} "
                            f"method/subject pair(s): {shown}")
     return found
 
@@ -325,7 +200,7 @@ def evaluate_predictions(
         overwrite: replace existing output files (otherwise ``FileExistsError`` before any work).
 
     Returns:
-        The summary table (see :func:`summarise`), also written to ``summary.csv``.
+        The summary table (:func:`pipeline.report.tables.summarise`), also written to ``summary.csv``.
     """
     all_methods: dict[str, Path] = {}
     if prediction_dir is not None:
@@ -341,28 +216,25 @@ def evaluate_predictions(
     if len(set(subject_ids)) != len(subject_ids):
         raise ValueError(f"duplicate subject IDs in the manifest rows: {sorted({s for s in subject_ids if subject_ids.count(s) > 1})}")
     output_dir = Path(output_dir)
-    _refuse_existing(_planned_outputs(output_dir, list(all_methods), subject_ids, n_figure_subjects), overwrite=overwrite)
+    tables.refuse_existing_outputs(_planned_outputs(output_dir, list(all_methods), subject_ids, n_figure_subjects), overwrite=overwrite)
     predictions = _resolve_predictions(all_methods, subject_ids)
 
     from pipeline.report import figures  # matplotlib only when figures are actually made
 
-    subject_rows, region_rows = [], []
+    rows = []
     for index, row in enumerate(tqdm(manifest_rows, desc="evaluate", unit="subject", disable=not progress)):
         subject_id = subject_ids[index]
         make_figures = index < n_figure_subjects
         # the MR is only needed (and only loaded) for the slice figures
         keys = ["ct", "mask"] + [k for k in ("labels",) if row.get(k)] + (["mr"] if make_figures and row.get("mr") else [])
-        volumes, affine = _load_on_one_grid({**row, "subject_id": subject_id}, keys)
+        volumes, affine = read_volumes_on_one_grid({**row, "subject_id": subject_id}, keys)
         labels = np.rint(volumes["labels"]).astype(np.int64) if "labels" in volumes else None
         for method in all_methods:
             path = predictions[(method, subject_id)]
-            _check_same_grid(subject_id, f"{method} sCT", path, "ct", row["ct"])
-            sct, _ = _read(subject_id, f"{method} sCT", path)
+            sct = _read_prediction(subject_id, method, path, row["ct"])
             result = _subject_metrics_named(subject_id, method, sct, volumes["ct"], volumes["mask"], labels=labels,
                                             label_names=label_names, bone_thresholds=bone_thresholds)
-            regions = result.pop("regions")
-            subject_rows.append({"method": method, "subject_id": subject_id, **result})
-            region_rows += [{"method": method, "subject_id": subject_id, **r} for r in regions]
+            rows += _result_rows(method, subject_id, result)
             if make_figures:
                 slices_png, hist_png = _figure_paths(output_dir, method, subject_id)
                 title = f"{subject_id} — {method}: MAE {result['mae_hu']:.1f} HU, ME {result['me_hu']:+.1f} HU"
@@ -372,15 +244,22 @@ def evaluate_predictions(
                                            title=title, overwrite=overwrite)
             logger.info("%s %s: MAE %.1f HU", subject_id, method, result["mae_hu"])
 
-    per_subject, per_region = pd.DataFrame(subject_rows), pd.DataFrame(region_rows)
-    summary = summarise(per_subject)
-    figures.save_region_bars(per_region, out_path=output_dir / "figures" / "region_mae.png", overwrite=overwrite)
-    _write_csv(per_subject, output_dir / "per_subject.csv", overwrite=overwrite)
-    _write_csv(per_region, output_dir / "per_region.csv", overwrite=overwrite)
-    _write_csv(summary, output_dir / "summary.csv", overwrite=overwrite)
-    _write_text(summary_markdown(summary, per_region, n_subjects=len(subject_ids)), output_dir / "summary.md",
-                overwrite=overwrite)
-    return summary
+    results = tables.results_frame(rows)
+    region_mae = results[(results["metric"] == "mae_hu") & (results["region"] != "body")].rename(columns={"value": "mae_hu"})
+    figures.save_region_bars(region_mae, out_path=output_dir / "figures" / "region_mae.png", overwrite=overwrite)
+    tables.write_tables(results, output_dir, title="sCT evaluation (SynthRAD2023 image metrics)",
+                        notes=f"{len(subject_ids)} subject(s). {NOTES}", labels=_labels(results),
+                        region_titles={"body": "Whole body mask"}, overwrite=overwrite)
+    return tables.summarise(results)
+
+
+def _labels(results: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    labels = dict(METRIC_LABELS)
+    for name in results["metric"].unique():
+        if name.startswith("dice_bone_"):
+            threshold = name[len("dice_bone_"):-2].replace("m", "-").replace("p", ".")
+            labels[name] = (f"Dice bone ≥ {threshold} HU ↑", 3)
+    return labels
 
 
 def run_evaluation(
@@ -406,8 +285,6 @@ def run_evaluation(
     evaluated subjects are written to ``output_dir/baselines/<name>/<subject_id>/sct.nii.gz`` (int16,
     MR header) and evaluated in the same tables as the model. Returns the summary table.
     """
-    from pipeline.data.manifest import load_split  # written in parallel; only needed here
-
     rows = load_split(manifest, split)
     if not rows:
         raise ValueError(f"split '{split}' of {manifest} has no subjects")
@@ -415,16 +292,14 @@ def run_evaluation(
     subject_ids = [str(r["subject_id"]) for r in rows]
     methods = {model_name: Path(prediction_dir)}
     if baselines:
-        from pipeline.sct.baselines import BASELINE_NAMES, bulk_density, fit_tissue_lookup, write_baseline_predictions
-
         # fail before the slow part: outputs in the way, or model predictions missing
         lookup_json = output_dir / "baselines" / "tissue_lookup.json"
         planned = _planned_outputs(output_dir, [model_name, *BASELINE_NAMES], subject_ids, n_figure_subjects)
-        _refuse_existing([lookup_json, *planned], overwrite=overwrite)
+        tables.refuse_existing_outputs([lookup_json, *planned], overwrite=overwrite)
         _resolve_predictions(methods, subject_ids)
         train_rows = load_split(manifest, train_split)
         lookup = fit_tissue_lookup(train_rows, n_bins=n_bins, progress=progress)
-        _write_text(lookup.to_json(), lookup_json, overwrite=overwrite)
+        atomic_write(lookup_json, lambda tmp: Path(tmp).write_text(lookup.to_json(), encoding="utf-8"), overwrite=overwrite)
         methods.update(write_baseline_predictions(
             rows, output_dir=output_dir / "baselines", overwrite=overwrite, progress=progress,
             predictors={"bulk_density": bulk_density, "tissue_lookup": lookup.predict}))

@@ -35,9 +35,10 @@ from monai.transforms import (
     RandSpatialCropd, SpatialPadd,
 )
 
-from pipeline.xray.drr_dataset import MANIFEST_NAME, assign_splits
+from pipeline.data.manifest import subject_splits
+from pipeline.xray.drr_dataset import MANIFEST_NAME
 from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
-from pipeline.io.volumes import atomic_path
+from pipeline.io.atomic import atomic_path
 
 #: Key of the concatenated target channels in a sample dict.
 TARGET_KEY = "target"
@@ -98,7 +99,7 @@ def load_records(source: str | os.PathLike, *, keys: Sequence[str], split: str |
 
     ``source``: a manifest CSV; a folder holding ``manifest.csv`` (a DRR dataset); or a folder with one
     sub-folder per key (files matched by name). Without a ``split`` column, subjects are split by
-    :func:`pipeline.xray.drr_dataset.assign_splits` (seeded, by subject: no subject in two splits).
+    :func:`pipeline.data.manifest.subject_splits` (seeded, by subject: no subject in two splits).
     Raises ``ValueError`` when the split selects nothing.
     """
     source = Path(source)
@@ -112,7 +113,7 @@ def load_records(source: str | os.PathLike, *, keys: Sequence[str], split: str |
         raise FileNotFoundError(f"{source}: neither a manifest CSV nor a folder")
     if split is not None:
         if not all(r.get("split") for r in records):
-            splits = assign_splits([r["subject_id"] for r in records], val_fraction=val_fraction,
+            splits = subject_splits([r["subject_id"] for r in records], val_fraction=val_fraction,
                                    test_fraction=test_fraction, seed=seed)
             records = [{**r, "split": splits[r["subject_id"]]} for r in records]
         records = [r for r in records if r["split"] == split]

@@ -33,10 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.data.manifest import assign_splits as split_subject_table
+from pipeline.data.manifest import subject_splits
 from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
-from pipeline.data.checks import InputError
-from pipeline.io.volumes import atomic_path, read_volume
+from pipeline.errors import InputError
+from pipeline.io.atomic import atomic_path
+from pipeline.io.volumes import read_volume
 from pipeline.xray.physics import DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics, xray_images
 from transforms.drr import (
     MATERIAL_NAMES, ProjectionGeometry, block_average, decompose_materials, project_line_integrals,
@@ -130,15 +131,6 @@ def find_cts(source: str | os.PathLike) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def assign_splits(subject_ids: Sequence[str], *, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                  seed: int = 0) -> dict[str, str]:
-    """Subject -> 'train' / 'val' / 'test' (one split per subject), by :func:`pipeline.data.manifest.assign_splits`."""
-    subjects = pd.DataFrame({"subject_id": sorted(set(subject_ids))})
-    table = split_subject_table(subjects, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                                stratify=None)
-    return dict(zip(table["subject_id"], table["split"]))
-
-
 def _check_hu(subject: str, path: Path, hu: np.ndarray) -> None:
     if hu.ndim != 3 or min(hu.shape) < 2:
         raise InputError(f"{subject}: CT {path} must be a 3-D volume, got shape {hu.shape}")
@@ -216,7 +208,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
 
     out = Path(out_dir)
     cts = find_cts(ct_source)
-    splits = assign_splits([s for s, _ in cts], val_fraction=config.val_fraction,
+    splits = subject_splits([s for s, _ in cts], val_fraction=config.val_fraction,
                            test_fraction=config.test_fraction, seed=config.seed)
     suffix = "." + config.image_format
     names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(config.projections_per_ct)]
@@ -278,6 +270,6 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
 
 
 __all__: Sequence[str] = [
-    "DRRDatasetConfig", "find_cts", "assign_splits", "fit_pixel_spacing", "sample_geometries",
+    "DRRDatasetConfig", "find_cts", "fit_pixel_spacing", "sample_geometries",
     "render_pair", "load_densities", "build_drr_dataset",
 ]

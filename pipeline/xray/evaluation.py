@@ -25,9 +25,10 @@ Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among 
 Baseline ``se_scaled``: each target predicted as ``a_k * SE`` with ``a_k`` the least-squares factor over
 the training split (what a network that learnt nothing but the mean split would do).
 
-Outputs (atomic; refused up front when present unless ``overwrite``): ``per_image.csv``,
-``summary.csv`` (method, metric, mean, sd, n), ``summary.md`` and ``figure.png`` (SE | predicted |
-true per target for the first held-out images).
+Outputs (atomic; refused up front when present unless ``overwrite``): ``results.csv``, ``summary.csv``,
+``summary.md`` in the one long format of :mod:`pipeline.report.tables` (``image_id`` filled, ``region``
+= the target key, e.g. ``de_soft``, metric ``mae``/``psnr``/``ssim`` and the bone-suppression numbers)
+and ``figure.png`` (SE | predicted | true per target for the first held-out images).
 """
 
 from __future__ import annotations
@@ -41,10 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.report import metrics
+from pipeline.report import metrics, tables
 from pipeline.io.images2d import load_image_2d
-from pipeline.data.checks import InputError
-from pipeline.io.volumes import atomic_path
+from pipeline.errors import InputError
 from pipeline.xray.data import body_mask_2d, load_records
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
                     image_key: str, target_keys: Sequence[str], soft_key: str | None = "de_soft",
                     bone_key: str | None = "de_bone", baseline: Mapping[str, float] | None = None,
                     png_scale: float | None = None, body_fraction: float = 0.05) -> pd.DataFrame:
-    """One row per (method, image): ``pix2pix`` from ``prediction_dir``, ``se_scaled`` from ``baseline``."""
+    """The long results table (:func:`pipeline.report.tables.results_frame`) of every (method, image):
+    ``pix2pix`` from ``prediction_dir``, ``se_scaled`` from ``baseline``; region = target key."""
     rows = []
     with_suppression = soft_key in target_keys and bone_key in target_keys
     for record in records:
@@ -140,47 +141,21 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
         if baseline:
             methods["se_scaled"] = {k: baseline[k] * image for k in target_keys}
         for method, predicted in methods.items():
-            row: dict[str, Any] = {"method": method, "subject_id": record["subject_id"], "image_id": record["image_id"]}
+            ids = {"method": method, "subject_id": record["subject_id"], "image_id": record["image_id"]}
             for key in target_keys:
                 if predicted[key].shape != truth[key].shape:
                     raise InputError(f"{record['subject_id']}: {key} prediction for {record['image_id']} has shape "
                                      f"{predicted[key].shape}, the true image {truth[key].shape}")
-                row.update({f"{name}_{key}": value for name, value in
-                            image_metrics(predicted[key], truth[key], body).items()})
+                rows += [{**ids, "region": key, "metric": name, "value": value}
+                         for name, value in image_metrics(predicted[key], truth[key], body).items()]
             if with_suppression:
                 soft, bone = truth[soft_key], truth[bone_key]
-                row.update(bone_suppression(predicted[soft_key], soft, bone, body))
-                row["bone_leak_se"] = bone_suppression(image, soft, bone, body)["bone_leak"]
-                row["soft_bone_corr_true"] = bone_suppression(soft, soft, bone, body)["soft_bone_corr"]
-                row["soft_bone_corr_se"] = bone_suppression(image, soft, bone, body)["soft_bone_corr"]
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Long table ``method, metric, mean, sd, n`` (sd with ddof=1; NaN for one image)."""
-    metric_columns = [c for c in per_image.columns if c not in ("method", "subject_id", "image_id")]
-    rows = []
-    for method, group in per_image.groupby("method", sort=False):
-        for column in metric_columns:
-            values = group[column].astype(float)
-            rows.append({"method": method, "metric": column, "mean": values.mean(),
-                         "sd": values.std(ddof=1) if len(values) > 1 else float("nan"), "n": int(values.count())})
-    return pd.DataFrame(rows)
-
-
-def summary_markdown(summary: pd.DataFrame, *, units: str) -> str:
-    methods = list(dict.fromkeys(summary["method"]))
-    lines = [f"Mean ± SD over held-out images ({units}; PSNR in dB; SSIM, correlations and slopes unitless).", "",
-             "| metric | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
-    for metric in dict.fromkeys(summary["metric"]):
-        cells = []
-        for method in methods:
-            row = summary[(summary["method"] == method) & (summary["metric"] == metric)]
-            mean, sd = float(row["mean"].iloc[0]), float(row["sd"].iloc[0])
-            cells.append(f"{mean:.4g}" + ("" if np.isnan(sd) else f" ± {sd:.2g}"))
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                suppression = bone_suppression(predicted[soft_key], soft, bone, body)
+                suppression["bone_leak_se"] = bone_suppression(image, soft, bone, body)["bone_leak"]
+                suppression["soft_bone_corr_true"] = bone_suppression(soft, soft, bone, body)["soft_bone_corr"]
+                suppression["soft_bone_corr_se"] = bone_suppression(image, soft, bone, body)["soft_bone_corr"]
+                rows += [{**ids, "region": soft_key, "metric": name, "value": value} for name, value in suppression.items()]
+    return tables.results_frame(rows)
 
 
 def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_dir: Path, image_key: str,
@@ -214,11 +189,8 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
     the module docstring; returns their paths. ``dataset``/splits are read as in training
     (:func:`pipeline.xray.data.load_records`)."""
     out = Path(output_dir)
-    paths = {name: out / name for name in ("per_image.csv", "summary.csv", "summary.md", "figure.png")}
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} evaluation output(s) exist, e.g. {existing[0]}; "
-                              "pass overwrite=True (--overwrite true) to replace them")
+    paths = {name: out / name for name in (*tables.TABLE_FILES, "figure.png")}
+    tables.refuse_existing_outputs(paths.values(), overwrite=overwrite)
     keys = [image_key, *target_keys]
     split_options = dict(keys=keys, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     records = load_records(dataset, split=split, **split_options)
@@ -231,25 +203,20 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
         else:
             factors = fit_se_baseline(train, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
             logger.info("SE baseline factors (training split): %s", factors)
-    per_image = evaluate_images(records, prediction_dir=prediction_dir, image_key=image_key, target_keys=target_keys,
-                                soft_key=soft_key, bone_key=bone_key, baseline=factors, png_scale=png_scale)
-    summary = summarise(per_image)
-    with atomic_path(paths["per_image.csv"], overwrite=overwrite) as tmp:
-        per_image.to_csv(tmp, index=False)
-    with atomic_path(paths["summary.csv"], overwrite=overwrite) as tmp:
-        summary.to_csv(tmp, index=False)
-    text = summary_markdown(summary, units=units)
+    results = evaluate_images(records, prediction_dir=prediction_dir, image_key=image_key, target_keys=target_keys,
+                              soft_key=soft_key, bone_key=bone_key, baseline=factors, png_scale=png_scale)
+    notes = (f"{len(records)} held-out image(s). Mean ± SD over images; MAE in {units}, PSNR in dB; SSIM, "
+             "correlations and slopes unitless.")
     if factors:
-        text += "\nse_scaled baseline: " + ", ".join(f"{k} = {a:.4f} x {image_key}" for k, a in factors.items()) + "\n"
-    with atomic_path(paths["summary.md"], overwrite=overwrite) as tmp:
-        tmp.write_text(text)
+        notes += " se_scaled baseline: " + ", ".join(f"{k} = {a:.4f} × {image_key}" for k, a in factors.items()) + "."
+    tables.write_tables(results, out, title="Dual-energy evaluation", notes=notes, overwrite=overwrite)
     save_figure(records, paths["figure.png"], prediction_dir=Path(prediction_dir), image_key=image_key,
                 target_keys=target_keys, png_scale=png_scale, rows=figure_rows, overwrite=overwrite)
-    logger.info("evaluation of %d images written to %s\n%s", len(records), out, text)
+    logger.info("evaluation of %d images written to %s\n%s", len(records), out, paths["summary.md"].read_text())
     return paths
 
 
 __all__: Sequence[str] = [
-    "image_metrics", "bone_suppression", "fit_se_baseline", "find_prediction", "evaluate_images", "summarise",
-    "summary_markdown", "save_figure", "run_evaluation",
+    "image_metrics", "bone_suppression", "fit_se_baseline", "find_prediction", "evaluate_images", "save_figure",
+    "run_evaluation",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import TISSUES, Tissue, paint_head, smooth_noise
-from pipeline.io.volumes import atomic_path
+from pipeline.io.atomic import atomic_path
 from transforms.intensity import HU_AIR, HU_MIN
 
 #: Grid presets: shape (voxels) and spacing (mm). Both cover a 224 x 224 x 180 mm field of view.
