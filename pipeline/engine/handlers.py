@@ -8,7 +8,7 @@ to a temporary file and moved into place.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,27 @@ from pipeline.engine.trainer import unwrap_ddp
 from pipeline.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
+
+
+#: Handlers that log, draw or write files. In a DDP run only rank 0 keeps them; they are picked by class
+#: name (not by list position, which breaks silently when a config reorders its handlers).
+RANK_ZERO_HANDLERS = frozenset({
+    "StatsHandler", "TensorBoardStatsHandler", "TensorBoardImageHandler", "ValidationImagePanel",
+    "PairedImagePanel", "BestModelSaver", "AtomicCheckpointSaver", "CheckpointSaver",
+})
+
+
+def handlers_for_rank(handlers: Sequence | None, *, rank: int | None = None) -> list:
+    """``handlers`` for this process: all of them on rank 0 (or without ``torch.distributed``), and on
+    other ranks only those whose class is not in :data:`RANK_ZERO_HANDLERS` (learning-rate schedules and
+    the validation trigger must run on every rank, or the ranks drift apart)."""
+    if rank is None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
+    handlers = list(handlers or [])
+    if rank == 0:
+        return handlers
+    return [h for h in handlers if type(h).__name__ not in RANK_ZERO_HANDLERS]
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:

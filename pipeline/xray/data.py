@@ -20,7 +20,6 @@ Shapes seen by the networks: condition ``(B, 1, H, W)``, target ``(B, len(target
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from monai.transforms import (
 from pipeline.data.manifest import subject_splits
 from pipeline.xray.drr_dataset import MANIFEST_NAME
 from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
-from pipeline.io.atomic import atomic_path
+from pipeline.engine.model_card import read_model_card
 
 #: Key of the concatenated target channels in a sample dict.
 TARGET_KEY = "target"
@@ -137,42 +136,37 @@ def fit_windows(records: Sequence[Mapping[str, Any]], *, image_key: str, target_
     return {"image": fit_window(images), "target": fit_window(targets)}
 
 
-def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON stored with a model: keys, windows (as :class:`IntensityWindow`), units."""
-    card = json.loads(Path(path).read_text())
-    card["windows"] = {name: IntensityWindow(*bounds) for name, bounds in card["windows"].items()}
-    return card
+def read_windows(card: Mapping[str, Any]) -> dict[str, IntensityWindow]:
+    """The ``windows`` entry of a model card as :class:`IntensityWindow` objects."""
+    return {name: IntensityWindow(*bounds) for name, bounds in card["windows"].items()}
 
 
-def prepare_model_card(records: Sequence[Mapping[str, Any]], *, path: str | os.PathLike, image_key: str,
-                       target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
-                       png_scale: float | Mapping[str, float] | None = None) -> dict[str, IntensityWindow]:
-    """Windows for training, stored in the model card at ``path`` (``models/xray_model.json``).
+def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.PathLike, image_key: str,
+                  target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
+                  png_scale: float | Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The model card for this training run, computed without writing anything (configs resolve it;
+    :func:`pipeline.engine.model_card.write_model_card` stores it when training starts).
 
-    An existing card (resumed run, other DDP ranks) is reused so the scale never changes mid-training;
-    it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes them
-    instead of fitting on ``records``; it must agree with an existing card.
+    A card already at ``card_path`` (a resumed run) is reused, so the scale never changes mid-training;
+    it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes the
+    windows instead of fitting them on ``records``; it must agree with an existing card.
     """
-    path = Path(path)
+    card_path = Path(card_path)
     fixed = None if windows is None else {k: IntensityWindow(*v) for k, v in windows.items()}
-    if not path.exists():
-        fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
-        card = {"image_key": image_key, "target_keys": list(target_keys),
-                "windows": {k: w.as_list() for k, w in fitted.items()},
-                "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
-                "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)"}
-        try:
-            with atomic_path(path, overwrite=False) as tmp:
-                tmp.write_text(json.dumps(card, indent=2))
-        except FileExistsError:  # another rank wrote it first: fall through and use theirs
-            pass
-    card = read_model_card(path)
-    if card["image_key"] != image_key or list(card["target_keys"]) != list(target_keys):
-        raise ValueError(f"{path}: model card is for {card['image_key']} -> {card['target_keys']}, not "
-                         f"{image_key} -> {list(target_keys)}; use another output_dir")
-    if fixed is not None and fixed != card["windows"]:
-        raise ValueError(f"{path}: stored windows {card['windows']} differ from the configured {fixed}")
-    return card["windows"]
+    if card_path.exists():
+        card = read_model_card(card_path)
+        if card["image_key"] != image_key or list(card["target_keys"]) != list(target_keys):
+            raise ValueError(f"{card_path}: model card is for {card['image_key']} -> {card['target_keys']}, not "
+                             f"{image_key} -> {list(target_keys)}; use another output_dir")
+        if fixed is not None and fixed != read_windows(card):
+            raise ValueError(f"{card_path}: stored windows {card['windows']} differ from the configured "
+                             f"{ {k: w.as_list() for k, w in fixed.items()} }")
+        return card
+    fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
+    return {"image_key": image_key, "target_keys": list(target_keys),
+            "windows": {k: w.as_list() for k, w in fitted.items()},
+            "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
+            "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)"}
 
 
 class ScaleToUnitd(MapTransform):
@@ -258,6 +252,6 @@ def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) ->
 
 __all__: Sequence[str] = [
     "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "IntensityWindow",
-    "fit_window", "fit_windows", "load_records", "prepare_model_card", "read_model_card", "ScaleToUnitd",
+    "fit_window", "fit_windows", "load_records", "read_windows", "training_card", "ScaleToUnitd",
     "training_transforms", "validation_transforms", "body_mask_2d",
 ]

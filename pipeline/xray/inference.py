@@ -26,7 +26,8 @@ from pipeline.io.images2d import IMAGE_SUFFIXES, image_stem, image_suffix, load_
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
-from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow, load_records, read_model_card
+from pipeline.engine.model_card import read_model_card
+from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow, load_records, read_windows
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class DEPredictor:
         if card["image_key"] != self.image_key or list(card["target_keys"]) != self.target_keys:
             raise ValueError(f"{model_card}: the model maps {card['image_key']} -> {card['target_keys']}, but "
                              f"inference was configured for {self.image_key} -> {self.target_keys}")
-        self.windows = card["windows"]
+        self.windows = read_windows(card)
         return self
 
     def predict_image(self, image: np.ndarray | torch.Tensor) -> np.ndarray:
