@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 
 BUNDLE = Path("bundles/mri_to_ct/configs")
-COMMON_CONFIGS = Path("bundles/common/configs")  # logging.conf and multi_gpu_train.json, shared by both bundles
 
 
 def run(cmd: list[str]) -> None:
@@ -28,7 +27,7 @@ def run(cmd: list[str]) -> None:
 def bundle(config: str | list[str], **overrides) -> list[str]:
     files = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
-           "--logging_file", str(COMMON_CONFIGS / "logging.conf")]
+           "--logging_file", str(BUNDLE / "logging.conf")]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     return cmd

@@ -16,7 +16,6 @@ from bundle_runner import REPO, read_events
 from bundle_runner import run_bundle as run_bundle_config
 
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
-COMMON_CONFIGS = REPO / "bundles" / "common" / "configs"
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
         "--samples_per_volume", "2", "--val_interval", "1", "--amp", "false"]
 
@@ -65,7 +64,7 @@ def test_3d_mode_trains(manifest: Path, tmp_path: Path) -> None:
 @pytest.mark.distributed
 def test_torchrun_two_processes_gloo(manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    configs = f"['{CONFIGS / 'train.json'}','{COMMON_CONFIGS / 'multi_gpu_train.json'}']"
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     log = run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "2",
                      *TINY, launcher=torchrun, config=configs)
