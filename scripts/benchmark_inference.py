@@ -34,9 +34,9 @@ from scipy import ndimage
 
 from networks import Pix2PixUNet
 from pipeline.data.loaders import input_channels, spatial_dims
-from pipeline.sct.inference import SCTPredictor
 from pipeline.data.phantoms.head import make_phantom_subject
 from pipeline.io.volumes import write_like_reference
+from pipeline.sct.inference import SCTPredictor
 
 #: mode -> (patch size, num_downs): the bundle's 2.5D default, and a CPU-sized 3D configuration.
 CONFIGS = {"2d": (64, 6), "2.5d": (64, 6), "3d": (64, 5)}

@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
 from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
+from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:

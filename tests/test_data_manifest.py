@@ -11,11 +11,11 @@ import pytest
 
 from pipeline.data.manifest import (
     assign_splits,
-    subject_splits,
     find_subjects,
     load_split,
     parse_subject_id,
     read_manifest,
+    subject_splits,
     validate_manifest,
     write_manifest,
 )

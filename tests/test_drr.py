@@ -9,8 +9,15 @@ import torch
 from monai.data import MetaTensor
 
 from transforms.drr import (
-    MaterialDecompositiond, ProjectDRRd, ProjectionGeometry, block_average, bone_mass_fraction,
-    decompose_materials, hu_to_density, project_line_integrals, ray_bundle,
+    MaterialDecompositiond,
+    ProjectDRRd,
+    ProjectionGeometry,
+    block_average,
+    bone_mass_fraction,
+    decompose_materials,
+    hu_to_density,
+    project_line_integrals,
+    ray_bundle,
 )
 
 

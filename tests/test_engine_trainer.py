@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundle_runner import REPO, read_events
+from bundle_runner import run_bundle as run_bundle_config
 from pipeline.data.manifest import assign_splits, find_subjects, write_manifest
 from pipeline.data.phantoms.head import write_phantom_dataset
 from pipeline.engine.trainer import Pix2PixTrainer, constant_then_linear_decay, pix2pix_adam
-
-from bundle_runner import REPO, read_events
-from bundle_runner import run_bundle as run_bundle_config
 
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from transforms.intensity import HU_MAX, HU_MIN, HUWindowd, NormalizeMRd, hu_to_unit_range, normalize_mr, unit_range_to_hu
+from transforms.intensity import (
+    HU_MAX,
+    HU_MIN,
+    HUWindowd,
+    NormalizeMRd,
+    hu_to_unit_range,
+    normalize_mr,
+    unit_range_to_hu,
+)
 
 
 def test_window_end_points():

@@ -9,10 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.io.images2d import (
-    LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest, save_image_2d,
-)
 from pipeline.errors import InputError
+from pipeline.io.images2d import (
+    LoadPairedImaged,
+    find_paired_images,
+    load_image_2d,
+    read_paired_manifest,
+    save_image_2d,
+)
 
 H, W = 6, 9  # non-square so a transpose would show
 

@@ -11,7 +11,6 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
-from pipeline.io.atomic import atomic_write
 from pipeline.io.geometry import read_geometry
 from pipeline.io.volumes import read_volume, write_like_reference
 
@@ -119,31 +118,6 @@ def test_refuses_to_overwrite_unless_asked(nifti_reference: Path, tmp_path: Path
     write_like_reference(np.full(SHAPE, 7.0), reference_path=nifti_reference, out_path=out, overwrite=True)
     assert np.all(np.asarray(nib.load(out).dataobj) == 7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mr.nii.gz", "sct.nii.gz"]  # no temp files left
-
-
-def test_atomic_write_failure_leaves_nothing_and_keeps_existing(tmp_path: Path) -> None:
-    def failing_write(tmp: Path) -> None:
-        tmp.write_bytes(b"partial")
-        raise RuntimeError("disk full")
-
-    new = tmp_path / "new.nii.gz"
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(new, failing_write)
-    assert list(tmp_path.iterdir()) == []
-
-    existing = tmp_path / "old.mha"
-    existing.write_bytes(b"original")
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(existing, failing_write, overwrite=True)
-    assert existing.read_bytes() == b"original"
-    assert [p.name for p in tmp_path.iterdir()] == ["old.mha"]
-
-
-def test_atomic_write_temp_file_keeps_the_format_suffix(tmp_path: Path) -> None:
-    seen = []
-    atomic_write(tmp_path / "sct.nii.gz", lambda tmp: (seen.append(tmp), tmp.write_bytes(b"x")))
-    assert seen[0].parent == tmp_path and seen[0].name.endswith(".nii.gz") and seen[0].name.startswith(".")
-    assert (tmp_path / "sct.nii.gz").read_bytes() == b"x"
 
 
 def test_mha_reference_round_trip_keeps_geometry(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.errors import InputError
 from pipeline.report import metrics
 from pipeline.report.tables import summary_value
-from pipeline.errors import InputError
 from pipeline.sct.evaluation import evaluate_predictions, evaluate_subject, run_evaluation
 
 SHAPE = (24, 22, 20)

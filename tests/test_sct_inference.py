@@ -17,11 +17,11 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from networks import Pix2PixUNet
-from pipeline.sct.inference import SCTPredictor, predict_unit_volume, resolve_inputs, subject_id_from_path
 from pipeline.data.manifest import find_subjects, write_manifest
 from pipeline.data.phantoms.head import write_phantom_dataset
 from pipeline.errors import InputError
 from pipeline.io.volumes import read_volume
+from pipeline.sct.inference import SCTPredictor, predict_unit_volume, resolve_inputs, subject_id_from_path
 from transforms.intensity import HU_AIR, HU_MAX, HU_MIN, normalize_mr, unit_range_to_hu
 from transforms.mask import body_mask_from_mr
 

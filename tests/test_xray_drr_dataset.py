@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset, find_cts, load_densities, render_pair
 from pipeline.errors import InputError
 from pipeline.io.images2d import LoadPairedImaged, find_paired_images, read_paired_manifest
+from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset, find_cts, load_densities, render_pair
 from transforms.drr import ProjectionGeometry
 
 pytest.importorskip("spekpy")

@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from pipeline.xray.physics import (
-    cancellation_weight, dual_energy_subtraction, effective_mass_attenuation, log_image, mass_attenuation,
-    polyenergetic_intensity, tube_spectrum, xray_images,
+    cancellation_weight,
+    dual_energy_subtraction,
+    effective_mass_attenuation,
+    log_image,
+    mass_attenuation,
+    polyenergetic_intensity,
+    tube_spectrum,
+    xray_images,
 )
 
 pytest.importorskip("spekpy")

@@ -15,8 +15,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import (
     EnsureChannelFirstd,
-    InvertibleTransform,
     Invertd,
+    InvertibleTransform,
     LoadImaged,
     MapTransform,
     Orientationd,

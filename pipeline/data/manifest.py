@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipeline.io.geometry import VOLUME_SUFFIXES
-from pipeline.errors import InputError
 from pipeline.data.checks import path_given, validate_subject
+from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_write
+from pipeline.io.geometry import VOLUME_SUFFIXES
 
 __all__ = [
     "FILE_COLUMNS",

@@ -28,11 +28,11 @@ import pydicom
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from pipeline.io.geometry import LPS_TO_RAS, read_geometry
 from pipeline.io.atomic import atomic_write
+from pipeline.io.geometry import LPS_TO_RAS, read_geometry
 
 __all__ = [
     "RESCALE_INTERCEPT",

@@ -24,12 +24,12 @@ from monai.inferers import sliding_window_inference
 from monai.transforms import Compose
 from tqdm.auto import tqdm
 
-from pipeline.data.loaders import check_mode, preprocessing
-from pipeline.engine.handlers import load_generator_state
-from pipeline.data.manifest import find_subjects, load_split, read_manifest
-from pipeline.io.geometry import VOLUME_SUFFIXES, check_same_grid, read_geometry
-from pipeline.errors import InputError
 from pipeline.data.checks import check_mask_array, check_volume_array
+from pipeline.data.loaders import check_mode, preprocessing
+from pipeline.data.manifest import find_subjects, load_split, read_manifest
+from pipeline.engine.handlers import load_generator_state
+from pipeline.errors import InputError
+from pipeline.io.geometry import VOLUME_SUFFIXES, check_same_grid, read_geometry
 from pipeline.io.volumes import read_volume, write_like_reference
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd

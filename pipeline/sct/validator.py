@@ -9,8 +9,8 @@ from ignite.metrics import Average
 from monai.engines import Evaluator
 from torch.utils.data import DataLoader
 
-from pipeline.sct.inference import predict_unit_volume
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
+from pipeline.sct.inference import predict_unit_volume
 from transforms.intensity import unit_range_to_hu
 
 

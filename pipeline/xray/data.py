@@ -30,14 +30,21 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
-    Compose, ConcatItemsd, DeleteItemsd, DivisiblePadd, EnsureTyped, MapTransform, RandFlipd,
-    RandSpatialCropd, SpatialPadd,
+    Compose,
+    ConcatItemsd,
+    DeleteItemsd,
+    DivisiblePadd,
+    EnsureTyped,
+    MapTransform,
+    RandFlipd,
+    RandSpatialCropd,
+    SpatialPadd,
 )
 
 from pipeline.data.manifest import subject_splits
-from pipeline.xray.drr_dataset import MANIFEST_NAME
-from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
 from pipeline.engine.model_card import read_model_card
+from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
+from pipeline.xray.drr_dataset import MANIFEST_NAME
 
 #: Key of the concatenated target channels in a sample dict.
 TARGET_KEY = "target"

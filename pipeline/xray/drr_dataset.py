@@ -34,15 +34,18 @@ import pandas as pd
 import torch
 
 from pipeline.data.manifest import subject_splits
-from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
+from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
 from pipeline.io.volumes import read_volume
 from pipeline.xray.physics import DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics, xray_images
 from transforms.drr import (
-    MATERIAL_NAMES, ProjectionGeometry, block_average, decompose_materials, project_line_integrals,
+    MATERIAL_NAMES,
+    ProjectionGeometry,
+    block_average,
+    decompose_materials,
+    project_line_integrals,
 )
-
 
 CT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 MANIFEST_NAME = "manifest.csv"

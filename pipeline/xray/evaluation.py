@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.report import metrics, tables
-from pipeline.io.images2d import load_image_2d
 from pipeline.errors import InputError
+from pipeline.io.images2d import load_image_2d
+from pipeline.report import metrics, tables
 from pipeline.xray.data import body_mask_2d, load_records
 
 logger = logging.getLogger(__name__)

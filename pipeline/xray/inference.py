@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.engine.handlers import load_generator_state
-from pipeline.io.images2d import IMAGE_SUFFIXES, image_stem, image_suffix, load_image_2d, save_image_2d
+from pipeline.engine.model_card import read_model_card
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
-from pipeline.engine.model_card import read_model_card
+from pipeline.io.images2d import IMAGE_SUFFIXES, image_stem, image_suffix, load_image_2d, save_image_2d
 from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow, load_records, read_windows
 
 logger = logging.getLogger(__name__)

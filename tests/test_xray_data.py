@@ -1,0 +1,48 @@
+"""X-ray training data: intensity windows, paired-image transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.xray.data import IntensityWindow, fit_window, load_records, training_transforms
+
+
+def test_window_roundtrip_and_fit() -> None:
+    window = fit_window([np.array([0.0, 1.0, 4.0])])
+    assert window.lo <= 0.0 and window.hi >= 4.0
+    x = torch.linspace(-0.5, 5.0, 11)
+    assert torch.allclose(window.from_unit(window.to_unit(x)), x, atol=1e-6)
+    assert float(window.to_unit(torch.tensor(window.hi))) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        IntensityWindow(1.0, 1.0)
+
+
+def test_training_transforms_concatenate_targets_and_flip_columns(tmp_path: Path) -> None:
+    from pipeline.io.images2d import save_image_2d
+
+    rows, cols = np.mgrid[:8, :8].astype(np.float32)
+    ramp = 0.8 * rows + 0.1 * cols  # distinct values, increasing down the rows and along the columns
+    for key, scale in (("se", 1.0), ("de_soft", 0.7), ("de_bone", 0.3)):
+        save_image_2d(ramp * scale, tmp_path / key / "A_p000.nii.gz")
+    record = load_records(tmp_path, keys=["se", "de_soft", "de_bone"])[0]
+    windows = {"image": IntensityWindow(0.0, 6.3), "target": IntensityWindow(0.0, 6.3)}
+    chain = training_transforms(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows, divisor=8,
+                                flip_lr=True)
+    chain.set_random_state(seed=1)
+    column_orders = set()
+    for _ in range(8):
+        sample = chain(dict(record))
+        image, target = sample["se"], sample["target"]
+        assert image.shape == (1, 8, 8) and target.shape == (2, 8, 8)
+        assert float(image.min()) == pytest.approx(-1.0) and float(image.max()) == pytest.approx(1.0)
+        # targets move with the image; rows (superior -> inferior) are never flipped
+        physical = windows["image"].from_unit(image[0])
+        assert torch.allclose(windows["target"].from_unit(target[0]), 0.7 * physical, atol=1e-5)
+        assert torch.allclose(windows["target"].from_unit(target[1]), 0.3 * physical, atol=1e-5)
+        assert bool((image[0, 1:] > image[0, :-1]).all())
+        column_orders.add(bool(image[0, 0, 1] > image[0, 0, 0]))
+    assert column_orders == {True, False}  # left-right flips do happen
