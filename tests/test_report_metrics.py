@@ -1,4 +1,4 @@
-"""SynthRAD2023 metrics against hand-computed values and a brute-force SSIM reference."""
+"""SynthRAD metrics against hand-computed values, scikit-image's SSIM and the official definitions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from skimage.metrics import structural_similarity
 
 from pipeline.report import metrics
+from synthrad_reference import official_ms_ssim, official_ssim
 
 
 def _pair_2x2x2():
@@ -40,25 +42,6 @@ def test_psnr_clips_to_hu_window_and_identical_is_inf():
     assert metrics.psnr(ct, ct, mask) == math.inf
 
 
-def _brute_force_ssim_map(x: np.ndarray, y: np.ndarray, *, sigma=1.5, radius=5, data_range=4024.0):
-    """Gaussian-weighted local statistics voxel by voxel (edges mirrored, 'symmetric' = scipy 'reflect')."""
-    t = np.arange(-radius, radius + 1)
-    g = np.exp(-(t**2) / (2 * sigma**2))
-    g /= g.sum()
-    w = g[:, None, None] * g[None, :, None] * g[None, None, :]
-    xp, yp = np.pad(x, radius, mode="symmetric"), np.pad(y, radius, mode="symmetric")
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    out = np.empty(x.shape)
-    for i, j, k in np.ndindex(x.shape):
-        px = xp[i : i + 2 * radius + 1, j : j + 2 * radius + 1, k : k + 2 * radius + 1]
-        py = yp[i : i + 2 * radius + 1, j : j + 2 * radius + 1, k : k + 2 * radius + 1]
-        mx, my = (w * px).sum(), (w * py).sum()
-        vx, vy = (w * (px - mx) ** 2).sum(), (w * (py - my) ** 2).sum()
-        cxy = (w * (px - mx) * (py - my)).sum()
-        out[i, j, k] = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return out
-
-
 @pytest.fixture
 def ssim_case():
     rng = np.random.default_rng(3)
@@ -72,29 +55,36 @@ def ssim_case():
     return sct, ct, mask
 
 
-def _prepared(volume, mask):
-    out = np.clip(volume, -1024, 3000)
-    out[mask == 0] = -1024
-    return out + 1024
-
-
 def test_ssim_identical_is_one(ssim_case):
     _, ct, mask = ssim_case
     assert metrics.ssim(ct, ct, mask) == pytest.approx(1.0, abs=1e-12)
 
 
-def test_ssim_matches_brute_force_with_border_crop(ssim_case):
+def test_ssim_matches_scikit_image_and_the_official_definition(ssim_case):
     sct, ct, mask = ssim_case
-    reference_map = _brute_force_ssim_map(_prepared(sct, mask), _prepared(ct, mask))
-    np.testing.assert_allclose(metrics.ssim_map(sct, ct, mask), reference_map, rtol=1e-9, atol=1e-12)
-    crop = (slice(3, -3),) * 3
-    expected = reference_map[crop][mask[crop] > 0].mean()
-    expected_no_crop = reference_map[mask > 0].mean()
+    expected, reference_map = official_ssim(sct, ct, mask)
+    np.testing.assert_allclose(metrics.ssim_map(sct, ct, mask), reference_map, rtol=0, atol=1e-9)
     value = metrics.ssim(sct, ct, mask)
     assert value < 0.999
-    assert value == pytest.approx(expected, rel=1e-9)
-    assert metrics.ssim(sct, ct, mask, border=0) == pytest.approx(expected_no_crop, rel=1e-9)
+    assert abs(value - expected) <= 1e-6
+    expected_no_crop = reference_map[mask > 0].mean()
+    assert metrics.ssim(sct, ct, mask, border=0) == pytest.approx(expected_no_crop, abs=1e-9)
     assert abs(expected - expected_no_crop) > 1e-4  # the crop really changes which voxels count
+
+
+def test_ssim_2d_map_matches_scikit_image():
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 100, (20, 17)), rng.uniform(0, 100, (20, 17))
+    _, reference = structural_similarity(x, y, data_range=100.0, full=True)
+    np.testing.assert_allclose(metrics.structural_similarity_map(x, y, data_range=100.0), reference, atol=1e-9)
+
+
+def test_ms_ssim_matches_the_official_synthrad2025_definition(ssim_case):
+    sct, ct, mask = ssim_case
+    value = metrics.ms_ssim(sct, ct, mask)
+    assert abs(value - official_ms_ssim(sct, ct, mask)) <= 1e-6
+    assert 0.0 < value < 1.0 - 1e-4  # noise must cost something (padding to 97 voxels dilutes it)
+    assert metrics.ms_ssim(ct, ct, mask) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_ssim_ignores_values_outside_mask(ssim_case):

@@ -7,8 +7,10 @@ written from the published metric definitions (Huijben et al., SynthRAD2023 chal
 - MAE / ME on raw HU inside the mask (ME is signed, sCT - CT: positive means the sCT is too dense);
 - PSNR with both images clipped to [-1024, 3000] HU, data range 4024 HU, MSE over mask voxels only;
 - SSIM: both clipped to [-1024, 3000], outside the mask set to -1024, shifted to >= 0, 3-D SSIM map
-  (Gaussian window sigma 1.5 voxels, K1 0.01, K2 0.03, data range 4024), a 3-voxel border cropped from
-  the map, mean over the remaining mask voxels.
+  with scikit-image's ``structural_similarity`` defaults (7x7x7 uniform window, sample covariance, K1
+  0.01, K2 0.03, data range 4024), a 3-voxel border cropped from the map, mean over the remaining mask
+  voxels (the official ``image_metrics.py``);
+- MS-SSIM (SynthRAD2025): masked 3-D multi-scale SSIM on [-1024, 3071] HU (:func:`ms_ssim`).
 
 Bad input (shape mismatch, empty mask, NaN/inf) raises ``ValueError`` with the problem in the message.
 """
@@ -30,10 +32,13 @@ __all__ = [
     "bone_dice_at",
     "mae",
     "me",
+    "ms_ssim",
+    "prepare_for_ssim",
     "psnr",
     "region_statistics",
     "ssim",
     "ssim_map",
+    "structural_similarity_map",
 ]
 
 HU_RANGE: tuple[float, float] = (HU_MIN, HU_MAX)
@@ -41,12 +46,15 @@ BONE_HU = 250.0
 #: Tissue classes of the *real* CT used by :func:`region_statistics`: air < -200 <= soft tissue < 250 <= bone.
 REGION_THRESHOLDS_HU: tuple[float, float] = (-200.0, BONE_HU)
 
-# skimage's structural_similarity conventions (gaussian_weights=True, use_sample_covariance=False),
-# which the SynthRAD2023 definition follows: truncate the Gaussian at 3.5 sigma, reflect at the edges.
-SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5
+# scikit-image's structural_similarity defaults, which the official SynthRAD2023 code calls.
+SSIM_WIN_SIZE = 7
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+SSIM_BORDER = 3  # SynthRAD crops 3 voxels (the window radius) from every face before averaging
+#: SynthRAD2025: range, per-scale weights (Wang et al. 2003, Eq. 7) and minimum size for 5 halvings.
+MS_SSIM_HU_RANGE: tuple[float, float] = (-1024.0, 3071.0)
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_SSIM_MIN_SIZE = 97
 
 
 def _check_inputs(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,38 +105,72 @@ def psnr(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray, *, hu_range: tuple[f
     return float(10.0 * np.log10((hi - lo) ** 2 / mse))
 
 
-def _prepare_for_ssim(volume: np.ndarray, mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def prepare_for_ssim(volume: np.ndarray, mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip to [lo, hi], set voxels outside ``mask`` to ``lo``, shift to >= 0 (the SynthRAD preparation)."""
     out = np.clip(volume, lo, hi)
     out[~mask] = lo  # outside the body counts as air in both images
     return out - lo  # >= 0, as in the challenge definition
 
 
+def structural_similarity_map(x: np.ndarray, y: np.ndarray, *, data_range: float, win_size: int = SSIM_WIN_SIZE,
+                              weights: tuple[float, float, float] | None = None) -> np.ndarray:
+    """SSIM map of two prepared images of any dimension (2-D or 3-D), float64.
+
+    scikit-image's ``structural_similarity`` defaults, which SynthRAD2023 uses: a ``win_size``-wide uniform
+    window (edges reflected), *sample* covariance (``N / (N - 1)`` with ``N = win_size ** ndim``), K1 0.01,
+    K2 0.03. Written out here (rather than calling scikit-image) because the masked means and the
+    per-scale weighting of MS-SSIM need the map's luminance, contrast and structure terms separately;
+    ``tests/test_report_metrics.py`` checks it against scikit-image itself.
+
+    ``weights`` ``(luminance, contrast, structure)`` exponents switch to the three-term form of
+    SynthRAD2025's MS-SSIM (each term clipped at 0, C3 = C2 / 2); None is the classic two-factor SSIM.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(a, size=win_size)
+
+    n = win_size ** x.ndim
+    cov_norm = n / (n - 1.0)
+    # float64 throughout: E[x^2] - E[x]^2 with values up to 4095 loses all precision in float32.
+    mu_x, mu_y = smooth(x), smooth(y)
+    var_x = cov_norm * (smooth(x * x) - mu_x * mu_x)
+    var_y = cov_norm * (smooth(y * y) - mu_y * mu_y)
+    cov_xy = cov_norm * (smooth(x * y) - mu_x * mu_y)
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    if weights is None:
+        numerator = (2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)
+        return numerator / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    c3 = c2 / 2.0
+    sd_x, sd_y = np.sqrt(np.clip(var_x, 0.0, None)), np.sqrt(np.clip(var_y, 0.0, None))
+    luminance = np.clip((2.0 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1), 0.0, None)
+    contrast = np.clip((2.0 * sd_x * sd_y + c2) / (var_x + var_y + c2), 0.0, None)
+    structure = np.clip((cov_xy + c3) / (sd_x * sd_y + c3), 0.0, None)
+    return luminance ** weights[0] * contrast ** weights[1] * structure ** weights[2]
+
+
 def ssim_map(
     sct: np.ndarray, ct: np.ndarray, mask: np.ndarray, *, hu_range: tuple[float, float] = HU_RANGE
 ) -> np.ndarray:
-    """Voxel-wise SSIM map ``(X, Y, Z)`` (float64) of the SynthRAD2023-prepared images (no border crop).
-
-    Local means, variances and covariance are Gaussian-weighted (sigma 1.5 voxels, truncated at 3.5
-    sigma, edges reflected), population (not sample) covariance, data range ``hu_range[1] - hu_range[0]``.
-    """
+    """Voxel-wise SSIM map ``(X, Y, Z)`` (float64) of the SynthRAD2023-prepared images (no border crop):
+    clipped to ``hu_range``, outside the mask set to its lower end, shifted to >= 0, then
+    :func:`structural_similarity_map` with data range ``hu_range[1] - hu_range[0]``."""
     sct, ct, m = _check_inputs(sct, ct, mask)
     lo, hi = hu_range
-    x = _prepare_for_ssim(sct, m, lo, hi)
-    y = _prepare_for_ssim(ct, m, lo, hi)
+    return structural_similarity_map(prepare_for_ssim(sct, m, lo, hi), prepare_for_ssim(ct, m, lo, hi),
+                                     data_range=hi - lo)
 
-    def smooth(a: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(a, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
 
-    # float64 throughout: E[x^2] - E[x]^2 with values up to 4024 loses all precision in float32.
-    mu_x, mu_y = smooth(x), smooth(y)
-    var_x = smooth(x * x) - mu_x * mu_x
-    var_y = smooth(y * y) - mu_y * mu_y
-    cov_xy = smooth(x * y) - mu_x * mu_y
-    c1 = (SSIM_K1 * (hi - lo)) ** 2
-    c2 = (SSIM_K2 * (hi - lo)) ** 2
-    numerator = (2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)
-    denominator = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    return numerator / denominator
+def _masked_mean(smap: np.ndarray, mask: np.ndarray, border: int) -> float:
+    """Mean of ``smap`` over ``mask`` after cropping ``border`` voxels from every face of both."""
+    if border > 0:
+        if min(smap.shape) <= 2 * border:
+            raise ValueError(f"volume {smap.shape} too small for a {border}-voxel border crop")
+        crop = (slice(border, -border),) * smap.ndim
+        smap, mask = smap[crop], mask[crop]
+    if not mask.any():
+        raise ValueError(f"mask is empty after cropping a {border}-voxel border")
+    return float(smap[mask].mean(dtype=np.float64))
 
 
 def ssim(
@@ -137,20 +179,48 @@ def ssim(
     mask: np.ndarray,
     *,
     hu_range: tuple[float, float] = HU_RANGE,
-    border: int = 3,
+    border: int = SSIM_BORDER,
 ) -> float:
     """SynthRAD2023 SSIM: mean of :func:`ssim_map` over mask voxels at least ``border`` voxels from every
     face of the volume (the map is cropped by ``border`` on each side, as is the mask)."""
-    smap = ssim_map(sct, ct, mask, hu_range=hu_range)
-    m = np.asarray(mask) > 0
-    if border > 0:
-        if min(smap.shape) <= 2 * border:
-            raise ValueError(f"volume {smap.shape} too small for a {border}-voxel border crop")
-        crop = (slice(border, -border),) * smap.ndim
-        smap, m = smap[crop], m[crop]
-    if not m.any():
-        raise ValueError(f"mask is empty after cropping a {border}-voxel border")
-    return float(smap[m].mean())
+    return _masked_mean(ssim_map(sct, ct, mask, hu_range=hu_range), np.asarray(mask) > 0, border)
+
+
+def _downsample_by_two(volume: np.ndarray) -> np.ndarray:
+    """SynthRAD2025's MS-SSIM downsampling: a 2x2x2 box average with zero padding before the first voxel
+    of each axis (what ``fftconvolve(v, ones((2, 2, 2)) / 8, mode="same")`` computes), then every other
+    voxel from the first."""
+    padded = np.pad(volume, [(1, 0)] * volume.ndim)
+    total = np.zeros(tuple((n + 1) // 2 for n in volume.shape))
+    for offset in np.ndindex(*(2,) * volume.ndim):
+        total += padded[tuple(slice(o, o + 2 * t, 2) for o, t in zip(offset, total.shape))]
+    return total / 2 ** volume.ndim
+
+
+def ms_ssim(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray, *,
+            hu_range: tuple[float, float] = MS_SSIM_HU_RANGE) -> float:
+    """SynthRAD2025 masked 3-D MS-SSIM.
+
+    Both images clipped to ``hu_range`` ([-1024, 3071] HU), outside the mask set to its lower end and
+    shifted to >= 0; volumes edge-padded to at least 97 voxels per axis (5 scales of halving); at each of
+    5 scales, the three-term SSIM map (luminance, contrast and structure each raised to the scale's
+    weight 0.0448, 0.2856, 0.3001, 0.2363, 0.1333) is averaged over the mask after a 3-voxel border crop;
+    images are then box-downsampled by two and the mask subsampled. The result is the product of the 5
+    masked means, each clipped to [0, 1].
+    """
+    sct, ct, m = _check_inputs(sct, ct, mask)
+    lo, hi = hu_range
+    x, y = prepare_for_ssim(sct, m, lo, hi), prepare_for_ssim(ct, m, lo, hi)
+    target = MS_SSIM_MIN_SIZE
+    pad = [(max((target - n) // 2, 0), max(target - n - (target - n) // 2, 0)) for n in x.shape]
+    x, y, m = (np.pad(a, pad, mode="edge") for a in (x, y, m))
+    values = []
+    for weight in MS_SSIM_WEIGHTS:
+        smap = structural_similarity_map(x, y, data_range=hi - lo, weights=(weight, weight, weight))
+        values.append(min(max(_masked_mean(smap, m, SSIM_BORDER), 0.0), 1.0))
+        x, y = _downsample_by_two(x), _downsample_by_two(y)
+        m = m[::2, ::2, ::2]
+    return float(np.prod(values))
 
 
 def bone_dice(

@@ -48,11 +48,13 @@ __all__ = [
 #: Where a method's sCT for a subject may be, tried in this order.
 PREDICTION_NAMES = ("{sid}/sct.nii.gz", "{sid}/sct.nii", "{sid}_sct.nii.gz", "{sid}_sct.nii")
 METRIC_LABELS = {"mae_hu": ("MAE (HU) ↓", 1), "me_hu": ("ME (HU)", 1), "psnr_db": ("PSNR (dB) ↑", 2),
-                 "ssim": ("SSIM ↑", 4), "sd_hu": ("SD of error (HU)", 1), "n_voxels": ("voxels", 0)}
+                 "ssim": ("SSIM ↑", 4), "ms_ssim": ("MS-SSIM 2025 ↑", 4), "sd_hu": ("SD of error (HU)", 1), "n_voxels": ("voxels", 0)}
 NOTES = ("All metrics inside the body mask (mask > 0). Mean ± SD over subjects (SD with ddof = 1). "
          "ME = mean(sCT − CT): positive means the sCT is too dense. PSNR and SSIM use the [−1024, 3000] HU "
-         "window (data range 4024 HU); SSIM excludes a 3-voxel border. Regions from the real CT inside the "
-         "mask: air < −200 HU ≤ soft tissue < 250 HU ≤ bone (plus label-map regions when given).")
+         "window (data range 4024 HU); SSIM is scikit-image's (7×7×7 uniform window, sample covariance) and "
+         "excludes a 3-voxel border, as in the official SynthRAD2023 code. MS-SSIM 2025 is SynthRAD2025's "
+         "masked 3-D multi-scale SSIM on [−1024, 3071] HU. Regions from the real CT inside the mask: "
+         "air < −200 HU ≤ soft tissue < 250 HU ≤ bone (plus label-map regions when given).")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -89,13 +91,14 @@ def subject_metrics(
     label_names: Mapping[int, str] | None = None,
     bone_thresholds: Sequence[float] = (metrics.BONE_HU,),
 ) -> dict:
-    """All metrics for one sCT: ``mae_hu, me_hu, psnr_db, ssim, dice_bone_<t>hu...`` and ``regions``
+    """All metrics for one sCT: ``mae_hu, me_hu, psnr_db, ssim, ms_ssim, dice_bone_<t>hu...`` and ``regions``
     (the list of :func:`pipeline.report.metrics.region_statistics`). Arrays ``(X, Y, Z)`` in HU."""
     result = {
         "mae_hu": metrics.mae(sct, ct, mask),
         "me_hu": metrics.me(sct, ct, mask),
         "psnr_db": metrics.psnr(sct, ct, mask),
         "ssim": metrics.ssim(sct, ct, mask),
+        "ms_ssim": metrics.ms_ssim(sct, ct, mask),
     }
     for threshold, dice in metrics.bone_dice_at(sct, ct, mask, thresholds=bone_thresholds).items():
         result[_dice_column(threshold)] = dice

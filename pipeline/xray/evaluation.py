@@ -3,13 +3,12 @@
 Per held-out image and target key, inside the body (:func:`pipeline.xray.data.body_mask_2d` of the SE
 image; all values in the images' own units, e.g. log attenuation ``-ln(I/I0)``):
 
-- ``mae_<key>``: mean |pred - true|;
-- ``psnr_<key>``: ``10 log10(R^2 / MSE)``, both images clipped to the true image's [min, max], ``R`` its
+- ``mae``: mean |pred - true|;
+- ``psnr``: ``10 log10(R^2 / MSE)``, both images clipped to the true image's [min, max], ``R`` its
   range (:func:`pipeline.report.metrics.psnr`);
-- ``ssim_<key>``: Gaussian-window SSIM (sigma 1.5 px, K1 0.01, K2 0.03, data range ``R``), outside the
-  body set to the minimum, 3-pixel border cropped, mean over body pixels (:func:`pipeline.report.metrics.ssim_map`
-  on an ``(H, W, 1)`` array: with reflecting edges the filter along the singleton axis is the identity,
-  so this is exactly the 2-D SSIM map).
+- ``ssim``: scikit-image's SSIM definition in 2-D (7x7 uniform window, sample covariance, K1 0.01, K2
+  0.03, data range ``R``), outside the body set to the minimum, 3-pixel border cropped, mean over body
+  pixels (:func:`pipeline.report.metrics.structural_similarity_map`), as SynthRAD does in 3-D.
 
 Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among the targets):
 
@@ -62,11 +61,12 @@ def image_metrics(pred: np.ndarray, true: np.ndarray, body: np.ndarray) -> dict[
     lo, hi = float(true.min()), float(true.max())
     if hi <= lo:
         hi = lo + 1.0  # a constant true image: any positive range gives the same (perfect or not) MAE
-    vol = (pred[..., None], true[..., None], body[..., None])
-    smap = metrics.ssim_map(*vol, hu_range=(lo, hi))[..., 0]
+    smap = metrics.structural_similarity_map(metrics.prepare_for_ssim(pred, body, lo, hi),
+                                             metrics.prepare_for_ssim(true, body, lo, hi), data_range=hi - lo)
     b = SSIM_BORDER
     inner = np.zeros_like(body)
     inner[b:-b, b:-b] = body[b:-b, b:-b]
+    vol = (pred[..., None], true[..., None], body[..., None])  # the masked MAE/PSNR take (X, Y, Z) arrays
     return {"mae": metrics.mae(*vol), "psnr": metrics.psnr(*vol, hu_range=(lo, hi)),
             "ssim": float(smap[inner].mean()) if inner.any() else float("nan")}
 
