@@ -6,6 +6,7 @@ Differences are reported as percent of the prescription (``100 * (eval - ref) / 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,10 +51,12 @@ def gamma_index(
 
     reference, evaluated = _check_pair(reference, evaluated)
     axes = tuple(np.arange(n) * float(s) for n, s in zip(reference.shape, spacing_mm))
-    return pymedphys.gamma(axes, reference, axes, evaluated, dose_percent, distance_mm,
-                           lower_percent_dose_cutoff=cutoff_percent, interp_fraction=interp_fraction,
-                           max_gamma=max_gamma, local_gamma=False, global_normalisation=normalisation_gy,
-                           quiet=True, interp_algo="scipy")
+    with warnings.catch_warnings():  # pymedphys 0.41 deprecates `quiet` but prints without it
+        warnings.filterwarnings("ignore", message=".*quiet.*", category=DeprecationWarning)
+        return pymedphys.gamma(axes, reference, axes, evaluated, dose_percent, distance_mm,
+                               lower_percent_dose_cutoff=cutoff_percent, interp_fraction=interp_fraction,
+                               max_gamma=max_gamma, local_gamma=False, global_normalisation=normalisation_gy,
+                               quiet=True, interp_algo="scipy")
 
 
 def gamma_pass_rate(gamma: np.ndarray, *, region: np.ndarray | None = None) -> float:
