@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
+PYRADPLAN_PIN ?= pyRadPlan==0.5.0
 STAMP  := $(VENV)/.installed
 
 .PHONY: venv test demo data benchmark clean
@@ -12,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,xray]"
+	$(PY) -m pip install --quiet -e ".[dev,xray,dose]"
+	# pyRadPlan without its declared dependencies (LLM clients etc.): the dose extra lists what it uses.
+	$(PY) -m pip install --quiet --no-deps "$(PYRADPLAN_PIN)"
 	touch $(STAMP)
 
 venv: $(STAMP)

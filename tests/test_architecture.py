@@ -101,6 +101,8 @@ ALLOWED = {
     "pipeline.engine": {"pipeline.errors", "pipeline.io", "pipeline.data"},
     "pipeline.sct": {"pipeline.errors", "pipeline.io", "pipeline.data", "pipeline.engine", "pipeline.report"},
     "pipeline.xray": {"pipeline.errors", "pipeline.io", "pipeline.data", "pipeline.engine", "pipeline.report"},
+    # dose evaluation recomputes plans on the sCTs and baselines of the sCT task
+    "pipeline.dose": {"pipeline.errors", "pipeline.io", "pipeline.data", "pipeline.report", "pipeline.sct"},
     "transforms": {"pipeline.errors", "pipeline.io"},
     "networks": set(),
 }

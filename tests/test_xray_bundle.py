@@ -33,7 +33,6 @@ def run_bundle(config: str, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def drr(tmp_path_factory) -> Path:
-    pytest.importorskip("spekpy")
     from pipeline.data.phantoms.head import write_phantom_dataset
     from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
 

@@ -15,8 +15,6 @@ from pipeline.io.images2d import LoadPairedImaged, find_paired_images, read_pair
 from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset, find_cts, load_densities, render_pair
 from transforms.drr import ProjectionGeometry
 
-pytest.importorskip("spekpy")
-
 N, SPACING = 32, 4.0
 CHEST_CT = Path(__file__).resolve().parents[1] / "data" / "chest_ct" / "CXR001" / "ct.nii.gz"
 

@@ -18,8 +18,6 @@ from pipeline.xray.physics import (
     xray_images,
 )
 
-pytest.importorskip("spekpy")
-
 # REFERENCE.md (NIST, ICRU-44): mu/rho in cm^2/g at 40/60/80/100 keV.
 REFERENCE_MU = {"bone": [0.666, 0.315, 0.223, 0.186], "soft_tissue": [0.269, 0.205, 0.182, 0.169]}
 

@@ -1,0 +1,1 @@
+"""Result tables shared by the evaluations (long format: subject, method, region, metric, value)."""

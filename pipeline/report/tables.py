@@ -9,7 +9,8 @@ Long format, one row per measured value::
 for 2-D images; ``target``, ``high_dose``... for dose). A long table needs no schema change when a
 metric or region is added, and the same summary code serves every task.
 
-Files (:func:`write_tables`, atomic, refused up front when present unless ``overwrite``):
+Files (:func:`write_tables`, atomic, refused up front when present unless ``overwrite``), each name after
+an optional ``prefix`` (e.g. ``dose_``):
 
 - ``results.csv``: every row above;
 - ``summary.csv``: ``method, region, metric, n, mean, sd`` (sd over cases with ddof = 1; NaN for one);
@@ -37,6 +38,7 @@ __all__ = [
     "summarise",
     "summary_markdown",
     "summary_value",
+    "table_paths",
     "write_tables",
 ]
 
@@ -56,6 +58,11 @@ def results_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for column in ("subject_id", "image_id", "region"):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
     frame["value"] = frame["value"].astype(float)
+    duplicated = frame.duplicated(subset=list(RESULT_COLUMNS[:-1]))
+    if duplicated.any():
+        first = frame[duplicated].iloc[0]
+        raise ValueError(f"result rows measured twice, e.g. method {first['method']!r}, subject {first['subject_id']!r}, "
+                         f"region {first['region']!r}, metric {first['metric']!r}")
     return frame
 
 
@@ -121,6 +128,11 @@ def summary_markdown(summary: pd.DataFrame, *, title: str, notes: str = "",
     return "\n".join(parts)
 
 
+def table_paths(out_dir: str | os.PathLike, *, prefix: str = "") -> dict[str, Path]:
+    """``{file name: path}`` of the :data:`TABLE_FILES` in ``out_dir``, each name after ``prefix``."""
+    return {name: Path(out_dir) / f"{prefix}{name}" for name in TABLE_FILES}
+
+
 def refuse_existing_outputs(paths: Iterable[Path], *, overwrite: bool) -> None:
     """``FileExistsError`` naming the first existing path (and how many exist), before any work is done."""
     existing = [Path(p) for p in paths if Path(p).exists()]
@@ -131,11 +143,14 @@ def refuse_existing_outputs(paths: Iterable[Path], *, overwrite: bool) -> None:
 
 def write_tables(results: pd.DataFrame, out_dir: str | os.PathLike, *, title: str, notes: str = "",
                  labels: Mapping[str, tuple[str, int]] | None = None,
-                 region_titles: Mapping[str, str] | None = None, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``results.csv``, ``summary.csv`` and ``summary.md`` (:data:`TABLE_FILES`) into ``out_dir``;
-    returns ``{file name: path}``. ``results`` is a :func:`results_frame`."""
-    out_dir = Path(out_dir)
-    paths = {name: out_dir / name for name in TABLE_FILES}
+                 region_titles: Mapping[str, str] | None = None, prefix: str = "",
+                 overwrite: bool = False) -> dict[str, Path]:
+    """Write ``results.csv``, ``summary.csv`` and ``summary.md`` (:data:`TABLE_FILES`, after ``prefix``)
+    into ``out_dir``; returns ``{file name: path}`` keyed by the unprefixed names. ``results`` is a
+    :func:`results_frame` (or rows for it)."""
+    if not isinstance(results, pd.DataFrame):
+        results = results_frame(results)
+    paths = table_paths(out_dir, prefix=prefix)
     refuse_existing_outputs(paths.values(), overwrite=overwrite)
     summary = summarise(results)
     text = summary_markdown(summary, title=title, notes=notes, labels=labels, region_titles=region_titles)
