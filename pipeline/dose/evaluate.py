@@ -49,7 +49,7 @@ class DoseConfig:
     prescription_gy: float = 2.0
     max_iter: int = 100
     target_radius_mm: float = 15.0
-    gamma_criteria: tuple[tuple[float, float], ...] = ((2.0, 2.0), (3.0, 3.0))  # (mm, %)
+    gamma_criteria: tuple[tuple[float, float], ...] = ((2.0, 2.0), (1.0, 1.0))  # (mm, %): SynthRAD 2%/2 mm and the strict 1%/1 mm
     gamma_cutoff_pct: float = 10.0
     calibration: Calibration = MATRAD_GENERIC
     modalities: tuple[str, ...] = ("photons", "protons")
@@ -143,6 +143,7 @@ def _range_rows(subject: _Subject, sct_hu: np.ndarray, config: DoseConfig) -> li
         shift = result["range_shift_mm"]
         out += [(f"beam{beam}", "proton_range_shift_mean_mm", float(shift.mean())),
                 (f"beam{beam}", "proton_range_shift_abs_mean_mm", float(np.abs(shift).mean())),
+                (f"beam{beam}", "proton_range_shift_abs_p95_mm", float(np.percentile(np.abs(shift), 95.0))),
                 (f"beam{beam}", "proton_range_shift_max_abs_mm", float(np.abs(shift).max())),
                 (f"beam{beam}", "proton_wepl_diff_mean_mm", float(result["wepl_diff_mm"].mean()))]
     return out
