@@ -3,7 +3,9 @@ tasks above them) can raise the same error without importing each other."""
 
 from __future__ import annotations
 
-__all__ = ["InputError", "subject_prefix"]
+import sys
+
+__all__ = ["InputError", "find_input_error", "install_one_line_errors", "subject_prefix"]
 
 
 class InputError(ValueError):
@@ -16,3 +18,34 @@ class InputError(ValueError):
 def subject_prefix(subject_id: str | None) -> str:
     """``"1BA001: "`` for a known subject, ``""`` otherwise: the start of every :class:`InputError` message."""
     return f"{subject_id}: " if subject_id else ""
+
+
+def find_input_error(error: BaseException | None) -> InputError | None:
+    """The :class:`InputError` in ``error``'s chain of causes (MONAI's bundle runner wraps it in a
+    ``RuntimeError: Failed to evaluate ConfigExpression``), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def install_one_line_errors() -> None:
+    """Make an uncaught :class:`InputError` (also a wrapped one) print as ``error: <message>`` on one line
+    instead of a page of traceback; the process still exits non-zero. Other errors keep their traceback.
+
+    Called first by every bundle config (``initialize``) and script: a user's bad input is not a bug."""
+    previous = sys.excepthook
+    if getattr(previous, "one_line_input_errors", False):
+        return
+
+    def hook(exc_type, exc, traceback):
+        error = find_input_error(exc)
+        if error is None:
+            return previous(exc_type, exc, traceback)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+
+    hook.one_line_input_errors = True
+    sys.excepthook = hook

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import pytest
 import torch
 
@@ -12,7 +15,9 @@ from bundle_runner import REPO, read_events
 from bundle_runner import run_bundle as run_bundle_config
 from pipeline.data.manifest import assign_splits, find_subjects, write_manifest
 from pipeline.data.phantoms.head import write_phantom_dataset
+from pipeline.engine.model_card import card_hash
 from pipeline.engine.trainer import Pix2PixTrainer, constant_then_linear_decay, pix2pix_adam
+from pipeline.sct.model_card import rtsynth_version
 
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
@@ -50,6 +55,30 @@ def test_train_logs_checkpoints_and_resumes(manifest: Path, tmp_path: Path) -> N
     assert "resuming from" in log
     resumed = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert resumed["trainer"]["iteration"] == 6  # continued from 4, not restarted
+
+
+def test_inference_bundle_obeys_the_model_card(manifest: Path, tmp_path: Path) -> None:
+    """Training writes the card; inference with no settings takes them from it and names the model in every
+    sCT header; a patch size that differs from the card is refused before anything is written."""
+    out = tmp_path / "run"
+    run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "1", *TINY)
+    card = json.loads((out / "models" / "model_card.json").read_text())
+    assert (card["patch_size"], card["num_downs"], card["base_channels"], card["mode"]) == (32, 5, 8, "2.5d")
+
+    infer = ["--input", str(manifest), "--split", "test", "--output_dir", str(out)]
+    run_bundle_config(str(CONFIGS / "inference.json"), *infer)
+    (sct,) = (out / "predictions").glob("*/sct.nii.gz")
+    descrip = nib.load(sct).header["descrip"].item().decode()
+    assert descrip == f"rtsynth {rtsynth_version()} sCT model {card_hash(card)}"
+
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"), *infer,
+           "--patch_size", "64", "--prediction_dir", str(tmp_path / "other")]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: patch_size = 64 was asked for, but the model was trained with patch_size = 32")
+    assert "Traceback" not in result.stderr  # one clear line, not a page of traceback
+    assert not (tmp_path / "other").exists()
 
 
 def test_3d_mode_trains(manifest: Path, tmp_path: Path) -> None:

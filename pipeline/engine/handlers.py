@@ -109,7 +109,7 @@ def to_display_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def validation_panel(mr_unit: np.ndarray, sct_hu: np.ndarray, ct_hu: np.ndarray, *, window_hu=(-1000.0, 1500.0), error_hu: float = 500.0) -> np.ndarray:
-    """One axial slice as a (1, X, 4*Y) image in [0, 1]: MR | sCT | CT | |sCT - CT|.
+    """One axial slice as a (1, Y, 4*X) image in [0, 1]: MR | sCT | CT | |sCT - CT|.
     Display windows: sCT/CT ``window_hu``; error 0..``error_hu`` HU."""
     tiles = [to_display_range(mr_unit, -1.0, 1.0), to_display_range(sct_hu, *window_hu), to_display_range(ct_hu, *window_hu),
              to_display_range(np.abs(sct_hu - ct_hu), 0.0, error_hu)]

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.io.atomic import atomic_write
 
-__all__ = ["card_hash", "read_model_card", "write_model_card"]
+__all__ = ["VOLATILE_KEYS", "card_hash", "read_model_card", "write_model_card"]
 
 
 def _canonical(card: Mapping[str, Any]) -> str:
@@ -34,12 +34,17 @@ def read_model_card(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_model_card(path: str | os.PathLike, card: Mapping[str, Any]) -> dict[str, Any]:
+#: Entries that may change when a run is resumed (a newer rtsynth resuming an older run's training).
+VOLATILE_KEYS = ("rtsynth_version",)
+
+
+def write_model_card(path: str | os.PathLike, card: Mapping[str, Any], *,
+                     volatile: tuple[str, ...] = VOLATILE_KEYS) -> dict[str, Any]:
     """Write ``card`` to ``path`` unless a card is there already; returns the card on disk.
 
-    An existing card (resumed run, another DDP rank that wrote first) must equal ``card``: otherwise
-    ``ValueError`` names the first differing entry, because a model trained under two cards would be
-    described by neither.
+    An existing card (resumed run, another DDP rank that wrote first) must equal ``card`` except in the
+    ``volatile`` entries: otherwise ``ValueError`` names the first differing entry, because a model
+    trained under two cards would be described by neither. The stored card is kept as it is.
     """
     path = Path(path)
     wanted = json.loads(_canonical(card))
@@ -50,7 +55,9 @@ def write_model_card(path: str | os.PathLike, card: Mapping[str, Any]) -> dict[s
             pass
     stored = read_model_card(path)
     if stored != wanted:
-        differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k) and k not in volatile)
+        if not differing:
+            return stored
         key = differing[0]
         raise ValueError(f"{path}: the model card in this output folder has {key} = {stored.get(key)!r}, this run "
                          f"{wanted.get(key)!r} ({len(differing)} entries differ: {', '.join(differing)}); "

@@ -99,6 +99,7 @@ def write_like_reference(
     out_path: str | os.PathLike,
     dtype: np.dtype | type = np.int16,
     overwrite: bool = False,
+    description: str | None = None,
 ) -> Path:
     """Write ``array`` on exactly the grid of ``reference_path`` and return ``out_path``.
 
@@ -113,6 +114,8 @@ def write_like_reference(
         dtype: stored type. Integer types are rounded (``np.rint``) and clipped to their range, and
             NIfTI is written with ``scl_slope=1, scl_inter=0`` so the stored integers *are* the values.
         overwrite: replace an existing ``out_path`` (otherwise ``FileExistsError``).
+        description: provenance text for the NIfTI ``descrip`` field (at most 79 characters; ITK
+            outputs have no such field and ignore it).
 
     Raises:
         ValueError: ``array`` shape differs from the reference's, or NaN/inf with an integer dtype.
@@ -135,6 +138,10 @@ def write_like_reference(
         header = ref.header.copy()  # keeps qform/sform matrices and codes, pixdim, units, dim_info
         header.set_data_dtype(data.dtype)
         header["cal_min"] = header["cal_max"] = 0  # the MR's display range means nothing for HU
+        if description is not None:
+            if len(description.encode()) > 79:
+                raise ValueError(f"description {description!r} is longer than NIfTI's 79-character descrip")
+            header["descrip"] = description.encode()
         image = type(ref)(data, ref.affine, header=header)
         # Set after construction (the constructor resets scaling to NaN = "let nibabel choose"); explicit
         # 1/0 makes nibabel write the integers unscaled and tells every reader they are literal values.

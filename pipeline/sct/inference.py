@@ -31,6 +31,7 @@ from pipeline.engine.handlers import load_generator_state
 from pipeline.errors import InputError
 from pipeline.io.geometry import VOLUME_SUFFIXES, check_same_grid, read_geometry
 from pipeline.io.volumes import read_volume, write_like_reference
+from pipeline.sct.model_card import rtsynth_version
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
 from transforms.slab import slabs_to_volume, volume_to_slabs
@@ -41,8 +42,10 @@ logger = logging.getLogger(__name__)
 MR_AIR_UNIT = -1.0  # normalised MR value of zero signal: the pad value outside the volume
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda") if device.type == "cuda" else contextlib.nullcontext()
+def _autocast(device: torch.device, *, amp: bool):
+    """fp16 autocast only when asked for and on CUDA: half precision rounds the network output to ~1e-3
+    of the unit range (~2 HU), so the default keeps full precision."""
+    return torch.autocast("cuda") if amp and device.type == "cuda" else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -70,12 +73,14 @@ def predict_unit_volume(
     sw_batch_size: int = 16,
     slices_per_batch: int = 32,
     device: torch.device | str | None = None,
+    amp: bool = False,
     progress: bool = False,
 ) -> torch.Tensor:
     """Normalised MR ``(1, X, Y, Z)`` in [-1, 1] -> sCT ``(1, X, Y, Z)`` in [-1, 1] (CPU float32).
 
     Windows are ``patch_size`` wide in-plane (and along Z in 3D); volumes smaller than a window are
-    padded with MR air (-1) and cropped back, so any size works.
+    padded with MR air (-1) and cropped back, so any size works. ``amp`` runs the network in fp16 on
+    CUDA (faster, ~2 HU rounding); off by default.
     """
     check_mode(mode)
     device = torch.device(device) if device is not None else next(generator.parameters()).device
@@ -102,7 +107,7 @@ def predict_unit_volume(
 
     bookkeeping_threads = _torch_threads(1) if device.type == "cpu" else contextlib.nullcontext()
     if mode == "3d":
-        with _autocast(device), bookkeeping_threads:
+        with _autocast(device, amp=amp), bookkeeping_threads:
             out = sliding_window_inference(volume[None], (patch_size,) * 3, progress=progress, **window())
         return out[0].float()
 
@@ -117,7 +122,7 @@ def predict_unit_volume(
             # halo of k // 2 slices gives the chunk's end slices their true neighbours.
             low, high = max(start - half, 0), min(stop + half, size_z)
             slabs = volume_to_slabs(volume[..., low:high], slab_size=k)[start - low : stop - low]  # (n, k, X, Y)
-            with _autocast(device):
+            with _autocast(device, amp=amp):
                 chunk = sliding_window_inference(slabs, (patch_size, patch_size), **window())
             predicted.append(chunk.float())
         return slabs_to_volume(torch.cat(predicted))  # (1, X, Y, Z)
@@ -144,12 +149,16 @@ class SCTPredictor:
         sw_batch_size: int = 16,
         target_spacing: Sequence[float] | None = None,
         device: torch.device | str | None = None,
+        amp: bool = False,
+        model_id: str | None = None,
         progress: bool = True,
     ) -> None:
         self.mode = check_mode(mode)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device).eval()
-        self.window = dict(patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size)
+        self.window = dict(patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size,
+                           amp=amp)
+        self.model_id = model_id  # the model card's hash: written into every sCT's header
         self.target_spacing = target_spacing
         self.progress = progress
         self.transform = Compose(preprocessing(target_spacing=target_spacing, with_ct=False))
@@ -225,7 +234,13 @@ class SCTPredictor:
             raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite true) to replace it")
         hu = self.predict_array(mr_path, mask_path=mask_path, subject_id=subject_id)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        return write_like_reference(hu, reference_path=mr_path, out_path=out_path, dtype=np.int16, overwrite=overwrite)
+        return write_like_reference(hu, reference_path=mr_path, out_path=out_path, dtype=np.int16, overwrite=overwrite,
+                                    description=self.provenance)
+
+    @property
+    def provenance(self) -> str:
+        """``"rtsynth <version> sCT model <card hash>"``: the NIfTI ``descrip`` of every sCT written."""
+        return f"rtsynth {rtsynth_version()} sCT model {self.model_id or 'without model card'}"
 
     def predict_inputs(self, source: str | Path, *, output_dir: str | Path, split: str | None = None, overwrite: bool = False) -> list[Path]:
         """Predict every subject of ``source`` (an MR file, a folder, or a manifest CSV) into
