@@ -103,6 +103,37 @@ class BestModelSaver:
                         engine.state.best_metric, engine.state.epoch, self.path)
 
 
+class BestMetricState:
+    """The validator's best key metric and its epoch as a checkpoint entry (``state_dict`` /
+    ``load_state_dict``). MONAI's evaluator starts every process at "no best yet"; without this entry a
+    resumed run's first validation would replace ``models/model.pt`` even when it is worse."""
+
+    def __init__(self, evaluator: Engine) -> None:
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict:
+        return {"best_metric": float(self.evaluator.state.best_metric),
+                "best_metric_epoch": int(self.evaluator.state.best_metric_epoch)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.evaluator.state.best_metric = float(state["best_metric"])
+        self.evaluator.state.best_metric_epoch = int(state["best_metric_epoch"])
+
+
+def reapply_schedules(schedulers: Sequence) -> None:
+    """Set each optimiser's learning rate to what its (possibly reconfigured) schedule gives at the
+    restored epoch. A checkpoint restores the optimiser's last learning rate, which is 0 at the end of a
+    Pix2Pix decay: extending a finished run (``--epochs`` larger) would otherwise train a whole epoch at
+    lr 0 before the scheduler's next step."""
+    for scheduler in schedulers:
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        if lambdas is None:
+            continue  # only LambdaLR schedules are used here; others keep what they restored
+        for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas):
+            group["lr"] = base_lr * factor(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
 def to_display_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Display window [lo, hi] -> [0, 1], clipped (TensorBoard images)."""
     return np.clip((image - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
@@ -141,9 +172,11 @@ class ValidationImagePanel:
         self.writer.flush()
 
 
-def attach_resume(trainer: Engine, *, checkpoint_dir: str, load_dict: Mapping, filename: str = "latest.pt") -> str | None:
+def attach_resume(trainer: Engine, *, checkpoint_dir: str, load_dict: Mapping, filename: str = "latest.pt",
+                  schedulers: Sequence = ()) -> str | None:
     """Resume from ``checkpoint_dir/filename`` when it exists (MONAI ``CheckpointLoader``, which keeps
-    the new ``max_epochs`` so a finished run can be extended); otherwise start fresh."""
+    the new ``max_epochs`` so a finished run can be extended; then :func:`reapply_schedules` on
+    ``schedulers``); otherwise start fresh."""
     from monai.handlers import CheckpointLoader
 
     path = latest_checkpoint(checkpoint_dir, filename=filename)
@@ -152,5 +185,6 @@ def attach_resume(trainer: Engine, *, checkpoint_dir: str, load_dict: Mapping, f
         return None
     load = {k: unwrap_ddp(v) for k, v in load_dict.items()}
     CheckpointLoader(load_path=path, load_dict=load, map_location="cpu").attach(trainer)
+    trainer.add_event_handler(Events.STARTED, lambda _: reapply_schedules(schedulers))  # runs after the loader
     logger.info("resuming from %s", path)
     return path
