@@ -74,3 +74,27 @@ def test_validate_subject_flags_grid_mismatch_and_unknown_orientation(tmp_path):
     assert "1BA001: mr (mr.nii.gz) and ct (ct.nii.gz) are not on the same grid: spacing (1, 1.5, 2) vs (1, 1.5, 2.5) mm" in text
     assert "1BA001: mask.nii.gz has neither qform nor sform" in text
     assert "mr (mr.nii.gz) and mask (mask.nii.gz) are not on the same grid" in text
+
+
+def test_ct_without_the_hu_offset_is_refused_naming_subject_and_file(tmp_path):
+    from pipeline.data.checks import check_ct_hu
+
+    hu = np.random.default_rng(1).uniform(-1024, 1500, SHAPE)
+    check_ct_hu(hu, subject_id="1BA001")
+    with pytest.raises(InputError, match=r"1BA001: ct \(ct.nii.gz\) values span \[\d.*not in HU"):
+        check_ct_hu(hu + 1024, subject_id="1BA001", source=tmp_path / "ct.nii.gz")
+    mr = save_nifti(tmp_path / "mr.nii.gz")
+    ct = save_nifti(tmp_path / "ct.nii.gz", data=(hu + 1024).astype(np.int16))
+    problems = validate_subject({"subject_id": "1BA001", "mr": mr, "ct": ct}, read_data=True)
+    assert any("not in HU" in p and p.startswith("1BA001") for p in problems)
+
+
+def test_qform_and_sform_that_disagree_are_reported(tmp_path):
+    img = nib.Nifti1Image(np.ones(SHAPE, np.float32), oblique_affine())
+    shifted = oblique_affine()
+    shifted[0, 3] += 4.0
+    img.set_qform(oblique_affine(), code=1)
+    img.set_sform(shifted, code=1)
+    nib.save(img, tmp_path / "mr.nii.gz")
+    problems = validate_subject({"subject_id": "1BA001", "mr": tmp_path / "mr.nii.gz"})
+    assert any("qform and sform disagree by 4 mm" in p for p in problems)

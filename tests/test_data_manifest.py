@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import nibabel as nib
 import numpy as np
@@ -29,7 +30,7 @@ AFFINE = np.diag([-1.0, -1.0, 2.0, 1.0])
 def write_subject(root, subject_id, *, roles=("mr", "ct", "mask"), shape=SHAPE, affine=AFFINE, suffix=".nii.gz"):
     folder = root / subject_id
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(zlib.crc32(subject_id.encode()))  # distinct files per subject: identical ones are a leak
     for role in roles:
         data = (rng.integers(0, 2, shape) if role == "mask" else rng.normal(size=shape)).astype(np.float32)
         nib.save(nib.Nifti1Image(data, affine), folder / f"{role}{suffix}")
@@ -221,3 +222,36 @@ def test_subject_splits_by_subject_is_deterministic():
     assert sorted(splits.values()).count("train") == 8 and list(splits.values()).count("test") == 1
     assert subject_splits(ids, seed=1) == splits
     assert set(subject_splits(["only"]).values()) == {"train"}
+
+
+
+def _volume(path, data, affine=np.diag([2.0, 2.0, 2.5, 1.0])):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, 1)
+    img.set_sform(affine, 1)
+    nib.save(img, path)
+    return str(path)
+
+
+def test_train_subject_without_ct_and_files_shared_across_splits_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for index, split in enumerate(["train", "train", "val", "test"]):
+        sid = f"1BA00{index + 1}"
+        rows.append({"subject_id": sid, "split": split,
+                     "mr": _volume(tmp_path / sid / "mr.nii.gz", rng.uniform(0, 100, (6, 6, 4)).astype(np.float32)),
+                     "ct": _volume(tmp_path / sid / "ct.nii.gz", rng.uniform(-1000, 1000, (6, 6, 4)).astype(np.float32))})
+    rows[1]["ct"] = None  # a training subject without CT
+    rows[3]["mr"] = rows[0]["mr"]  # the test subject is a training subject's MR under another ID
+    rows[3]["ct"] = rows[0]["ct"]
+    problems = validate_manifest(pd.DataFrame(rows), progress=False)
+    assert any("no ct file, but the subject is in the train split" in p for p in problems["1BA002"])
+    leak = [p for p in problems["1BA004"] if "identical file listed under subjects in different splits" in p]
+    assert leak and "1BA001 (train" in leak[0] and "1BA004 (test" in leak[0]
+    assert any("different splits" in p for p in problems["1BA001"])
+    assert "1BA003" not in problems
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    with pytest.raises(InputError, match="1BA002: no ct file .* train split"):
+        load_split(manifest, "train")

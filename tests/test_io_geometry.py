@@ -91,3 +91,27 @@ def test_check_same_grid_reports_shape_and_affine_differences(tmp_path):
     noisy = oblique_affine()
     noisy[:3, 3] += 1e-5
     check_same_grid(mr, read_geometry(save_nifti(tmp_path / "ct5.nii.gz", affine=noisy)), subject_id="1BA001")
+
+
+def test_orientation_must_be_known_and_unambiguous(tmp_path):
+    from pipeline.io.geometry import check_orientation
+
+    check_orientation(read_geometry(save_nifti(tmp_path / "ok.nii.gz")), subject_id="1BA001")
+    none = nib.Nifti1Image(np.ones(SHAPE, np.float32), oblique_affine())
+    none.set_qform(None, code=0)
+    none.set_sform(None, code=0)
+    nib.save(none, tmp_path / "none.nii.gz")
+    with pytest.raises(InputError, match=r"1BA001: none.nii.gz has neither qform nor sform"):
+        check_orientation(read_geometry(tmp_path / "none.nii.gz"), subject_id="1BA001")
+    both = nib.Nifti1Image(np.ones(SHAPE, np.float32), oblique_affine())
+    rotated = oblique_affine(angle_deg=16.0)
+    both.set_qform(oblique_affine(), code=1)
+    both.set_sform(rotated, code=1)
+    nib.save(both, tmp_path / "both.nii.gz")
+    geometry = read_geometry(tmp_path / "both.nii.gz")
+    # independent: where the two affines put the far corner
+    corner = np.array([s - 1 for s in SHAPE] + [1.0])
+    expected = np.linalg.norm((oblique_affine() @ corner - rotated @ corner)[:3])
+    assert geometry.form_disagreement_mm == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(InputError, match="qform and sform disagree"):
+        check_orientation(geometry)

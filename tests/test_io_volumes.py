@@ -153,3 +153,15 @@ def test_nifti_reference_written_as_mha_has_same_world_geometry(nifti_reference:
 def test_multi_file_output_formats_are_rejected(nifti_reference: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="single-file|must be one of"):
         write_like_reference(np.zeros(SHAPE), reference_path=nifti_reference, out_path=tmp_path / "sct.mhd")
+
+
+def test_reference_without_orientation_is_refused(tmp_path: Path) -> None:
+    from pipeline.errors import InputError
+
+    reference = nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4))
+    reference.set_qform(None, code=0)
+    reference.set_sform(None, code=0)
+    nib.save(reference, tmp_path / "mr.nii.gz")
+    with pytest.raises(InputError, match="neither qform nor sform"):
+        write_like_reference(np.zeros(SHAPE), reference_path=tmp_path / "mr.nii.gz", out_path=tmp_path / "sct.nii.gz")
+    assert not (tmp_path / "sct.nii.gz").exists()

@@ -361,8 +361,36 @@ def test_predict_inputs_writes_one_sct_per_subject(synthrad_folder, tmp_path):
     written = predictor("2.5d").predict_inputs(synthrad_folder, output_dir=tmp_path / "out")
     assert written == [tmp_path / "out" / "1BA001" / "sct.nii.gz", tmp_path / "out" / "1BA002" / "sct.nii.gz"]
     assert all(nib.load(p).shape == SHAPE for p in written)
-    with pytest.raises(FileExistsError):
+    before = written[0].stat().st_mtime_ns
+    with pytest.raises(InputError, match="2 of 2 subject.*1BA001: .*exists"):
         predictor("2.5d").predict_inputs(synthrad_folder, output_dir=tmp_path / "out")
+    assert written[0].stat().st_mtime_ns == before  # never overwritten silently
+
+
+def test_a_bad_subject_does_not_cost_the_others_and_skip_existing_finishes_a_run(synthrad_folder, tmp_path):
+    """1BA002's MR is all NaN: 1BA001 and 1BA004 (after it) are still written; the error lists 1BA002 only.
+    Rerunning with skip_existing after the MR is fixed writes just the missing subject."""
+    good = synthrad_folder / "1BA001" / "mr.nii.gz"
+    (synthrad_folder / "1BA004").mkdir()
+    (synthrad_folder / "1BA004" / "mr.nii.gz").symlink_to(good.resolve())
+    bad = synthrad_folder / "1BA002" / "mr.nii.gz"
+    source = nib.load(bad)
+    bad.unlink()
+    nib.save(nib.Nifti1Image(np.full(source.shape, np.nan, np.float32), source.affine, source.header), bad)
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as error:
+        predictor("2.5d").predict_inputs(synthrad_folder, output_dir=out)
+    assert str(error.value).startswith("1 of 3 subject(s) failed") and "1BA002: mr" in str(error.value)
+    assert "1BA001" not in str(error.value) and "1BA004" not in str(error.value)
+    assert sorted(p.parent.name for p in out.glob("*/sct.nii.gz")) == ["1BA001", "1BA004"]
+
+    bad.unlink()
+    bad.symlink_to(good.resolve())
+    stamp = (out / "1BA001" / "sct.nii.gz").stat().st_mtime_ns
+    written = predictor("2.5d").predict_inputs(synthrad_folder, output_dir=out, skip_existing=True)
+    assert [p.parent.name for p in written] == ["1BA001", "1BA002", "1BA004"]
+    assert (out / "1BA001" / "sct.nii.gz").stat().st_mtime_ns == stamp  # skipped, not rewritten
+    assert nib.load(out / "1BA002" / "sct.nii.gz").shape == SHAPE
 
 
 @pytest.mark.parametrize("mode", ["2.5d", "3d"])

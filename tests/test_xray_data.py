@@ -46,3 +46,24 @@ def test_training_transforms_concatenate_targets_and_flip_columns(tmp_path: Path
         assert bool((image[0, 1:] > image[0, :-1]).all())
         column_orders.add(bool(image[0, 0, 1] > image[0, 0, 0]))
     assert column_orders == {True, False}  # left-right flips do happen
+
+
+def test_body_mask_for_masked_l1_moves_with_the_images(tmp_path: Path) -> None:
+    from pipeline.io.images2d import save_image_2d
+
+    image = np.zeros((8, 8), np.float32)
+    image[2:6, 1:4] = 5.0  # the body: left part of the image
+    for key in ("se", "de_soft", "de_bone"):
+        save_image_2d(image, tmp_path / key / "A_p000.nii.gz")
+    record = load_records(tmp_path, keys=["se", "de_soft", "de_bone"])[0]
+    windows = {"image": IntensityWindow(0.0, 6.0), "target": IntensityWindow(0.0, 6.0)}
+    chain = training_transforms(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows, divisor=8,
+                                flip_lr=True, body_mask=True)
+    chain.set_random_state(seed=3)
+    for _ in range(6):
+        sample = chain(dict(record))
+        assert sample["mask"].shape == sample["target"].shape == (2, 8, 8)
+        body = windows["image"].from_unit(sample["se"][0]) > 1.0
+        assert torch.equal(sample["mask"][0] > 0, body) and torch.equal(sample["mask"][1] > 0, body)
+    assert "mask" not in training_transforms(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows,
+                                             divisor=8)(dict(record))

@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError, subject_prefix
-from pipeline.io.geometry import Geometry, check_same_grid, read_geometry
+from pipeline.io.geometry import Geometry, check_orientation, check_same_grid, read_geometry
 from pipeline.io.volumes import read_volume
 
 __all__ = [
+    "CT_AIR_CEILING_HU",
+    "check_ct_hu",
     "check_mask_array",
     "check_volume_array",
     "path_given",
@@ -83,6 +85,24 @@ def check_mask_array(mask: Any, *, subject_id: str | None, source: str | os.Path
         raise InputError(f"{subject_prefix(subject_id)}{what} is empty: no voxel > 0")
 
 
+#: A head CT holds air (about -1000 HU) around the patient; a minimum above this means no air at all.
+CT_AIR_CEILING_HU = -500.0
+
+
+def check_ct_hu(ct: Any, *, subject_id: str | None, source: str | os.PathLike | None = None) -> None:
+    """Raise :class:`InputError` when a CT cannot be in HU: no voxel below :data:`CT_AIR_CEILING_HU` (no
+    air; typically stored without the -1024 offset, values 0...4095) or values beyond [-2048, 32767]."""
+    what = f"ct ({Path(source).name})" if source is not None else "ct"
+    array = _as_numpy(ct)
+    lo, hi = float(array.min()), float(array.max())
+    if lo > CT_AIR_CEILING_HU:
+        raise InputError(f"{subject_prefix(subject_id)}{what} values span [{lo:g}, {hi:g}]: no air below "
+                         f"{CT_AIR_CEILING_HU:g} HU, so it is not in HU (stored without the -1024 offset? add "
+                         "RescaleIntercept -1024 / subtract 1024)")
+    if lo < -2048 - 0.5:
+        raise InputError(f"{subject_prefix(subject_id)}{what} minimum {lo:g} is below -2048: not HU")
+
+
 def path_given(value: Any) -> bool:
     """A path was given (pandas uses NaN/None/"" for an empty cell)."""
     if value is None:
@@ -117,9 +137,10 @@ def validate_subject(subject: Mapping[str, Any], *, read_data: bool = False) -> 
             problems.append(f"{subject_prefix(subject_id)}{geometry.name} is {geometry.ndim}-D {tuple(geometry.shape)}; "
                             "expected a 3-D volume")
             continue
-        if not geometry.has_orientation:
-            problems.append(f"{subject_prefix(subject_id)}{geometry.name} has neither qform nor sform "
-                            "(qform_code = sform_code = 0): orientation unknown")
+        try:
+            check_orientation(geometry, subject_id=subject_id)
+        except InputError as e:
+            problems.append(str(e))
         geometries[role] = geometry
     for other in ("ct", "mask"):
         if "mr" in geometries and other in geometries:
@@ -140,6 +161,8 @@ def validate_subject(subject: Mapping[str, Any], *, read_data: bool = False) -> 
                     check_mask_array(array, subject_id=subject_id, source=geometry.path)
                 else:
                     check_volume_array(array, subject_id=subject_id, role=role, source=geometry.path)
+                if role == "ct":
+                    check_ct_hu(array, subject_id=subject_id, source=geometry.path)
             except InputError as e:
                 problems.append(str(e))
     return problems

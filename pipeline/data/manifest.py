@@ -12,6 +12,7 @@ sets; a missing mask is made from the MR downstream). Splits are by subject: a s
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -222,9 +223,10 @@ def _check_splits(df: pd.DataFrame, *, where: str) -> None:
 def validate_manifest(df: pd.DataFrame, *, read_data: bool = False, progress: bool = True) -> dict[str, list[str]]:
     """Problems per subject (only subjects with problems; an empty dict means all is well).
 
-    Reads every file's header (fast; ``read_data=True`` loads voxels too): missing or unreadable files,
-    non-3-D images, CT/mask off the MR grid. A subject without a CT while others have one is reported
-    too (training and evaluation need CT for every subject).
+    Reads every file's header (fast; ``read_data=True`` loads voxels too, and checks that CTs are in
+    HU): missing or unreadable files, non-3-D images, unknown or ambiguous orientation, CT/mask off the
+    MR grid. A subject without a CT is reported when it is in the train or val split, or when others
+    have one. The same file (by content hash) under two subjects in different splits is leakage.
     """
     problems: dict[str, list[str]] = {}
     records = df.to_dict("records")
@@ -232,11 +234,42 @@ def validate_manifest(df: pd.DataFrame, *, read_data: bool = False, progress: bo
     for record in tqdm(records, desc="checking subjects", unit="subject", disable=not progress):
         subject_id = str(record["subject_id"])
         found = validate_subject(record, read_data=read_data)
-        if 0 < with_ct < len(records) and not path_given(record.get("ct")):
-            found.append(f"{subject_id}: no ct file, but {with_ct} of {len(records)} subjects have one")
+        if not path_given(record.get("ct")):
+            if record.get("split") in ("train", "val"):
+                found.append(f"{subject_id}: no ct file, but the subject is in the {record['split']} split "
+                             "(training and validation need its CT)")
+            elif 0 < with_ct < len(records):
+                found.append(f"{subject_id}: no ct file, but {with_ct} of {len(records)} subjects have one")
         if found:
             problems.setdefault(subject_id, []).extend(found)
+    for subject_id, message in _leaks_across_splits(records, progress=progress):
+        problems.setdefault(subject_id, []).append(message)
     return problems
+
+
+def _file_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _leaks_across_splits(records: Sequence[Mapping[str, Any]], *, progress: bool) -> list[tuple[str, str]]:
+    """``(subject, message)`` for every file whose exact content is listed under subjects in different
+    splits: the same image in training and in validation/test would inflate every metric."""
+    if not any("split" in r for r in records):
+        return []
+    owners: dict[str, list[tuple[str, str, str]]] = {}
+    files = [(str(r["subject_id"]), str(r.get("split")), role, str(r[role])) for r in records
+             for role in FILE_COLUMNS if path_given(r.get(role)) and Path(str(r[role])).is_file()]
+    for subject_id, split, role, path in tqdm(files, desc="hashing files", unit="file", disable=not progress):
+        owners.setdefault(_file_hash(path), []).append((subject_id, split, f"{role} {Path(path).name}"))
+    found = []
+    for users in owners.values():
+        if len({split for _, split, _ in users}) > 1:
+            listing = ", ".join(f"{sid} ({split}, {what})" for sid, split, what in users)
+            for subject_id, _, _ in users:
+                found.append((subject_id, f"{subject_id}: identical file listed under subjects in different splits: "
+                                          f"{listing}; a subject's images must stay in one split"))
+    return found
 
 
 def _relative_to(path: Any, folder: Path) -> str:
@@ -313,6 +346,11 @@ def load_split(manifest_path: str | os.PathLike, split: str) -> list[dict[str, s
     if rows.empty:
         present = ", ".join(f"{s} {n}" for s, n in df["split"].value_counts().items())
         raise ValueError(f"manifest {manifest_path} has no subjects in split {split!r} (has: {present})")
+    if split in ("train", "val") and "ct" in rows:
+        missing = [str(r["subject_id"]) for r in rows.to_dict("records") if not path_given(r.get("ct"))]
+        if missing:
+            raise InputError(f"{missing[0]}: no ct file in {manifest_path}, but the subject is in the {split} split "
+                             f"(training and validation need its CT; {len(missing)} such subject(s))")
     return [{key: row[key] for key in ("subject_id", *FILE_COLUMNS) if key in row and path_given(row[key])}
             for row in rows.to_dict("records")]
 

@@ -25,6 +25,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "VOLUME_SUFFIXES",
     "Geometry",
+    "check_orientation",
     "check_same_grid",
     "drop_trailing_singletons",
     "is_nifti",
@@ -82,6 +83,9 @@ class Geometry:
         path: the file read.
         dtype: stored voxel type (e.g. ``"int16"``), informative only.
         has_orientation: False for a NIfTI with neither qform nor sform (orientation unknown).
+        form_disagreement_mm: for a NIfTI with both qform and sform set, how far apart (mm, at the far
+            corner) the two put the volume; 0 otherwise. Readers differ in which they use, so a
+            disagreement makes the grid ambiguous.
     """
 
     shape: tuple[int, ...]
@@ -91,6 +95,7 @@ class Geometry:
     path: Path | None = None
     dtype: str | None = None
     has_orientation: bool = True
+    form_disagreement_mm: float = 0.0
 
     @property
     def orientation(self) -> str:
@@ -142,6 +147,26 @@ def _check_nifti_size(path: Path, image: nib.Nifti1Image) -> None:
         raise OSError(f"decompresses to {total} bytes; header implies {expected} (truncated)")
 
 
+def _far_corner_distance(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> float:
+    """Largest distance (mm) between where affines ``a`` and ``b`` put the corners of a volume of ``shape``."""
+    extent = np.asarray((tuple(shape) + (1, 1, 1))[:3], dtype=float) - 1.0
+    corners = np.array(np.meshgrid(*[[0.0, e] for e in extent], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    return float(np.linalg.norm((np.asarray(a) @ corners - np.asarray(b) @ corners)[:3], axis=0).max())
+
+
+def check_orientation(geometry: Geometry, *, subject_id: str | None = None, atol_mm: float = 1e-3) -> None:
+    """Raise :class:`InputError` when the image's world grid is unknown (NIfTI with qform_code = sform_code
+    = 0) or ambiguous (qform and sform set but disagreeing by more than ``atol_mm``)."""
+    if not geometry.has_orientation:
+        raise InputError(f"{subject_prefix(subject_id)}{geometry.name} has neither qform nor sform (qform_code = "
+                         f"sform_code = 0): orientation unknown ({geometry.path})")
+    if geometry.form_disagreement_mm > atol_mm:
+        raise InputError(f"{subject_prefix(subject_id)}{geometry.name}: qform and sform disagree by "
+                         f"{geometry.form_disagreement_mm:.3g} mm; readers differ in which they use, so the grid is "
+                         f"ambiguous: make them agree ({geometry.path})")
+
+
 def _itk_geometry(reader: sitk.ImageFileReader, path: Path) -> Geometry:
     shape = tuple(int(s) for s in reader.GetSize())
     if reader.GetNumberOfComponents() > 1:  # vector image: not a scalar volume, show it as an extra axis
@@ -171,8 +196,12 @@ def read_geometry(path: str | os.PathLike, *, subject_id: str | None = None) -> 
             _check_nifti_size(path, img)
             affine = np.asarray(img.affine, dtype=float)
             codes = (int(header["qform_code"]), int(header["sform_code"])) if "sform_code" in header else (1, 1)
+            disagreement = 0.0
+            if all(codes):
+                disagreement = _far_corner_distance(header.get_qform(), header.get_sform(), shape)
             return Geometry(shape=shape, spacing=_spacing_from_affine(affine), affine=affine, ndim=len(shape),
-                            path=path, dtype=str(header.get_data_dtype()), has_orientation=any(codes))
+                            path=path, dtype=str(header.get_data_dtype()), has_orientation=any(codes),
+                            form_disagreement_mm=disagreement)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()

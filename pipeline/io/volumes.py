@@ -18,7 +18,14 @@ import SimpleITK as sitk
 
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_write, refuse_existing
-from pipeline.io.geometry import check_same_grid, drop_trailing_singletons, is_nifti, itk_affine_ras, read_geometry
+from pipeline.io.geometry import (
+    check_orientation,
+    check_same_grid,
+    drop_trailing_singletons,
+    is_nifti,
+    itk_affine_ras,
+    read_geometry,
+)
 
 __all__ = ["read_volume", "read_volumes_on_one_grid", "write_like_reference"]
 
@@ -127,7 +134,9 @@ def write_like_reference(
     if out_path.exists() and not overwrite:  # fail before loading anything
         refuse_existing(out_path)
     array = np.asarray(array)
-    ref_shape = read_geometry(reference_path).spatial_shape
+    reference = read_geometry(reference_path)
+    check_orientation(reference)  # an sCT on an unknown or ambiguous grid is a clinical hazard
+    ref_shape = reference.spatial_shape
     if array.shape != ref_shape:
         raise ValueError(f"array shape {array.shape} does not match the reference grid {ref_shape} "
                          f"of {reference_path}; data must be in the reference file's voxel order")

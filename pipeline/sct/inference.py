@@ -29,7 +29,7 @@ from pipeline.data.loaders import check_mode, preprocessing
 from pipeline.data.manifest import find_subjects, load_split, read_manifest
 from pipeline.engine.handlers import load_generator_state
 from pipeline.errors import InputError
-from pipeline.io.geometry import VOLUME_SUFFIXES, check_same_grid, read_geometry
+from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_grid, read_geometry
 from pipeline.io.volumes import read_volume, write_like_reference
 from pipeline.sct.model_card import rtsynth_version
 from transforms.intensity import HU_AIR, unit_range_to_hu
@@ -242,15 +242,42 @@ class SCTPredictor:
         """``"rtsynth <version> sCT model <card hash>"``: the NIfTI ``descrip`` of every sCT written."""
         return f"rtsynth {rtsynth_version()} sCT model {self.model_id or 'without model card'}"
 
-    def predict_inputs(self, source: str | Path, *, output_dir: str | Path, split: str | None = None, overwrite: bool = False) -> list[Path]:
+    def predict_inputs(self, source: str | Path, *, output_dir: str | Path, split: str | None = None,
+                       overwrite: bool = False, skip_existing: bool = False) -> list[Path]:
         """Predict every subject of ``source`` (an MR file, a folder, or a manifest CSV) into
-        ``output_dir/<subject_id>/sct.nii.gz``."""
+        ``output_dir/<subject_id>/sct.nii.gz``.
+
+        A bad subject never costs the good ones: each subject's failure is logged as one line and the
+        batch carries on; at the end an :class:`InputError` lists every failure (the command exits
+        non-zero) after all other sCTs are written. ``skip_existing`` leaves subjects whose sCT is
+        already there (finishing a run that was interrupted); otherwise an existing sCT is refused
+        unless ``overwrite``.
+        """
+        if overwrite and skip_existing:
+            raise ValueError("overwrite and skip_existing exclude each other")
         records = resolve_inputs(source, split=split)
-        written = []
+        written, failures = [], []
         for record in tqdm(records, desc="sCT", unit="subject", disable=not self.progress):
-            out = Path(output_dir) / record["subject_id"] / "sct.nii.gz"
-            written.append(self.predict_file(record["mr"], out, mask_path=record.get("mask"), subject_id=record["subject_id"], overwrite=overwrite))
-            logger.info("%s: wrote %s", record["subject_id"], out)
+            subject_id = record["subject_id"]
+            out = Path(output_dir) / subject_id / "sct.nii.gz"
+            if skip_existing and out.exists():
+                logger.info("%s: %s exists; skipped (skip_existing)", subject_id, out)
+                written.append(out)
+                continue
+            try:
+                written.append(self.predict_file(record["mr"], out, mask_path=record.get("mask"), subject_id=subject_id,
+                                                 overwrite=overwrite))
+            except Exception as error:  # noqa: BLE001 - one subject's failure must not cost the others
+                if not isinstance(error, (InputError, FileExistsError)):  # unexpected: keep the traceback in the log
+                    logger.exception("%s: unexpected error", subject_id)
+                message = " ".join(str(error).split()) or type(error).__name__
+                failures.append(message if message.startswith(subject_id) else f"{subject_id}: {message}")
+                logger.error("%s", failures[-1])
+                continue
+            logger.info("%s: wrote %s", subject_id, out)
+        if failures:
+            raise InputError(f"{len(failures)} of {len(records)} subject(s) failed, the other sCTs were written: "
+                             + " | ".join(failures))
         return written
 
 
@@ -264,6 +291,7 @@ def subject_id_from_path(path: str | Path) -> str:
 def check_input_files(mr_path: str | Path, mask_path: str | Path | None, *, subject_id: str) -> None:
     """Header-level checks before any voxel is read: present, readable, 3-D, mask on the MR grid."""
     mr_geometry = read_geometry(mr_path, subject_id=subject_id)
+    check_orientation(mr_geometry, subject_id=subject_id)
     if mr_geometry.ndim != 3:
         raise InputError(f"{subject_id}: {Path(mr_path).name} is {mr_geometry.ndim}-D {tuple(mr_geometry.shape)}; expected a 3-D volume")
     if mask_path:

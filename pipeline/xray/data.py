@@ -199,20 +199,37 @@ def _check_keys(image_key: str, target_keys: Sequence[str]) -> list[str]:
     return target_keys
 
 
+class BodyMask2Dd(MapTransform):
+    """Adds ``mask_key``: :func:`body_mask_2d` of ``image_key`` (physical units, ``(1, H, W)``) repeated to
+    ``channels`` channels, so it has the shape of the concatenated targets (for a masked L1)."""
+
+    def __init__(self, image_key: str, *, mask_key: str = "mask", channels: int = 1, fraction: float = 0.05) -> None:
+        super().__init__([image_key])
+        self.image_key, self.mask_key, self.channels, self.fraction = image_key, mask_key, int(channels), fraction
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = torch.as_tensor(d[self.image_key]).as_subclass(torch.Tensor)
+        d[self.mask_key] = body_mask_2d(image, fraction=self.fraction).float().expand(self.channels, *image.shape[1:])
+        return d
+
+
 def training_transforms(*, image_key: str, target_keys: Sequence[str], windows: Mapping[str, IntensityWindow],
                         patch_size: int | None = None, divisor: int = 1, flip_lr: bool = True,
-                        png_scale: float | Mapping[str, float] | None = None) -> Compose:
+                        png_scale: float | Mapping[str, float] | None = None, body_mask: bool = False) -> Compose:
     """Load, scale to [-1, 1], concatenate targets under :data:`TARGET_KEY`, then (random part) crop
     ``patch_size`` x ``patch_size`` (None: whole images, padded (edge) to a multiple of ``divisor``)
     and mirror left-right (image columns) with p = 0.5 when ``flip_lr``.
 
     A left-right flip of a projection is another plausible projection (the patient mirrored); up-down
-    flips or rotations would put the anatomy upside down, so they are not offered.
+    flips or rotations would put the anatomy upside down, so they are not offered. ``body_mask`` adds a
+    ``mask`` (:class:`BodyMask2Dd`, cropped and flipped with the images) for a masked L1.
     """
     target_keys = _check_keys(image_key, target_keys)
-    keys = [image_key, TARGET_KEY]
+    keys = [image_key, TARGET_KEY] + (["mask"] if body_mask else [])
     chain: list = [
         LoadPairedImaged([image_key, *target_keys], png_scale=png_scale),
+        *([BodyMask2Dd(image_key, channels=len(target_keys))] if body_mask else []),
         ScaleToUnitd(image_key, window=windows["image"]),
         ScaleToUnitd(target_keys, window=windows["target"]),
         ConcatItemsd(target_keys, name=TARGET_KEY, dim=0),
@@ -260,5 +277,5 @@ def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) ->
 __all__: Sequence[str] = [
     "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "IntensityWindow",
     "fit_window", "fit_windows", "load_records", "read_windows", "training_card", "ScaleToUnitd",
-    "training_transforms", "validation_transforms", "body_mask_2d",
+    "training_transforms", "validation_transforms", "body_mask_2d", "BodyMask2Dd",
 ]
