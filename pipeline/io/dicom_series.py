@@ -129,7 +129,7 @@ def select_series(folder: str | os.PathLike, *, series_uid: str | None = None, m
         matches = [s for s in series if modality is None or s.modality == modality]
     if len(matches) == 1:
         return matches[0]
-    wanted = f"series {series_uid}" if series_uid else f"a {modality or 'DICOM'} series"
+    wanted = f"series {series_uid}" if series_uid else f"{modality or 'DICOM'} series"
     if not matches:
         raise InputError(f"{prefix}{folder.name}: no {wanted} in {folder} (found: {listing})")
     raise InputError(f"{prefix}{folder.name}: {len(matches)} {modality or 'DICOM'} series in {folder}; name one "
@@ -199,8 +199,7 @@ def read_series(folder: str | os.PathLike, *, series_uid: str | None = None, mod
         raise InputError(f"{prefix}{names[k + 1]}: {problem}: {along[k]:.4g} mm from {names[k]}, "
                          f"the series' spacing is {spacing:.4g} mm")
     sideways = np.linalg.norm(steps - np.outer(along, normal), axis=1)
-    if sideways.max() > POSITION_TOLERANCE_MM:
-        k = int(sideways.argmax())
+    for k in np.flatnonzero(sideways > POSITION_TOLERANCE_MM)[:1]:  # the first offending slice
         raise InputError(f"{prefix}{names[k + 1]}: slices not stacked along their normal (gantry tilt or "
                          f"non-orthogonal stacking: {sideways[k]:.3g} mm in-plane offset from {names[k]}); "
                          "resample the series to an orthogonal grid first")
