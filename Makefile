@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,xray]"
+	$(PY) -m pip install --quiet -e ".[dev,xray,onnx]"
 	touch $(STAMP)
 
 venv: $(STAMP)
