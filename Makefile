@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev,xray,dose]"
+	$(PY) -m pip install --quiet -e ".[dev,xray,dose,onnx]"
 	# pyRadPlan without its declared dependencies (LLM clients etc.): the dose extra lists what it uses.
 	$(PY) -m pip install --quiet --no-deps "$(PYRADPLAN_PIN)"
 	touch $(STAMP)

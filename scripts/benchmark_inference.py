@@ -1,6 +1,7 @@
 """Full-volume sCT inference time, split by stage, vs the bare network forward over the same windows.
 
     python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size 16] [--repeats 1]
+        [--runtimes torch onnx]
 
 The MR is a head phantom (``pipeline.data.phantoms.head``, default grid) upsampled with ``scipy.ndimage.zoom`` to
 ``--shape`` (default 256 x 256 x 180) and written at 1 mm on an oblique LPS-like grid (cached in
@@ -18,6 +19,10 @@ random inputs. Each bare call runs right after its pipeline call (and is exclude
 times), so both see the same machine load: on a CPU shared with other jobs, a replay minutes later
 measures the load drift, not the pipeline. ``whole / bare`` is the figure of merit (target <= 1.15):
 what the pipeline costs on top of the network.
+
+``--runtimes torch onnx`` also exports the same randomly initialised generator to ONNX
+(:mod:`pipeline.sct.onnx_runtime`) and runs the whole pipeline with onnxruntime in the same process,
+right after PyTorch; ``onnx / torch`` is the ratio of their times (below 1: ONNX is faster).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pipeline.data.loaders import input_channels, spatial_dims
 from pipeline.data.phantoms.head import make_phantom_subject
 from pipeline.io.volumes import write_like_reference
 from pipeline.sct.inference import SCTPredictor
+from pipeline.sct.onnx_runtime import OnnxGenerator, export_onnx
 
 #: mode -> (patch size, num_downs): the bundle's 2.5D default, and a CPU-sized 3D configuration.
 CONFIGS = {"2d": (64, 6), "2.5d": (64, 6), "3d": (64, 5)}
@@ -110,7 +116,8 @@ def bare_forward_seconds(network: torch.nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, args: argparse.Namespace,
+             *, runtime: str = "torch") -> dict[str, float]:
     patch_size, num_downs = CONFIGS[mode]
     if mode == "3d" and args.patch_size_3d:
         patch_size = args.patch_size_3d
@@ -119,6 +126,11 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
         spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
         num_downs=num_downs, base_channels=args.base_channels, norm="instance",
     )
+    if runtime == "onnx":  # the same weights (seed 0), exported and run by onnxruntime
+        onnx_path = export_onnx(network, out_dir / f"generator_{mode}.onnx", patch_size=patch_size,
+                                in_channels=input_channels(mode=mode, slab_size=args.slab_size),
+                                spatial_dims=spatial_dims(mode), overwrite=True)
+        network = OnnxGenerator(onnx_path, threads=args.threads)
     device = torch.device(args.device)
     timed = TimedNetwork(network)
     predictor = SCTPredictor(
@@ -178,6 +190,10 @@ def print_table(results: dict[str, dict[str, float]], *, shape, args: argparse.N
     print(f"{'whole / bare':<14}" + "".join(f"{results[m]['whole'] / results[m]['bare']:>22.3f}" for m in modes))
     print(f"{'window / bare':<14}" + "".join(
         f"{(results[m]['network'] + results[m]['blending']) / results[m]['bare']:>22.3f}" for m in modes))
+    for mode in (m for m in modes if m.endswith(" onnx") and m[: -len(" onnx")] in results):
+        torch_result, onnx_result = results[mode[: -len(" onnx")]], results[mode]
+        print(f"{mode[: -len(' onnx')]}: onnx / torch  whole {onnx_result['whole'] / torch_result['whole']:.3f}, "
+              f"network {onnx_result['network'] / torch_result['network']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -194,6 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--with-mask", action="store_true",
                         help="give the phantom's body mask file (as SynthRAD does) instead of deriving it from the MR")
+    parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnx"],
+                        help="also run the generator exported to ONNX with onnxruntime (same run, right after PyTorch)")
     parser.add_argument("--work-dir", type=Path, default=None, help="cache for the MR and outputs (default: a temp dir)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -203,8 +221,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         mr_path, mask_path = make_mr(work_dir, tuple(args.shape))
         results = {}
         for mode in args.modes:
-            results[mode] = run_mode(mode, mr_path, mask_path if args.with_mask else None, work_dir, args)
-            print(f"{mode}: whole {results[mode]['whole']:.1f} s, bare {results[mode]['bare']:.1f} s", flush=True)
+            for runtime in args.runtimes:
+                name = mode if runtime == "torch" else f"{mode} {runtime}"
+                results[name] = run_mode(mode, mr_path, mask_path if args.with_mask else None, work_dir, args,
+                                         runtime=runtime)
+                print(f"{name}: whole {results[name]['whole']:.1f} s, bare {results[name]['bare']:.1f} s", flush=True)
         print_table(results, shape=args.shape, args=args)
     return results
 

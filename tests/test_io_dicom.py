@@ -1,7 +1,10 @@
-"""pipeline.io.dicom and scripts.export_dicom: DICOM CT series round trip (values, geometry, tags)."""
+"""pipeline.io.dicom and scripts.export_dicom: DICOM CT series round trip (values, geometry, tags), the
+reference series check, dciodvfy, and the MR series writer."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -9,11 +12,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy.spatial.transform import Rotation
 
-from pipeline.io.dicom import RESCALE_INTERCEPT, write_ct_dicom_series
+from pipeline.errors import InputError
+from pipeline.io.dicom import RESCALE_INTERCEPT, write_ct_dicom_series, write_mr_dicom_series
 from scripts.export_dicom import main as export_main
 
 SHAPE = (7, 9, 5)
@@ -73,6 +76,16 @@ def aligned_to(readback: sitk.Image, nifti: sitk.Image) -> sitk.Image:
     return sitk.Flip(permuted, [bool(cosines[m, order[m]] < 0) for m in range(3)])
 
 
+def assert_dciodvfy_clean(files) -> None:
+    """No ``Error`` line from the DICOM IOD validator on any file (warnings are allowed)."""
+    for path in files:
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        report = result.stdout + result.stderr
+        errors = [line for line in report.splitlines() if line.startswith("Error")]
+        assert not errors, f"{path.name}: {errors}"
+        assert "Image" in report  # the validator did recognise the IOD
+
+
 def assert_same_grid_and_values(readback: sitk.Image, expected: sitk.Image) -> None:
     np.testing.assert_allclose(readback.GetOrigin(), expected.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(readback.GetSpacing(), expected.GetSpacing(), atol=1e-4)
@@ -80,23 +93,14 @@ def assert_same_grid_and_values(readback: sitk.Image, expected: sitk.Image) -> N
     np.testing.assert_array_equal(sitk.GetArrayFromImage(readback), sitk.GetArrayFromImage(expected))
 
 
-def make_reference_mr_series(folder: Path, *, n: int = 2, study_uid: str | None = None) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
+def make_reference_mr_series(folder: Path, *, affine: np.ndarray = OBLIQUE_LPS, shape=SHAPE,
+                             study_uid: str | None = None) -> dict[str, str]:
+    """An MR series (our writer) on the grid ``affine``/``shape`` with known identifiers, plus a non-DICOM file."""
     ids = dict(PatientName="Doe^Jane", PatientID="RT-0042", PatientBirthDate="19600229", PatientSex="F",
                StudyInstanceUID=study_uid or generate_uid(), StudyID="S17", StudyDate="20240105",
-               AccessionNumber="ACC991", FrameOfReferenceUID=generate_uid(), PatientPosition="HFS")
-    series_uid = generate_uid()
-    for index in range(n):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series_uid, index + 1
-        for keyword, value in ids.items():
-            setattr(ds, keyword, value)
-        ds.save_as(folder / f"MR{index}.dcm", enforce_file_format=True)
+               AccessionNumber="ACC991", FrameOfReferenceUID=generate_uid(), PatientPosition="FFS")
+    values = np.random.default_rng(2).integers(0, 4000, shape)
+    write_mr_dicom_series(values, affine=affine, out_dir=folder, identifiers=ids)
     (folder / "notes.txt").write_text("not DICOM")  # ignored
     return ids
 
@@ -175,7 +179,7 @@ def test_identifiers_copied_from_reference_dicom(oblique_sct, tmp_path: Path) ->
         for keyword, value in ids.items():
             assert str(ds[keyword].value) == value, keyword
         assert ds.Modality == "CT"
-    source_series = pydicom.dcmread(tmp_path / "mr_dicom" / "MR0.dcm").SeriesInstanceUID
+    source_series = pydicom.dcmread(tmp_path / "mr_dicom" / "MR_0001.dcm").SeriesInstanceUID
     assert ds.SeriesInstanceUID != source_series
 
     override = write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom2",
@@ -183,15 +187,78 @@ def test_identifiers_copied_from_reference_dicom(oblique_sct, tmp_path: Path) ->
     assert pydicom.dcmread(override[0]).PatientID == "OTHER"
 
 
-def test_reference_folder_with_two_studies_is_rejected(oblique_sct, tmp_path: Path) -> None:
+def test_reference_folder_with_two_series_is_rejected_unless_one_is_named(oblique_sct, tmp_path: Path) -> None:
     sct, hu = oblique_sct
-    make_reference_mr_series(tmp_path / "mixed", n=1)
-    (tmp_path / "mixed" / "MR0.dcm").rename(tmp_path / "mixed" / "A.dcm")
-    make_reference_mr_series(tmp_path / "mixed", n=1)
-    with pytest.raises(ValueError, match="disagree"):
-        write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom",
-                              reference_dicom_dir=tmp_path / "mixed")
+    make_reference_mr_series(tmp_path / "one")
+    make_reference_mr_series(tmp_path / "two")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for folder, prefix in ((tmp_path / "one", "A"), (tmp_path / "two", "B")):
+        for path in folder.glob("MR_*.dcm"):
+            path.rename(mixed / f"{prefix}{path.name}")
+    with pytest.raises(InputError, match=r"2 DICOM series .*name one SeriesInstanceUID") as info:
+        write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom", reference_dicom_dir=mixed)
+    chosen = pydicom.dcmread(mixed / "BMR_0001.dcm")
+    assert chosen.SeriesInstanceUID in str(info.value)  # the choices are listed
     assert not (tmp_path / "dicom").exists()
+    files = write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom", reference_dicom_dir=mixed,
+                                  reference_series_uid=chosen.SeriesInstanceUID)
+    ct = pydicom.dcmread(files[0])
+    assert ct.StudyInstanceUID == chosen.StudyInstanceUID and ct.FrameOfReferenceUID == chosen.FrameOfReferenceUID
+
+
+@pytest.mark.parametrize("change", ["shifted", "rotated", "fewer slices"])
+def test_reference_series_on_another_grid_is_refused(change: str, oblique_sct, tmp_path: Path) -> None:
+    """Sharing the MR's Frame of Reference is only true for an sCT on the MR's grid: never copied blindly."""
+    sct, hu = oblique_sct
+    affine, shape = OBLIQUE_LPS.copy(), SHAPE
+    if change == "shifted":
+        affine[:3, 3] += [0.0, 0.0, 0.5]
+    elif change == "rotated":
+        affine[:3, :3] = oblique((0.0, 0.0, 1.0)) @ affine[:3, :3]
+    else:
+        shape = SHAPE[:2] + (SHAPE[2] - 1,)
+    make_reference_mr_series(tmp_path / "mr", affine=affine, shape=shape)
+    with pytest.raises(InputError, match="not on the same grid"):
+        write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom", reference_dicom_dir=tmp_path / "mr")
+    assert not (tmp_path / "dicom").exists()
+
+
+def test_reference_in_another_voxel_order_is_accepted(tmp_path: Path) -> None:
+    """An sCT NIfTI stored radiologically (as dcm2niix writes) is on the MR series' grid: same points."""
+    hu = hu_volume()
+    flipped = OBLIQUE_LPS @ np.array([[-1, 0, 0, SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    sct = write_sct(tmp_path / "sct.nii.gz", flipped, hu[::-1])
+    ids = make_reference_mr_series(tmp_path / "mr")
+    files = write_ct_dicom_series(hu[::-1], reference_image=sct, out_dir=tmp_path / "dicom",
+                                  reference_dicom_dir=tmp_path / "mr")
+    assert pydicom.dcmread(files[0]).FrameOfReferenceUID == ids["FrameOfReferenceUID"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_series(tmp_path / "dicom")), hu.transpose(2, 1, 0))
+
+
+def test_version_model_and_patient_position_are_recorded(oblique_sct, tmp_path: Path, caplog) -> None:
+    sct, hu = oblique_sct
+    with caplog.at_level("WARNING"):
+        files = write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom", model_id="card-1f2e3d",
+                                      software_version="9.8.7")
+    ds = pydicom.dcmread(files[0])
+    assert list(ds.SoftwareVersions) == ["rtsynth 9.8.7", "card-1f2e3d"]
+    assert "card-1f2e3d" in ds.DerivationDescription and "9.8.7" in ds.DerivationDescription
+    assert ds.PatientPosition == "HFS" and "HFS" in caplog.text  # assumed, and said so
+    assert ds.StudyID  # a new study gets an ID (dciodvfy warns about an empty one)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) not installed")
+@pytest.mark.parametrize("with_reference", [False, True], ids=["no-reference", "mr-reference"])
+def test_dciodvfy_reports_no_error_on_any_file(with_reference: bool, oblique_sct, tmp_path: Path) -> None:
+    sct, hu = oblique_sct
+    reference = None
+    if with_reference:
+        make_reference_mr_series(tmp_path / "mr")
+        reference = tmp_path / "mr"
+        assert_dciodvfy_clean(sorted(reference.glob("MR_*.dcm")))  # our MR writer too
+    files = write_ct_dicom_series(hu, reference_image=sct, out_dir=tmp_path / "dicom", reference_dicom_dir=reference)
+    assert_dciodvfy_clean(files)
 
 
 def test_without_reference_a_new_study_and_frame_are_created(oblique_sct, tmp_path: Path) -> None:

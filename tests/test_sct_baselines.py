@@ -75,7 +75,13 @@ def _write_nifti(array, affine, path, *, dtype):
 
 def test_predictions_written_int16_on_mr_grid(tmp_path):
     mr, ct, mask, _ = _synthetic_subject(1.0)
-    affine = np.array([[-1.9, 0.1, 0.0, 90.0], [0.1, -2.0, 0.05, 110.0], [0.0, 0.05, 2.5, -60.0], [0, 0, 0, 1]])
+    # oblique, anisotropic and LPS-like, without shear (a qform cannot hold shear: the two forms would
+    # disagree, which writers refuse)
+    a = np.deg2rad(3.0)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-1.9, -2.0, 2.5])
+    affine[:3, 3] = (90.0, 110.0, -60.0)
     lookup = TissueLookup.fit([(mr, ct, mask)], n_bins=N_BINS)
     record = {
         "subject_id": "1BP001",

@@ -155,9 +155,10 @@ def _far_corner_distance(a: np.ndarray, b: np.ndarray, shape: Sequence[int]) -> 
     return float(np.linalg.norm((np.asarray(a) @ corners - np.asarray(b) @ corners)[:3], axis=0).max())
 
 
-def check_orientation(geometry: Geometry, *, subject_id: str | None = None, atol_mm: float = 1e-3) -> None:
+def check_orientation(geometry: Geometry, *, subject_id: str | None = None, atol_mm: float = 0.01) -> None:
     """Raise :class:`InputError` when the image's world grid is unknown (NIfTI with qform_code = sform_code
-    = 0) or ambiguous (qform and sform set but disagreeing by more than ``atol_mm``)."""
+    = 0) or ambiguous (qform and sform set but disagreeing by more than ``atol_mm``; a qform stores a
+    quaternion in float32, so a DICOM-derived grid can differ from its sform by ~1e-3 mm)."""
     if not geometry.has_orientation:
         raise InputError(f"{subject_prefix(subject_id)}{geometry.name} has neither qform nor sform (qform_code = "
                          f"sform_code = 0): orientation unknown ({geometry.path})")

@@ -29,9 +29,11 @@ from pipeline.data.loaders import check_mode, preprocessing
 from pipeline.data.manifest import find_subjects, load_split, read_manifest
 from pipeline.engine.handlers import load_generator_state
 from pipeline.errors import InputError
+from pipeline.io.dicom_series import is_dicom_folder, volume_file
 from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_grid, read_geometry
-from pipeline.io.volumes import read_volume, write_like_reference
+from pipeline.io.volumes import read_volume
 from pipeline.sct.model_card import rtsynth_version
+from pipeline.sct.outputs import output_paths, refuse_existing_outputs, write_sct_outputs
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
 from transforms.slab import slabs_to_volume, volume_to_slabs
@@ -227,15 +229,21 @@ class SCTPredictor:
 
     def predict_file(
         self, mr_path: str | Path, out_path: str | Path, *, mask_path: str | Path | None = None,
-        subject_id: str = "", overwrite: bool = False,
+        subject_id: str = "", overwrite: bool = False, output_format: str = "nifti", mr_series_uid: str | None = None,
     ) -> Path:
+        """sCT of ``mr_path`` (a volume file, or a DICOM folder: its MR series, or ``mr_series_uid``, converted
+        once by :func:`pipeline.io.dicom_series.volume_file`) written as ``output_format`` by
+        :func:`pipeline.sct.outputs.write_sct_outputs`; returns the NIfTI path, or the DICOM folder alone."""
         out_path = Path(out_path)
-        if out_path.exists() and not overwrite:  # fail before spending minutes on inference
-            raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite true) to replace it")
-        hu = self.predict_array(mr_path, mask_path=mask_path, subject_id=subject_id)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        return write_like_reference(hu, reference_path=mr_path, out_path=out_path, dtype=np.int16, overwrite=overwrite,
-                                    description=self.provenance)
+        refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)  # before minutes of inference
+        subject_id = subject_id or subject_id_from_path(mr_path)
+        dicom_dir = Path(mr_path) if Path(mr_path).is_dir() else None
+        with volume_file(mr_path, series_uid=mr_series_uid, subject_id=subject_id) as mr_file:
+            hu = self.predict_array(mr_file, mask_path=mask_path, subject_id=subject_id)
+            written = write_sct_outputs(hu, mr_file=mr_file, out_path=out_path, output_format=output_format,
+                                        mr_dicom_dir=dicom_dir, mr_series_uid=mr_series_uid, model_id=self.model_id,
+                                        description=self.provenance, overwrite=overwrite)
+        return written[0]
 
     @property
     def provenance(self) -> str:
@@ -243,14 +251,14 @@ class SCTPredictor:
         return f"rtsynth {rtsynth_version()} sCT model {self.model_id or 'without model card'}"
 
     def predict_inputs(self, source: str | Path, *, output_dir: str | Path, split: str | None = None,
-                       overwrite: bool = False, skip_existing: bool = False) -> list[Path]:
-        """Predict every subject of ``source`` (an MR file, a folder, or a manifest CSV) into
-        ``output_dir/<subject_id>/sct.nii.gz``.
+                       overwrite: bool = False, skip_existing: bool = False, output_format: str = "nifti") -> list[Path]:
+        """Predict every subject of ``source`` (an MR file, a folder, a DICOM folder or a manifest CSV) into
+        ``output_dir/<subject_id>/sct.nii.gz`` and/or ``sct_dicom/`` (``output_format``).
 
         A bad subject never costs the good ones: each subject's failure is logged as one line and the
         batch carries on; at the end an :class:`InputError` lists every failure (the command exits
-        non-zero) after all other sCTs are written. ``skip_existing`` leaves subjects whose sCT is
-        already there (finishing a run that was interrupted); otherwise an existing sCT is refused
+        non-zero) after all other sCTs are written. ``skip_existing`` leaves subjects whose outputs are
+        already there (finishing a run that was interrupted); otherwise an existing output is refused
         unless ``overwrite``.
         """
         if overwrite and skip_existing:
@@ -260,13 +268,15 @@ class SCTPredictor:
         for record in tqdm(records, desc="sCT", unit="subject", disable=not self.progress):
             subject_id = record["subject_id"]
             out = Path(output_dir) / subject_id / "sct.nii.gz"
-            if skip_existing and out.exists():
-                logger.info("%s: %s exists; skipped (skip_existing)", subject_id, out)
-                written.append(out)
+            targets = output_paths(out, output_format=output_format)
+            if skip_existing and all(path.exists() for path in targets.values()):
+                logger.info("%s: %s exists; skipped (skip_existing)", subject_id, out.parent)
+                written.append(next(iter(targets.values())))
                 continue
             try:
                 written.append(self.predict_file(record["mr"], out, mask_path=record.get("mask"), subject_id=subject_id,
-                                                 overwrite=overwrite))
+                                                 overwrite=overwrite, output_format=output_format,
+                                                 mr_series_uid=record.get("mr_series_uid")))
             except Exception as error:  # noqa: BLE001 - one subject's failure must not cost the others
                 if not isinstance(error, (InputError, FileExistsError)):  # unexpected: keep the traceback in the log
                     logger.exception("%s: unexpected error", subject_id)
@@ -274,7 +284,7 @@ class SCTPredictor:
                 failures.append(message if message.startswith(subject_id) else f"{subject_id}: {message}")
                 logger.error("%s", failures[-1])
                 continue
-            logger.info("%s: wrote %s", subject_id, out)
+            logger.info("%s: wrote %s", subject_id, written[-1])
         if failures:
             raise InputError(f"{len(failures)} of {len(records)} subject(s) failed, the other sCTs were written: "
                              + " | ".join(failures))
@@ -299,32 +309,52 @@ def check_input_files(mr_path: str | Path, mask_path: str | Path | None, *, subj
 
 
 def resolve_inputs(source: str | Path, *, split: str | None = None) -> list[dict]:
-    """Records ``{"subject_id", "mr"[, "mask"]}`` (paths as str) for every subject of ``source``:
+    """Records ``{"subject_id", "mr"[, "mask"][, "mr_series_uid"]}`` (paths as str) for every subject of ``source``:
 
-    - an MR file (ID from :func:`subject_id_from_path`);
-    - a manifest CSV (all rows, or one ``split``);
+    - an MR file (ID from :func:`subject_id_from_path`), or a DICOM folder (one subject; its MR series);
+    - a manifest CSV (all rows, or one ``split``); ``mr`` may be a DICOM folder, an optional
+      ``mr_series_uid`` column names the series when that folder holds several;
     - a folder of MR files (``<ID>.nii.gz``, ...): used when volumes lie directly in the folder;
-    - otherwise a SynthRAD-style folder ``<ID>/mr.*`` with optional ``mask.*``, scanned with
-      :func:`pipeline.data.manifest.find_subjects`; subject folders without an MR are skipped with a warning.
+    - otherwise a SynthRAD-style folder ``<ID>/mr.*`` with optional ``mask.*`` (or the MR as DICOM files in
+      ``<ID>/mr/`` or ``<ID>/``), scanned with :func:`pipeline.data.manifest.find_subjects`; subject
+      folders without an MR are skipped with a warning.
     """
     source = Path(source)
+    keys = ("subject_id", "mr", "mask", "mr_series_uid")
     if source.suffix == ".csv":
+        rows = read_manifest(source).to_dict("records")
         if split:
-            return load_split(source, split)
-        return [{k: v for k, v in row.items() if k in ("subject_id", "mr", "mask") and isinstance(v, str)} for row in read_manifest(source).to_dict("records")]
-    if source.is_file():
+            chosen = {record["subject_id"] for record in load_split(source, split)}  # load_split's checks and errors
+            rows = [row for row in rows if row["subject_id"] in chosen]
+        return [{k: v for k, v in row.items() if k in keys and isinstance(v, str)} for row in rows]
+    if source.is_file() or is_dicom_folder(source):
         return [{"subject_id": subject_id_from_path(source), "mr": str(source)}]
     if not source.is_dir():
         raise InputError(f"input {source} does not exist")
     flat = sorted(f for f in source.iterdir() if f.is_file() and f.name.lower().endswith(VOLUME_SUFFIXES))
     if flat:
         return [{"subject_id": subject_id_from_path(f), "mr": str(f)} for f in flat]
-    records = []
-    for row in find_subjects(source).to_dict("records"):
-        if row["mr"] is None:
-            logger.warning("%s: no mr file in %s; skipped", row["subject_id"], source / row["subject_id"])
+    dicom = {folder.name: mr for folder in sorted(p for p in source.iterdir() if p.is_dir())
+             for mr in (folder, folder / "mr") if is_dicom_folder(mr)}  # <ID>/mr/ wins over <ID>/
+    try:
+        rows = find_subjects(source).to_dict("records")
+    except InputError:
+        if not dicom:
+            raise
+        rows = []
+    records = {subject_id: {"subject_id": subject_id, "mr": str(mr.absolute())} for subject_id, mr in dicom.items()}
+    for row in rows:
+        subject_id = row["subject_id"]
+        if row["mr"] is not None and subject_id in records:
+            raise InputError(f"{subject_id}: two MRs, {Path(row['mr']).name} and the DICOM files in "
+                             f"{records[subject_id]['mr']}; keep one")
+        if row["mr"] is None and subject_id not in records:
+            logger.warning("%s: no mr file in %s; skipped", subject_id, source / subject_id)
             continue
-        records.append({"subject_id": row["subject_id"], "mr": row["mr"], **({"mask": row["mask"]} if row["mask"] else {})})
+        record = records.setdefault(subject_id, {"subject_id": subject_id, "mr": row["mr"]})
+        if row["mask"]:
+            record["mask"] = row["mask"]
+    records = [records[subject_id] for subject_id in sorted(records)]
     if not records:
         raise InputError(f"no MR volumes found in {source} (expected <ID>/mr.nii.gz or *.nii.gz files)")
     return records
