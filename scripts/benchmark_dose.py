@@ -3,7 +3,7 @@ subject, and report the baselines' gamma pass rates.
 
     python -m scripts.benchmark_dose --out /tmp/dose_bench --n-train 2 --n-test 2
 
-Phantoms: ``pipeline.phantoms.write_phantom_dataset`` (default size 112 x 112 x 72 at 2 x 2 x 2.5 mm);
+Phantoms: ``pipeline.data.phantoms.head.write_phantom_dataset`` (default size 112 x 112 x 72 at 2 x 2 x 2.5 mm);
 the tissue-lookup baseline is fitted on the first ``--n-train`` subjects, the others are evaluated with the
 default :class:`pipeline.dose.evaluate.DoseConfig` (3 mm dose grid). Prints one line per subject and a
 Markdown table; writes everything under ``--out`` (refuses an existing folder unless ``--overwrite``).

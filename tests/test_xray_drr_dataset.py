@@ -97,8 +97,8 @@ def test_bad_ct_is_reported_with_subject(tmp_path):
         find_cts(tmp_path / "empty")
 
 
-@pytest.mark.skipif(not CHEST_CT.exists(), reason="run `python -m scripts.get_chest_ct` to fetch the chest CT")
 def test_chest_ct_drr_shows_spine_in_bone_image():
+    assert CHEST_CT.exists(), "make test fetches it: python -m scripts.get_chest_ct --out data/chest_ct"
     densities, affine = load_densities("CXR001", CHEST_CT, volume_spacing_mm=2.8)
     geometry = ProjectionGeometry(detector_shape=(32, 32), pixel_spacing_mm=17.0)  # AP view, 544 mm panel
     images = render_pair(densities, affine, geometry, config=DRRDatasetConfig())

@@ -10,9 +10,9 @@ weights on every method's sCT. Rows of the long table (``subject, method, region
 - ``proton_range_shift_{mean,abs_mean,max_abs}_mm`` and ``proton_wepl_diff_mean_mm`` per ``beam<n>``
   (:mod:`pipeline.dose.wepl`).
 
-Inputs follow :mod:`pipeline.evaluation`: records ``{subject_id, ct, mask[, mr, target]}`` (a data folder
+Inputs follow :mod:`pipeline.sct.evaluation`: records ``{subject_id, ct, mask[, mr, target]}`` (a data folder
 ``ROOT/<ID>/{ct,mr,mask}.nii.gz`` or a manifest split) and per method a folder holding
-``<ID>/sct.nii.gz`` (:func:`pipeline.evaluation.find_prediction`); baselines are written and evaluated
+``<ID>/sct.nii.gz`` (:func:`pipeline.sct.evaluation.find_prediction`); baselines are written and evaluated
 the same way as in :func:`pipeline.sct.evaluation.run_evaluation` (see :mod:`pipeline.dose.run`, which also
 holds the command line).
 """

@@ -2,7 +2,7 @@
 slice panel.
 
 Dose arrays are ``(i, j, k)`` in the LPS voxel order of :func:`pipeline.dose.plans.to_lps`; axial slices
-are shown with anterior up and the patient's right on the image's right (as :mod:`pipeline.figures`).
+are shown with anterior up and the patient's right on the image's right (as :mod:`pipeline.report.figures`).
 """
 
 from __future__ import annotations
