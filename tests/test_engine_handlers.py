@@ -284,3 +284,26 @@ def test_validation_image_panel_writes_the_requested_slice():
     assert tag == "validation/MR|sCT|CT|error" and step == 7
     assert image.shape == (1, 2, 12)
     np.testing.assert_allclose(image[0, :, 6:9], (200.0 + 1000.0) / 2500.0)  # slice round(4 * 0.5) = 2
+
+
+def test_extending_a_finished_run_does_not_resume_at_lr_zero():
+    from pipeline.engine.handlers import reapply_schedules
+    from pipeline.engine.trainer import constant_then_linear_decay
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    finished_opt = torch.optim.Adam([weight], lr=1e-3)
+    finished = constant_then_linear_decay(finished_opt, constant_epochs=2, decay_epochs=2)
+    for _ in range(4):
+        finished_opt.step()
+        finished.step()
+    assert finished_opt.param_groups[0]["lr"] == 0.0  # the end of a Pix2Pix decay
+    # resume with twice the epochs: optimiser and scheduler state come from the checkpoint
+    optimizer = torch.optim.Adam([weight], lr=1e-3)
+    extended = constant_then_linear_decay(optimizer, constant_epochs=4, decay_epochs=4)
+    optimizer.load_state_dict(finished_opt.state_dict())
+    extended.load_state_dict(finished.state_dict())
+    assert optimizer.param_groups[0]["lr"] == 0.0  # what the checkpoint alone gives
+    reapply_schedules([extended])
+    expected = 1e-3 * (1.0 - (4 - 4 + 1) / (4 + 1))  # the new schedule at epoch 4, written out by hand
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert extended.get_last_lr() == [pytest.approx(expected)]

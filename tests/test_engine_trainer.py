@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,50 @@ def test_masked_l1_is_a_bundle_option(manifest: Path, tmp_path: Path, masked: bo
     parser.update({"manifest": str(manifest), "output_dir": str(tmp_path), "masked_l1": masked, "num_downs": 3,
                    "base_channels": 4, "patch_size": 16})
     assert parser.get_parsed_content("train#trainer").masked_l1 is masked
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_loses_at_most_one_checkpoint_interval(manifest: Path, tmp_path: Path) -> None:
+    """Kill -9 a training run between checkpoints, resume it: it continues from the last checkpoint (at
+    most one epoch of work lost), with the optimisers' and schedules' state and the best metric restored,
+    and models/model.pt is only replaced by a validation that really beats the stored best."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"),
+           "--manifest", str(manifest), "--output_dir", str(out), "--epochs", "200", "--epoch_length", "2", *TINY]
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    latest = out / "checkpoints" / "latest.pt"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if latest.exists() and torch.load(latest, weights_only=True)["trainer"]["iteration"] >= 6:
+                break
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed = torch.load(latest, weights_only=True)  # atomic writes: never a torn file
+    epoch = killed["trainer"]["iteration"] // 2  # checkpoints are written at epoch ends: whole epochs
+    assert killed["trainer"]["iteration"] == 2 * epoch
+    best_before = killed["best"]["best_metric"]
+    assert best_before > 0 and 1 <= killed["best"]["best_metric_epoch"] <= epoch
+    model_before = (out / "models" / "model.pt").read_bytes()
+
+    run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", str(epoch + 2), "--epoch_length", "2",
+               *TINY)
+    resumed = torch.load(latest, weights_only=True)
+    assert resumed["trainer"]["iteration"] == 2 * (epoch + 2)  # continued from the checkpoint, not restarted
+    steps = {int(s["step"]) for s in resumed["g_optimizer"]["state"].values()}
+    assert steps == {2 * (epoch + 2)}  # Adam moments carried over: one step per iteration since the start
+    assert resumed["g_scheduler"]["last_epoch"] == epoch + 2
+    assert resumed["best"]["best_metric"] <= best_before  # the best never gets worse (lower MAE is better)
+    if resumed["best"]["best_metric_epoch"] <= epoch:  # no resumed validation beat it: model.pt untouched
+        assert (out / "models" / "model.pt").read_bytes() == model_before
+    else:
+        assert (out / "models" / "model.pt").read_bytes() != model_before
