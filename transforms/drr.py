@@ -16,11 +16,14 @@ polyenergetic model needs), and the whole job is ~100 lines of vectorised torch 
 ``grid_sample``. Rays are sampled at a fixed step (<= half the smallest voxel) inside the volume's
 bounding box and the trilinear interpolant is integrated with the midpoint rule.
 
-Geometry (IEC 61217-like for a head-first-supine patient; ``angle_deg`` is the source angle about the
-superior (+z, RAS) axis through the isocentre): angle 0 puts the source anterior (+y) and the beam
-runs anterior -> posterior (an AP view); angle 90 puts the source at the patient's left (+x).
-Detector rows run superior -> inferior; columns run towards patient left at angle 0 (the radiograph
-is seen from the source, patient's right on the viewer's left). Images are ``(H, W)`` = (rows, cols).
+Geometry (IEC 61217 gantry angle for a head-first-supine patient; ``angle_deg`` is the source angle
+about the superior (+z, RAS) axis through the isocentre). RAS+ (NIfTI, nibabel, MONAI): +x points to
+the patient's Right, +y Anterior, +z Superior. Angle 0 puts the source anterior (+y) and the beam runs
+anterior -> posterior (an AP view); angle 90 puts the source at the patient's left (-x), 270 at the
+right (+x). Detector rows run superior -> inferior; columns run towards the viewer's right for a
+viewer at the source (beam x superior): at angle 0 towards the patient's left (-x), so the AP image
+shows the patient's right on the viewer's left, the display convention of a chest radiograph.
+Images are ``(H, W)`` = (rows, cols).
 """
 
 from __future__ import annotations
@@ -140,10 +143,15 @@ def ray_bundle(geometry: ProjectionGeometry, isocentre_mm: np.ndarray) -> tuple[
     """Ray origins and unit directions, each (H*W, 3) float64 in world mm (row-major pixel order)."""
     theta = np.deg2rad(geometry.angle_deg)
     iso = np.asarray(isocentre_mm, dtype=np.float64) + np.asarray(geometry.shift_mm, dtype=np.float64)
-    to_source = np.array([np.sin(theta), np.cos(theta), 0.0])
+    # RAS+: +x = patient's right, so the patient's left is -x. IEC 61217 (head-first supine): the
+    # source is anterior at 0 deg and at the patient's left at 90 deg.
+    to_source = np.array([-np.sin(theta), np.cos(theta), 0.0])
     beam = -to_source
-    u_axis = np.array([np.cos(theta), -np.sin(theta), 0.0])  # columns
     v_axis = np.array([0.0, 0.0, -1.0])  # rows: superior -> inferior
+    # Columns = the viewer's right for a viewer at the source looking along the beam with the
+    # patient's head up: right = beam x up. At 0 deg that is -x (patient's left), so the AP image
+    # shows the patient's right on the viewer's left, as a chest film is displayed.
+    u_axis = np.cross(beam, np.array([0.0, 0.0, 1.0]))
     rows, cols = geometry.detector_shape
     pitch_row, pitch_col = geometry.pixel_spacing_mm
     v_off = (np.arange(rows) - (rows - 1) / 2.0) * pitch_row
