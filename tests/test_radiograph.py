@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transforms.radiograph import (
-    RadiographRealismd, RealismConfig, detector_blur, noise_field, photons_per_pixel, realistic_log_image,
+    REFERENCE_LOG_ATTENUATION, RadiographRealismd, RealismConfig, detector_blur, noise_field, photons_per_pixel, realistic_log_image,
     realistic_xray_images,
 )
 
@@ -23,17 +23,22 @@ def test_quantum_noise_matches_poisson_statistics():
     assert float(out.std()) == pytest.approx(1.0 / np.sqrt(lam), rel=0.05)
 
 
-def test_uniform_scatter_lowers_the_log_by_ln_one_plus_spr():
+@pytest.mark.parametrize("log_value", [REFERENCE_LOG_ATTENUATION, 2.0])
+def test_uniform_scatter_lowers_the_log_by_ln_one_plus_spr(log_value):
+    # Uniform slab: S/P = spr * l / l_ref, so the log image drops by ln(1 + S/P).
     shape = (64, 64)
-    out = realistic_log_image(np.full(shape, 3.0), photons=1e12, spr=0.5, scatter_sigma_px=8.0, psf_sigma_px=0.0,
+    out = realistic_log_image(np.full(shape, log_value), photons=1e12, spr=0.5, scatter_sigma_px=8.0,
+                              psf_sigma_px=0.0, normal=np.zeros(shape))
+    assert np.allclose(out, log_value - np.log(1.0 + 0.5 * log_value / REFERENCE_LOG_ATTENUATION), atol=1e-5)
+    air = realistic_log_image(np.zeros(shape), photons=1e12, spr=0.5, scatter_sigma_px=8.0, psf_sigma_px=0.0,
                               normal=np.zeros(shape))
-    assert np.allclose(out, 3.0 - np.log(1.5), atol=1e-5)
+    assert np.allclose(air, 0.0, atol=1e-6)  # air emits no scatter
     # A dense square loses contrast: scatter from its bright surroundings fills it in.
     step = np.full(shape, 1.0)
     step[24:40, 24:40] = 3.0
     hazy = realistic_log_image(step, photons=1e12, spr=0.5, scatter_sigma_px=8.0, psf_sigma_px=0.0,
                                normal=np.zeros(shape))
-    assert hazy[32, 32] - hazy[4, 4] < 0.8 * 2.0
+    assert hazy[32, 32] - hazy[4, 4] < 0.9 * 2.0  # 2.0 without scatter
 
 
 def test_detector_blur_has_the_stated_sigma():

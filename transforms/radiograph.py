@@ -5,7 +5,7 @@ MONAI-style dictionary transform. What makes a DRR look like a radiograph (DeepD
 Input: noiseless flat-field log images ``l = -ln(P)`` (``(H, W)``, dimensionless; ``P = I/I0`` the
 primary transmission) from :func:`pipeline.xray_physics.xray_images`. Per exposure::
 
-    S  = spr * G_scatter (*) P                     scatter: scatter-to-primary kernel model
+    S  = (spr / l_ref) * G_scatter (*) (P * l)     scatter: scatter-to-primary kernel model
     N  = Poisson(n0 * eta * (P + S))               quantum noise, n0 = photons per pixel in air
     I  = G_psf (*) (N / (n0 * eta))                detector blur (MTF as a Gaussian PSF)
     l' = -ln(I)                                    flat-field corrected log image
@@ -34,13 +34,18 @@ from monai.transforms import MapTransform
 from scipy import ndimage
 
 
+#: Log attenuation at which ``RealismConfig.spr`` is quoted: ~20 cm of water at 120 kVp (mu ~ 0.2 / cm),
+#: a mid-chest path.
+REFERENCE_LOG_ATTENUATION = 4.0
+
+
 @dataclass(frozen=True)
 class RealismConfig:
     """Switchable realism. ``enabled=False`` returns the noiseless images unchanged.
 
-    Exposures (mAs) per kVp role, scatter-to-primary ratio ``spr`` of a uniform field (with an
-    anti-scatter grid, chest), scatter kernel and detector PSF sigmas (mm at the detector), detector
-    quantum efficiency ``eta``, and the seed of the noise fields.
+    Exposures (mAs) per kVp role, scatter-to-primary ratio ``spr`` of a uniform slab of log attenuation
+    :data:`REFERENCE_LOG_ATTENUATION` (with an anti-scatter grid), scatter kernel and detector PSF
+    sigmas (mm at the detector), detector quantum efficiency ``eta``, and the seed of the noise fields.
     """
 
     enabled: bool = True
@@ -79,9 +84,18 @@ def photons_per_pixel(kvp: float, *, mas: float, pixel_spacing_mm: float | tuple
     return _fluence_per_mas_at_1m(float(kvp)) * mas * area_cm2 * (1000.0 / sdd_mm) ** 2
 
 
-def add_scatter(primary: np.ndarray, *, spr: float, sigma_px: float) -> np.ndarray:
-    """Primary + scatter, ``S = spr * G_sigma (*) P`` (reflect-padded Gaussian; sigma in pixels)."""
-    return primary + spr * ndimage.gaussian_filter(primary, sigma_px, mode="reflect", truncate=3.0)
+def add_scatter(primary: np.ndarray, *, spr: float, sigma_px: float,
+                reference_log: float = REFERENCE_LOG_ATTENUATION) -> np.ndarray:
+    """Primary + scatter: ``S = (spr / l_ref) * G_sigma (*) (P * l)`` with ``l = -ln P``.
+
+    The scatter emitted along a ray grows with the material it crosses (``l``) and with the photons
+    that get there (``P``); the Gaussian kernel spreads it over the detector. For a uniform slab of
+    ``l = reference_log`` the scatter-to-primary ratio is exactly ``spr``; where nothing attenuates
+    (air beside the body) no scatter is emitted, but scatter from the body spreads into it.
+    """
+    source = primary * -np.log(np.clip(primary, 1e-12, 1.0))
+    kernel = ndimage.gaussian_filter(source, sigma_px, mode="reflect", truncate=3.0)
+    return primary + (spr / reference_log) * kernel
 
 
 def quantum_noise(intensity: np.ndarray, *, photons: float, normal: np.ndarray) -> np.ndarray:
@@ -184,6 +198,6 @@ class RadiographRealismd(MapTransform):
 
 
 __all__: Sequence[str] = [
-    "RealismConfig", "photons_per_pixel", "add_scatter", "quantum_noise", "detector_blur", "noise_field",
+    "REFERENCE_LOG_ATTENUATION", "RealismConfig", "photons_per_pixel", "add_scatter", "quantum_noise", "detector_blur", "noise_field",
     "realistic_log_image", "realistic_xray_images", "RadiographRealismd",
 ]

@@ -7,10 +7,11 @@ Pure functions (numpy / torch in, numpy out):
   (:func:`transforms.drr.project_line_integrals`), plus the tumours' chord lengths (cm).
 - :func:`ring_mask`: the background of a tumour = a ring around its mask (``gap_px`` away, ``width_px``
   wide), other tumours excluded.
-- :func:`contrast_to_noise`: ``|mean(image in mask) - mean(image in ring)| / std(image in ring)``.
+- :func:`contrast_to_noise`: ``|mean(image in mask) - mean(image in ring)| / std(image in ring)``,
+  after removing the plane fitted to the ring (smooth gradients are neither contrast nor noise).
   Dimensionless: the image's units (log attenuation) cancel.
 - :func:`behind_rib`: a tumour is behind a rib if the median projected bone path over its mask is at
-  least ``min_bone_g_cm2`` (default 0.3 g/cm^2 ~ 1.6 mm of cortical bone) -- the bone line integral
+  least ``min_bone_g_cm2`` (default 0.5 g/cm^2 ~ 2.6 mm of cortical bone at 1.92 g/cm^3) -- the bone line integral
   (channel ``bone`` of the projector, g/cm^2) in the lung fields comes from ribs (or clavicles).
 - :func:`tumour_visibility` / :func:`summarise_visibility`: per-tumour rows (CNR in each image, e.g.
   ``se``, ``de_soft_true``, ``de_soft_pred``) and the summary overall and for tumours behind a rib
@@ -75,22 +76,33 @@ def ring_mask(masks: np.ndarray, index: int, *, gap_px: int = 2, width_px: int =
     return ring
 
 
-def contrast_to_noise(image: np.ndarray | torch.Tensor, mask: np.ndarray, background: np.ndarray) -> float:
+def contrast_to_noise(image: np.ndarray | torch.Tensor, mask: np.ndarray, background: np.ndarray, *,
+                      detrend: bool = True) -> float:
     """CNR = |mean(image[mask]) - mean(image[background])| / std(image[background]) (dimensionless).
 
-    NaN if either region is empty or the background is constant."""
+    ``detrend`` (default): first subtract the least-squares plane ``a + b row + c col`` fitted to the
+    background ring, so a smooth gradient across the ring (body thickness, the lung edge) counts as
+    neither contrast nor noise; ribs, vessels and quantum noise stay in the spread. NaN if either
+    region is empty or the background is constant.
+    """
     img = np.asarray(torch.as_tensor(image).detach().cpu(), dtype=np.float64)
     if img.shape != mask.shape or img.shape != background.shape:
         raise ValueError(f"image {img.shape}, mask {mask.shape} and background {background.shape} must match")
-    if not mask.any() or background.sum() < 2:
+    if not mask.any() or background.sum() < 4:
         return float("nan")
+    if detrend:
+        rows, cols = np.nonzero(background)
+        design = np.stack([np.ones_like(rows), rows, cols], axis=1).astype(np.float64)
+        coef, *_ = np.linalg.lstsq(design, img[background], rcond=None)
+        r_all, c_all = np.indices(img.shape)
+        img = img - (coef[0] + coef[1] * r_all + coef[2] * c_all)
     spread = float(img[background].std(ddof=1))
-    if spread == 0.0:
+    if spread < 1e-12:
         return float("nan")
     return abs(float(img[mask].mean()) - float(img[background].mean())) / spread
 
 
-def behind_rib(bone_g_cm2: np.ndarray | torch.Tensor, mask: np.ndarray, *, min_bone_g_cm2: float = 0.3) -> bool:
+def behind_rib(bone_g_cm2: np.ndarray | torch.Tensor, mask: np.ndarray, *, min_bone_g_cm2: float = 0.5) -> bool:
     """True if the median bone line integral (g/cm^2) over ``mask`` is >= ``min_bone_g_cm2``."""
     bone = np.asarray(torch.as_tensor(bone_g_cm2).detach().cpu(), dtype=np.float64)
     return bool(mask.any() and float(np.median(bone[mask])) >= min_bone_g_cm2)
@@ -98,8 +110,8 @@ def behind_rib(bone_g_cm2: np.ndarray | torch.Tensor, mask: np.ndarray, *, min_b
 
 def tumour_visibility(images: Mapping[str, np.ndarray | torch.Tensor], masks: np.ndarray,
                       bone_g_cm2: np.ndarray | torch.Tensor, *, labels: Sequence[int] | None = None,
-                      gap_px: int = 2, width_px: int = 4, min_bone_g_cm2: float = 0.3,
-                      min_mask_px: int = 3) -> list[dict]:
+                      gap_px: int = 2, width_px: int = 4, min_bone_g_cm2: float = 0.5,
+                      min_mask_px: int = 3, detrend: bool = True) -> list[dict]:
     """One row per tumour: ``label``, ``area_px``, ``bone_g_cm2`` (median over the mask),
     ``behind_rib``, and ``cnr_<name>`` for every image (all ``(H, W)``, same geometry).
 
@@ -116,7 +128,7 @@ def tumour_visibility(images: Mapping[str, np.ndarray | torch.Tensor], masks: np
         row = {"label": int(label), "area_px": int(mask.sum()), "bone_g_cm2": float(np.median(bone[mask])),
                "behind_rib": behind_rib(bone, mask, min_bone_g_cm2=min_bone_g_cm2)}
         for name, image in images.items():
-            row[f"cnr_{name}"] = contrast_to_noise(image, mask, ring)
+            row[f"cnr_{name}"] = contrast_to_noise(image, mask, ring, detrend=detrend)
         rows.append(row)
     return rows
 
