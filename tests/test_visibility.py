@@ -27,6 +27,17 @@ def test_cnr_of_a_disk_in_white_noise():
     assert np.isnan(contrast_to_noise(np.ones(shape), masks[0], ring))  # constant background
 
 
+def test_detrending_removes_a_smooth_gradient_from_contrast_and_noise():
+    rng = np.random.default_rng(2)
+    shape, sigma, contrast = (96, 96), 0.05, 0.2
+    masks = np.stack([_disk(shape, (48, 48), 8)])
+    ramp = 0.03 * np.arange(96)[None, :]  # body-thickness gradient: 0.6 across the ring
+    image = ramp + contrast * masks[0] + rng.normal(0.0, sigma, shape)
+    ring = ring_mask(masks, 0, gap_px=2, width_px=6)
+    assert contrast_to_noise(image, masks[0], ring) == pytest.approx(contrast / sigma, rel=0.15)
+    assert contrast_to_noise(image, masks[0], ring, detrend=False) < 0.5 * contrast / sigma
+
+
 def test_ring_geometry_excludes_other_tumours():
     shape = (64, 64)
     masks = np.stack([_disk(shape, (32, 20), 5), _disk(shape, (32, 33), 4)])
