@@ -86,3 +86,15 @@ def test_dict_transform_recomputes_dual_energy():
     # The DE subtraction amplifies the noise of the pair, a known cost of dual energy.
     assert float((out["de_soft"] - out["de_soft"].mean()).std()) > float((out["high"] - images["high"]).std())
     assert torch.allclose(out["de_soft"] + out["de_bone"], out["high"], atol=1e-4)
+
+
+def test_dual_energy_pair_is_scatter_corrected_and_se_keeps_scatter():
+    images = _images()
+    config = RealismConfig(mas_high=1e6, mas_low=1e6, psf_sigma_mm=0.0)  # noise negligible
+    out = realistic_xray_images(images, config=config, pixel_spacing_mm=1.5)
+    assert torch.allclose(out["high"], images["high"], atol=2e-3)  # ideal scatter correction
+    assert torch.allclose(out["low"], images["low"], atol=2e-3)
+    assert float((images["se"] - out["se"]).min()) > 0.05  # scatter lowers the raw SE log image
+    raw = realistic_xray_images(images, config=RealismConfig(mas_high=1e6, mas_low=1e6, psf_sigma_mm=0.0,
+                                                             scatter_in_de=True), pixel_spacing_mm=1.5)
+    assert torch.allclose(raw["high"], raw["se"], atol=1e-6)  # uncorrected: the same image

@@ -106,6 +106,9 @@ class ProjectionGeometry:
     ``detector_shape`` = (rows H, cols W); ``pixel_spacing_mm`` = (row, col) pitch at the detector
     (for ``parallel`` at the isocentre plane: there is no magnification). ``isocentre_mm`` None = the
     centre of the CT's voxel grid; ``shift_mm`` is added to it (a couch/setup shift, RAS mm).
+    ``tilt_deg``: cranio-caudal beam angulation about the detector's column axis; positive moves the
+    source towards the patient's head (the beam then runs caudally, projecting anterior structures
+    lower in the image).
     """
 
     angle_deg: float = 0.0
@@ -116,6 +119,7 @@ class ProjectionGeometry:
     isocentre_mm: tuple[float, float, float] | None = None
     shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     parallel: bool = False
+    tilt_deg: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.parallel and not 0 < self.sid_mm < self.sdd_mm:
@@ -152,6 +156,12 @@ def ray_bundle(geometry: ProjectionGeometry, isocentre_mm: np.ndarray) -> tuple[
     # patient's head up: right = beam x up. At 0 deg that is -x (patient's left), so the AP image
     # shows the patient's right on the viewer's left, as a chest film is displayed.
     u_axis = np.cross(beam, np.array([0.0, 0.0, 1.0]))
+    if geometry.tilt_deg:  # rotate source direction and rows within the plane (to_source, superior)
+        tilt = np.deg2rad(geometry.tilt_deg)
+        superior = np.array([0.0, 0.0, 1.0])
+        to_source, v_axis = (np.cos(tilt) * to_source + np.sin(tilt) * superior,
+                             -np.cos(tilt) * superior + np.sin(tilt) * to_source)
+        beam = -to_source
     rows, cols = geometry.detector_shape
     pitch_row, pitch_col = geometry.pixel_spacing_mm
     v_off = (np.arange(rows) - (rows - 1) / 2.0) * pitch_row
