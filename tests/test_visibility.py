@@ -87,3 +87,19 @@ def test_behind_rib_from_bone_path_and_rows():
     assert summary["all"]["n"] == 2 and summary["behind_rib"]["n"] == 1
     assert summary["all"]["cnr_ratio_pred_true"] == pytest.approx(1.0)
     assert summary["behind_rib"]["fraction_pred_above_se"] == 1.0
+
+
+def test_cropped_projection_equals_the_full_grid_projection():
+    # The box crop is an optimisation: masks and chords must equal projecting the whole label grid.
+    from transforms.drr import project_line_integrals
+
+    labels = np.zeros((40, 30, 36), np.uint8)
+    labels[5:9, 20:24, 10:13] = 1
+    labels[30:33, 4:6, 25:30] = 2
+    affine = np.diag([-3.0, 3.5, 4.0, 1.0])
+    affine[:3, 3] = (50.0, -40.0, 7.0)
+    geometry = ProjectionGeometry(angle_deg=25.0, detector_shape=(40, 40), pixel_spacing_mm=5.0, shift_mm=(4.0, 0.0, -3.0))
+    _, chords, values = project_tumour_masks(labels, affine, geometry)
+    one_hot = np.stack([(labels == v) for v in (1, 2)]).astype(np.float32)
+    full = project_line_integrals(one_hot, affine, geometry).numpy()
+    assert values == [1, 2] and np.allclose(chords, full, atol=1e-5 * full.max())
