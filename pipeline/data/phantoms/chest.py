@@ -161,7 +161,8 @@ def _vessel_tree(rng: np.random.Generator, canvas: _Canvas, hilum, side: float, 
     painted only into lung (HU < -500) so they never cover bone or mediastinum."""
     stack = []
     for direction in ([side * 0.5, 0.1, 0.85], [side, 0.2, 0.1], [side * 0.6, -0.1, -0.8], [side * 0.3, -0.7, -0.6]):
-        stack.append((np.asarray(hilum, float), np.asarray(direction) / np.linalg.norm(direction), 45.0 * s, 5.0 * s, 0))
+        unit = np.asarray(direction) / np.linalg.norm(direction)
+        stack.append((np.asarray(hilum, float), unit, 45.0 * s, 5.0 * s, 0))
     while stack:
         start, direction, length, radius, depth = stack.pop()
         end = start + direction * length
@@ -338,7 +339,8 @@ def _place_tumours(rng: np.random.Generator, canvas: _Canvas, lung_occ: np.ndarr
         rng.shuffle(candidates)
         for i, j, kk in candidates[:200]:
             centre = np.array([x[i], y[j], z[kk]], float)
-            if all(np.linalg.norm(centre - np.asarray(t.centre_mm)) > (diameter + t.diameter_mm) / 2 + 5.0 for t in tumours):
+            gaps = [np.linalg.norm(centre - np.asarray(t.centre_mm)) - (diameter + t.diameter_mm) / 2 for t in tumours]
+            if all(gap > 5.0 for gap in gaps):
                 break
         else:
             continue
