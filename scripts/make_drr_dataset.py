@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float | None = None,
                 overwrite: bool = False) -> Path:
     """SE | DE soft | DE bone for the first ``rows`` pairs of ``manifest``, each column with its own
-    grey window (1st-99.5th percentile); written atomically."""
+    grey window (1st-99.5th percentile), projected tumours outlined when the manifest has them;
+    written atomically."""
     import numpy as np
 
     from pipeline.figures import save_image_grid
@@ -96,9 +97,12 @@ def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float
     grid = []
     for row in table.itertuples(index=False):
         panels = []
+        mask_path = getattr(row, "tumour_mask", "")
+        outline = load_image_2d(manifest.parent / mask_path)[0] if isinstance(mask_path, str) and mask_path else None
         for key in ("se", "de_soft", "de_bone"):
             image = load_image_2d(manifest.parent / getattr(row, key), png_scale=png_scale)[0]
-            panels.append((image, f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)", np.percentile(image, [1.0, 99.5])))
+            panels.append((image, f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)",
+                           np.percentile(image, [1.0, 99.5]), outline))
         grid.append(panels)
     return save_image_grid(grid, figure, overwrite=overwrite, panel_inches=3.0)
 

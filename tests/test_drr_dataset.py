@@ -148,3 +148,6 @@ def test_chest_phantoms_with_tumour_masks_tilts_and_seeded_realism(tmp_path):
     assert np.array_equal(se_a, nib.load(again.parent / table["se"][0]).get_fdata())
     with pytest.raises(FileExistsError):
         build_drr_dataset(tmp_path / "cts", tmp_path / "b", config=config, progress=False)
+    from scripts.make_drr_dataset import save_figure  # SE | DE soft | DE bone with tumour outlines
+
+    assert save_figure(manifest, tmp_path / "fig.png", rows=1).stat().st_size > 1000
