@@ -16,12 +16,13 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from monai.networks.blocks import SubpixelUpsample
 from monai.networks.layers.factories import Conv, Norm
 from monai.networks.nets.attentionunet import AttentionBlock
-from monai.networks.utils import normal_init
+from monai.networks.utils import icnr_init, normal_init
 from torch import nn
 
-__all__ = ["Pix2PixUNet", "init_weights"]
+__all__ = ["Pix2PixUNet", "init_weights", "upsample_layer", "UPSAMPLE_MODES"]
 
 _NORMS = {"instance": Norm.INSTANCE, "batch": Norm.BATCH}
 # Dropout in the three innermost decoder blocks, as in the Pix2Pix paper ("CD512-CD1024-CD1024-C1024...");
@@ -52,6 +53,36 @@ def init_weights(module: nn.Module, *, gain: float = 0.02) -> nn.Module:
     return module
 
 
+#: ``transpose``: 4x4 stride-2 transposed convolution (Pix2Pix). Its kernel overlaps unevenly, which
+#: leaves checkerboard artefacts (Odena et al. 2016, "Deconvolution and checkerboard artifacts").
+#: ``resize``: nearest-neighbour x2 then a 3x3 convolution (resize-convolution, Odena et al.).
+#: ``pixelshuffle``: 3x3 convolution to 2^d x channels then sub-pixel shuffle (Shi et al. 2016) with
+#: ICNR initialisation (Aitken et al. 2017), which makes it equal to nearest-neighbour upsampling at init.
+UPSAMPLE_MODES = ("transpose", "resize", "pixelshuffle")
+
+
+def upsample_layer(mode: str, spatial_dims: int, in_channels: int, out_channels: int, *, bias: bool) -> nn.Module:
+    """x2 up-sampling layer ``(B, in, *s) -> (B, out, *2s)`` of the given ``mode`` (:data:`UPSAMPLE_MODES`)."""
+    if mode == "transpose":
+        return Conv[Conv.CONVTRANS, spatial_dims](in_channels, out_channels, kernel_size=4, stride=2, padding=1,
+                                                  bias=bias)
+    if mode == "resize":
+        conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv)
+    if mode == "pixelshuffle":
+        return SubpixelUpsample(spatial_dims, in_channels, out_channels, scale_factor=2, apply_pad_pool=False,
+                                bias=bias)
+    raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {mode!r}")
+
+
+def _icnr_reinit(module: nn.Module, *, gain: float) -> None:
+    """ICNR for every sub-pixel block: after the N(0, gain) initialisation, each group of 2^d output
+    channels feeding one shuffled pixel gets the same kernel (no checkerboard at init)."""
+    for block in module.modules():
+        if isinstance(block, SubpixelUpsample):
+            icnr_init(block.conv_block, block.scale_factor, init=partial(nn.init.normal_, std=gain))
+
+
 def _sequential(*layers: nn.Module | None) -> nn.Sequential:
     return nn.Sequential(*(layer for layer in layers if layer is not None))
 
@@ -71,6 +102,9 @@ class Pix2PixUNet(nn.Module):
         dropout: dropout probability in the three innermost decoder blocks; 0 disables it.
         attention: gate every skip connection with MONAI's ``AttentionBlock`` (Oktay et al. 2018),
             using the up-sampled decoder features as the gating signal.
+        upsample: decoder up-sampling, one of :data:`UPSAMPLE_MODES`: "transpose" (default, Pix2Pix),
+            "resize" (nearest x2 + 3x3 conv) or "pixelshuffle" (sub-pixel conv, ICNR init); the last
+            two avoid the checkerboard artefacts of transposed convolutions.
 
     Forward: ``(B, in_channels, *spatial) -> (B, out_channels, *spatial)``, values in [-1, 1] (tanh).
     """
@@ -87,6 +121,7 @@ class Pix2PixUNet(nn.Module):
         norm: str = "instance",
         dropout: float = 0.5,
         attention: bool = False,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -96,18 +131,22 @@ class Pix2PixUNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         monai_norm_name(norm)  # validates the name early
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = upsample
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_downs = num_downs
 
         conv = Conv[Conv.CONV, spatial_dims]
-        up_conv = Conv[Conv.CONVTRANS, spatial_dims]
         # a bias before batch/instance norm is removed by the mean subtraction: keep it only without norm
         bias = norm == "none"
         channels = [min(base_channels * 2**level, max_channels) for level in range(num_downs)]
         down = partial(conv, kernel_size=4, stride=2, padding=1)
-        up = partial(up_conv, kernel_size=4, stride=2, padding=1)
+
+        def up(in_ch: int, out_ch: int, *, bias: bool) -> nn.Module:
+            return upsample_layer(upsample, spatial_dims, in_ch, out_ch, bias=bias)
 
         # Encoder. Skips are taken after the LeakyReLU: in the reference implementation the in-place
         # LeakyReLU of the next block overwrites the stored skip, so that is what it concatenates.
@@ -150,6 +189,7 @@ class Pix2PixUNet(nn.Module):
                 for level in range(num_downs - 2, -1, -1)
             )
         init_weights(self)
+        _icnr_reinit(self, gain=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, *spatial) -> (B, out_channels, *spatial)`` in [-1, 1]."""

@@ -7,6 +7,13 @@ Examples::
         --projections-per-ct 8 --size 256 --volume-spacing 1.4 --figure data/drr_chest/figure.png
     python -m scripts.make_drr_dataset --ct-dir data/phantoms --out data/drr_phantoms --format png \\
         --manifest-copy data_manifests/drr_phantoms.csv
+    python -m scripts.make_chest_phantoms --out data/chest_phantoms --n 10
+    python -m scripts.make_drr_dataset --preset chest --ct-dir data/chest_phantoms --out data/drr_chest_phantoms
+
+``--preset chest`` (the chest task's recipe): 200 views per CT around AP (angles -10..10 deg, shifts
++-10 mm, cranio-caudal tilts +-5 deg), realism on (scatter, quantum noise, detector blur); any option
+given explicitly still wins. CTs with ``tumours.nii.gz`` beside them also get projected tumour labels
+(``OUT/tumour_mask/``) and bone line integrals (``OUT/bone_path/``, g/cm^2), always as NIfTI.
 
 ``--ct-dir`` takes a folder of ``<ID>/ct.nii.gz`` subjects, a folder of CT files, or a CSV with
 columns subject_id, ct. Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``
@@ -27,6 +34,13 @@ import torch
 from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
+from pipeline.xray.radiograph import RealismConfig
+
+#: Option defaults per ``--preset``; explicit options override them.
+PRESETS: dict[str, dict] = {
+    "chest": {"projections_per_ct": 200, "angle_range": (-10.0, 10.0), "max_shift": 10.0, "max_tilt": 5.0,
+              "realism": True},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--angle-range", type=float, nargs=2, default=defaults.angle_range_deg,
                    metavar=("MIN", "MAX"), help="gantry angles drawn uniformly from [MIN, MAX) degrees")
     p.add_argument("--max-shift", type=float, default=defaults.max_shift_mm, help="isocentre shift +-mm per axis")
+    p.add_argument("--max-tilt", type=float, default=defaults.max_tilt_deg,
+                   help="cranio-caudal beam tilt +-degrees (0: none)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="task recipe (see above)")
+    realism = RealismConfig()
+    p.add_argument("--realism", action=argparse.BooleanOptionalAction, default=False,
+                   help="scatter + quantum noise + detector blur (docs/xray_physics.md section 8)")
+    p.add_argument("--mas-high", type=float, default=realism.mas_high, help="mAs of the 120 kVp (SE, DE high) exposure")
+    p.add_argument("--mas-low", type=float, default=realism.mas_low, help="mAs of the 60 kVp (DE low) exposure")
+    p.add_argument("--spr", type=float, default=realism.spr, help="scatter-to-primary ratio at log attenuation 4")
     p.add_argument("--volume-spacing", type=float, default=None,
                    help="block-average the CT to at least this spacing (mm) before projecting (faster)")
     p.add_argument("--kvp-se", type=float, default=defaults.kvp_se)
@@ -65,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float | None = None,
                 overwrite: bool = False) -> Path:
     """SE | DE soft | DE bone for the first ``rows`` pairs of ``manifest``, each column with its own
-    grey window (1st-99.5th percentile); written atomically."""
+    grey window (1st-99.5th percentile), projected tumours outlined when the manifest has them;
+    written atomically."""
     import numpy as np
 
     from pipeline.report.figures import save_image_grid
@@ -74,15 +98,27 @@ def save_figure(manifest: Path, figure: Path, *, rows: int = 3, png_scale: float
     grid = []
     for row in table.itertuples(index=False):
         panels = []
+        mask_path = getattr(row, "tumour_mask", "")
+        outline = load_image_2d(manifest.parent / mask_path)[0] if isinstance(mask_path, str) and mask_path else None
         for key in ("se", "de_soft", "de_bone"):
             image = load_image_2d(manifest.parent / getattr(row, key), png_scale=png_scale)[0]
-            panels.append((image, f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)", np.percentile(image, [1.0, 99.5])))
+            panels.append((image, f"{row.projection_id} {key} ({row.angle_deg:.0f} deg)",
+                           np.percentile(image, [1.0, 99.5]), outline))
         grid.append(panels)
     return save_image_grid(grid, figure, overwrite=overwrite, panel_inches=3.0)
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse once to find ``--preset``, then again with the preset's values as defaults."""
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = DRRDatasetConfig(
@@ -90,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         sid_mm=args.sid, sdd_mm=args.sdd, parallel=args.parallel, angle_range_deg=tuple(args.angle_range),
         max_shift_mm=args.max_shift, volume_spacing_mm=args.volume_spacing, kvp_se=args.kvp_se,
         kvp_low=args.kvp_low, kvp_high=args.kvp_high, image_format=args.format, png_scale=args.png_scale,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, max_tilt_deg=args.max_tilt,
+        realism=RealismConfig(mas_high=args.mas_high, mas_low=args.mas_low, spr=args.spr) if args.realism else None)
     start = time.perf_counter()
     try:
         manifest = build_drr_dataset(args.ct_dir, args.out, config=config, overwrite=args.overwrite,

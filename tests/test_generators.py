@@ -123,3 +123,50 @@ def test_one_optimisation_step_decreases_l1():
     with torch.no_grad():
         after = torch.nn.functional.l1_loss(net(x), y)
     assert after < before
+
+
+@pytest.mark.parametrize("upsample", ["resize", "pixelshuffle"])
+@pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (2, 3, 32, 32)), (3, (1, 1, 16, 16, 16))])
+def test_checkerboard_free_upsampling_modes_shapes(upsample, spatial_dims, shape):
+    torch.manual_seed(0)
+    net = Pix2PixUNet(spatial_dims=spatial_dims, in_channels=shape[1], num_downs=4, base_channels=8,
+                      upsample=upsample, attention=spatial_dims == 2)
+    out = net(torch.randn(shape))
+    assert out.shape == (shape[0], 1, *shape[2:]) and out.abs().max() <= 1.0
+    loss = out.square().mean()
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def _parity_spread(y: torch.Tensor) -> float:
+    """Spread of the means of the four (row, col) parity classes of the interior of (B, C, H, W):
+    a constant input up-sampled without checkerboard has equal means."""
+    inner = y[..., 2:-2, 2:-2]
+    means = torch.stack([inner[..., i::2, j::2].mean(dim=(-2, -1)) for i in (0, 1) for j in (0, 1)])
+    return float((means.max(dim=0).values - means.min(dim=0).values).abs().max())
+
+
+def test_upsampling_of_a_constant_has_no_checkerboard_except_transposed():
+    # Odena et al. 2016: a stride-2 4x4 transposed convolution overlaps unevenly, so even a constant
+    # input comes out with a period-2 pattern at init; resize-convolution and ICNR pixel shuffle do not.
+    torch.manual_seed(0)
+    spreads = {}
+    for mode in ("transpose", "resize", "pixelshuffle"):
+        net = Pix2PixUNet(num_downs=3, base_channels=8, upsample=mode)
+        layer = net.decoder[0][1]  # the innermost decoder block's up-sampling layer
+        with torch.no_grad():
+            y = layer(torch.ones(1, layer_in_channels(layer), 8, 8))
+        spreads[mode] = _parity_spread(y) / float(y[..., 2:-2, 2:-2].abs().mean())
+    assert spreads["resize"] < 1e-5 and spreads["pixelshuffle"] < 1e-5
+    assert spreads["transpose"] > 1e-2
+
+
+def layer_in_channels(layer: torch.nn.Module) -> int:
+    return next(m for m in layer.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))).in_channels
+
+
+def test_unknown_upsample_mode_rejected_and_default_unchanged():
+    with pytest.raises(ValueError, match="upsample"):
+        Pix2PixUNet(upsample="bilinear-ish")
+    net = Pix2PixUNet(num_downs=3, base_channels=8)
+    assert net.upsample == "transpose" and isinstance(net.decoder[0][1], torch.nn.ConvTranspose2d)

@@ -108,3 +108,34 @@ def test_chest_ct_drr_shows_spine_in_bone_image():
     spine, lung = bone[rows, 15:17].mean(), bone[rows, [8, 23]].mean()
     assert spine > 1.5 * lung
     assert soft[rows, 15:17].mean() > soft[rows, [8, 23]].mean()  # mediastinum denser than lung
+
+
+def test_chest_phantoms_with_tumour_masks_tilts_and_seeded_realism(tmp_path):
+    import json
+
+    from pipeline.data.phantoms.chest_dataset import write_chest_dataset
+    from pipeline.xray.radiograph import RealismConfig
+
+    write_chest_dataset(tmp_path / "cts", n=1, seed=5, size="tiny")
+    config = _config(projections_per_ct=2, detector_size=32, volume_spacing_mm=None, angle_range_deg=(-10.0, 10.0),
+                     max_tilt_deg=5.0, realism=RealismConfig(mas_high=0.5, mas_low=2.0))
+    manifest = build_drr_dataset(tmp_path / "cts", tmp_path / "a", config=config, progress=False,
+                                 extra_manifest=tmp_path / "copies" / "m.csv")
+    table = pd.read_csv(manifest)
+    assert table["tilt_deg"].abs().max() <= 5.0 and table["tilt_deg"].abs().min() > 0.0
+    listed = {t["label"] for t in json.loads((tmp_path / "cts" / "2TP001" / "tumours.json").read_text())["tumours"]}
+    for row in table.itertuples():
+        labels = nib.load(manifest.parent / row.tumour_mask).get_fdata()
+        assert set(np.unique(labels)) - {0.0} <= listed and labels.max() > 0  # the tumours are in view
+        assert nib.load(manifest.parent / row.bone_path).get_fdata().min() >= 0.0
+    copy = pd.read_csv(tmp_path / "copies" / "m.csv")
+    assert (tmp_path / "copies" / copy["tumour_mask"][0]).resolve() == (manifest.parent / table["tumour_mask"][0]).resolve()
+    # Same seed, same realisation; the masks' files are refused like the images without overwrite.
+    again = build_drr_dataset(tmp_path / "cts", tmp_path / "b", config=config, progress=False)
+    se_a = nib.load(manifest.parent / table["se"][0]).get_fdata()
+    assert np.array_equal(se_a, nib.load(again.parent / table["se"][0]).get_fdata())
+    with pytest.raises(FileExistsError):
+        build_drr_dataset(tmp_path / "cts", tmp_path / "b", config=config, progress=False)
+    from scripts.make_drr_dataset import save_figure  # SE | DE soft | DE bone with tumour outlines
+
+    assert save_figure(manifest, tmp_path / "fig.png", rows=1).stat().st_size > 1000

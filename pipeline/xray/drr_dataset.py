@@ -39,6 +39,7 @@ from pipeline.io.atomic import atomic_path
 from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
 from pipeline.io.volumes import read_volume
 from pipeline.xray.physics import DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics, xray_images
+from pipeline.xray.radiograph import RealismConfig, realistic_xray_images
 from transforms.drr import (
     MATERIAL_NAMES,
     ProjectionGeometry,
@@ -59,7 +60,11 @@ class DRRDatasetConfig:
     ``pixel_spacing_mm`` None: chosen per CT so the detector covers the CT's largest extent (+5 %)
     after magnification. ``volume_spacing_mm``: block-average the density volumes to at least this
     spacing before projecting (speed; mass-conserving). ``angle_range_deg``: angles are drawn uniformly
-    from it; ``max_shift_mm``: isocentre shifts uniform in +-max per axis.
+    from it; ``max_shift_mm``: isocentre shifts uniform in +-max per axis; ``max_tilt_deg``:
+    cranio-caudal beam tilts uniform in +-max (none drawn when 0, so older datasets reproduce).
+    ``realism``: scatter, quantum noise and detector blur (:mod:`pipeline.xray.radiograph`), seeded per
+    projection; None = noiseless. A CT with ``tumours.nii.gz`` beside it (chest phantoms) also gets
+    ``tumour_mask`` (projected labels) and ``bone_path`` (bone line integral, g/cm^2) images.
     """
 
     projections_per_ct: int = 8
@@ -80,6 +85,8 @@ class DRRDatasetConfig:
     test_fraction: float = 0.1
     seed: int = 0
     keys: tuple[str, ...] = field(default=DEFAULT_KEYS)
+    max_tilt_deg: float = 0.0
+    realism: RealismConfig | None = None
 
     def __post_init__(self) -> None:
         if self.image_format not in ("nii.gz", "nii", "png"):
@@ -165,16 +172,38 @@ def sample_geometries(rng: np.random.Generator, config: DRRDatasetConfig, *, pix
             angle_deg=float(rng.uniform(lo, hi)), sid_mm=config.sid_mm, sdd_mm=config.sdd_mm,
             detector_shape=(config.detector_size, config.detector_size),
             pixel_spacing_mm=(pixel_spacing_mm, pixel_spacing_mm), parallel=config.parallel,
-            shift_mm=tuple(float(v) for v in rng.uniform(-config.max_shift_mm, config.max_shift_mm, 3))))
+            shift_mm=tuple(float(v) for v in rng.uniform(-config.max_shift_mm, config.max_shift_mm, 3)),
+            tilt_deg=float(rng.uniform(-config.max_tilt_deg, config.max_tilt_deg)) if config.max_tilt_deg else 0.0))
     return out
 
 
 def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: ProjectionGeometry, *,
-                config: DRRDatasetConfig) -> dict[str, torch.Tensor]:
-    """One projection: ``{"se", "de_soft", "de_bone", ...}`` float32 (H, W) log images."""
+                config: DRRDatasetConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
+    """One projection: ``{"se", "de_soft", "de_bone", ...}`` float32 (H, W) log images, plus
+    ``bone_path`` (bone line integral, g/cm^2). ``seed``: the realism noise (``config.realism``)."""
     lines = project_line_integrals(densities, affine, geometry)
-    return xray_images(lines, kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high,
-                       materials=MATERIAL_NAMES)
+    images = xray_images(lines, kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high,
+                         materials=MATERIAL_NAMES)
+    if config.realism is not None:
+        images = realistic_xray_images(images, config=config.realism, pixel_spacing_mm=geometry.pixel_spacing_mm[0],
+                                       sdd_mm=geometry.sdd_mm, kvp_se=config.kvp_se, kvp_low=config.kvp_low,
+                                       kvp_high=config.kvp_high, seed=seed)
+    images["bone_path"] = lines[MATERIAL_NAMES.index("bone")]
+    return images
+
+
+def projected_tumour_labels(labels: np.ndarray, affine: np.ndarray, geometry: ProjectionGeometry) -> np.ndarray:
+    """``(H, W)`` float32 label image of the tumours of ``labels`` (X, Y, Z) seen in ``geometry``: each
+    pixel gets the label whose projected mask covers it with the longest chord (0 = none)."""
+    from pipeline.xray.visibility import project_tumour_masks
+
+    masks, chords, values = project_tumour_masks(labels, affine, geometry)
+    out = np.zeros(geometry.detector_shape, np.float32)
+    if values:
+        best = np.where(masks, chords, -1.0).argmax(axis=0)
+        covered = masks.any(axis=0)
+        out[covered] = np.asarray(values, np.float32)[best[covered]]
+    return out
 
 
 def load_densities(subject: str, path: Path, *, volume_spacing_mm: float | None = None,
@@ -217,6 +246,9 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(config.projections_per_ct)]
     targets = [out / MANIFEST_NAME, out / METADATA_NAME] + [out / k / f"{n}{suffix}" for k in config.keys
                                                           for n in names]
+    targets += [out / k / f"{subject}_p{p:03d}.nii.gz" for subject, path in cts
+                if (Path(path).parent / "tumours.nii.gz").exists()
+                for k in ("tumour_mask", "bone_path") for p in range(config.projections_per_ct)]
     if extra_manifest is not None:
         targets.append(Path(extra_manifest))
     if not overwrite:
@@ -230,11 +262,20 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     bar = tqdm(total=len(names), desc="DRR pairs", unit="pair", disable=not progress)
     for subject, path in cts:
         densities, affine = load_densities(subject, path, volume_spacing_mm=config.volume_spacing_mm)
+        tumour_file = Path(path).parent / "tumours.nii.gz"
+        tumours = read_volume(tumour_file) if tumour_file.exists() else None  # (labels, affine): own grid
         pitch = config.pixel_spacing_mm or fit_pixel_spacing(
             affine, densities.shape[1:], detector_size=config.detector_size, magnification=magnification)
         for p, geometry in enumerate(sample_geometries(rng, config, pixel_spacing_mm=pitch)):
-            images = render_pair(densities, affine, geometry, config=config)
+            images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + len(rows))
             row = {"subject_id": subject, "projection_id": f"{subject}_p{p:03d}"}
+            if tumours is not None:  # exact values: always NIfTI, whatever the image format
+                extra = {"tumour_mask": projected_tumour_labels(tumours[0], tumours[1], geometry),
+                         "bone_path": images["bone_path"]}
+                for key, image in extra.items():
+                    target = out / key / f"{row['projection_id']}.nii.gz"
+                    save_image_2d(image, target, pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
+                    row[key] = f"{key}/{target.name}"
             for key in config.keys:
                 target = out / key / f"{row['projection_id']}{suffix}"
                 if config.image_format == "png":
@@ -243,6 +284,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
                               pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
                 row[key] = f"{key}/{target.name}"
             row.update({"split": splits[subject], "angle_deg": round(geometry.angle_deg, 3),
+                        "tilt_deg": round(geometry.tilt_deg, 3),
                         "shift_x_mm": round(geometry.shift_mm[0], 3), "shift_y_mm": round(geometry.shift_mm[1], 3),
                         "shift_z_mm": round(geometry.shift_mm[2], 3), "pixel_spacing_mm": round(pitch, 4),
                         "ct": str(Path(path).resolve())})
@@ -253,6 +295,9 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         warnings.warn(f"{saturated} PNG pixels saturated at {65535 * config.png_scale:.2f}; "
                       "raise png_scale or use NIfTI", stacklevel=2)
     table = pd.DataFrame(rows)
+    for key in ("tumour_mask", "bone_path"):  # subjects without tumour labels: empty cells
+        if key in table:
+            table[key] = table[key].fillna("")
     metadata = {"config": asdict(config), "physics": describe_physics(
         kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high),
         "units": "all images are log attenuation -ln(I/I0) (dimensionless); see docs/xray_physics.md",
@@ -266,13 +311,15 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         extra = Path(extra_manifest)
         extra.parent.mkdir(parents=True, exist_ok=True)
         copy = table.copy()
-        for key in config.keys:  # paths relative to the copy's own folder, as read_paired_manifest expects
-            copy[key] = [os.path.relpath((out / v).resolve(), extra.parent.resolve()) for v in table[key]]
+        for key in [k for k in (*config.keys, "tumour_mask", "bone_path") if k in table]:
+            # paths relative to the copy's own folder, as read_paired_manifest expects
+            copy[key] = [os.path.relpath((out / v).resolve(), extra.parent.resolve()) if v else ""
+                         for v in table[key]]
         _write_table(copy, extra, overwrite=overwrite)
     return manifest
 
 
 __all__: Sequence[str] = [
     "DRRDatasetConfig", "find_cts", "fit_pixel_spacing", "sample_geometries",
-    "render_pair", "load_densities", "build_drr_dataset",
+    "render_pair", "projected_tumour_labels", "load_densities", "build_drr_dataset",
 ]

@@ -1,0 +1,1 @@
+"""Synthetic phantoms: chest CTs with lung tumours (:mod:`pipeline.data.phantoms.chest`)."""

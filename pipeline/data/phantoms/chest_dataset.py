@@ -1,0 +1,101 @@
+"""Chest phantom files and figure: ``OUT/<ID>/{ct,tumours}.nii.gz`` + ``tumours.json``, and a PNG montage.
+
+Subjects come from :func:`pipeline.data.phantoms.chest.make_chest_subject`; every file is written to a
+temporary name and moved into place with ``os.replace`` (``pipeline.writers.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.data.phantoms.chest import make_chest_subject, subject_id
+from pipeline.io.atomic import atomic_path, atomic_write
+
+
+def _save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """NIfTI with qform = sform = ``affine`` (code 1, scanner), written to a temp file + os.replace."""
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header.set_data_dtype(array.dtype)
+    with atomic_path(path, overwrite=True) as tmp:  # folder-level overwrite was checked by the caller
+        nib.save(img, tmp)
+
+
+def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
+                        size: str | tuple[int, int, int] = "default", overwrite: bool = False,
+                        progress: bool = False) -> list[Path]:
+    """Write ``n`` subjects as ``out_dir/<ID>/{ct,tumours}.nii.gz`` + ``tumours.json``; return the folders.
+
+    ``ct`` int16 HU, ``tumours`` uint8 labels (0 background, k = tumour k) on the CT grid,
+    ``tumours.json`` = {"params": ..., "tumours": [{label, centre_mm (RAS), diameter_mm, behind_rib_ap}]}.
+    Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``). Raises
+    ``FileExistsError`` before writing anything if a subject folder exists and not ``overwrite``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    out = Path(out_dir)
+    folders = [out / subject_id(i) for i in range(n)]
+    existing = [f for f in folders if f.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0].name}: subject folder {existing[0]} already exists "
+                              f"({len(existing)} existing); pass overwrite=True / --overwrite to replace")
+    children = np.random.SeedSequence(seed).spawn(n)
+    iterator = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="chest phantoms", unit="subject")
+    for i in iterator:
+        subject = make_chest_subject(seed=int(children[i].generate_state(1)[0]), size=size)
+        folders[i].mkdir(parents=True, exist_ok=True)
+        _save_nifti_atomic(subject.ct, subject.affine, folders[i] / "ct.nii.gz")
+        _save_nifti_atomic(subject.tumour_labels, subject.affine, folders[i] / "tumours.nii.gz")
+        info = {"params": subject.params, "tumours": [asdict(t) for t in subject.tumours]}
+        atomic_write(folders[i] / "tumours.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
+    return folders
+
+
+def save_chest_montage(subject_dirs: Sequence[str | os.PathLike], path: str | os.PathLike, *,
+                       max_subjects: int = 4, window_hu: tuple[float, float] = (-1000.0, 1000.0)) -> Path:
+    """PNG: one row per subject: coronal and axial slices through tumour 1 and a parallel AP
+    projection of attenuation (mean of HU + 1000 along A-P), tumour outlines in red. Radiological
+    display: the patient's right on the viewer's left, superior / anterior up."""
+    from matplotlib.figure import Figure
+
+    from pipeline.report.figures import save_png
+
+    dirs = [Path(d) for d in subject_dirs][:max_subjects]
+    if not dirs:
+        raise ValueError("save_chest_montage needs at least one subject folder")
+    fig = Figure(figsize=(10.5, 3.2 * len(dirs)))
+    axes = fig.subplots(len(dirs), 3, squeeze=False)
+    for row, folder in zip(axes, dirs):
+        ct_img = nib.as_closest_canonical(nib.load(folder / "ct.nii.gz"))
+        ct = np.asarray(ct_img.dataobj, dtype=np.float32)  # (X: ->R, Y: ->A, Z: ->S)
+        lab = np.asarray(nib.as_closest_canonical(nib.load(folder / "tumours.nii.gz")).dataobj)
+        zoom = ct_img.header.get_zooms()[:3]
+        i, j, k = (np.argwhere(lab == 1).mean(axis=0).astype(int) if (lab == 1).any()
+                   else np.array(ct.shape) // 2)
+        # (image (rows, cols) with rows inferior->superior / posterior->anterior and cols R->L, outline, aspect)
+        panels = [(ct[::-1, j, :].T, lab[::-1, j, :].T > 0, zoom[2] / zoom[0], window_hu, "coronal"),
+                  (ct[::-1, :, k].T, lab[::-1, :, k].T > 0, zoom[1] / zoom[0], window_hu, "axial"),
+                  ((ct + 1000.0).clip(0).mean(axis=1)[::-1].T, lab.any(axis=1)[::-1].T, zoom[2] / zoom[0],
+                   None, "AP projection")]
+        for ax, (image, outline, aspect, window, title) in zip(row, panels):
+            lo, hi = window if window else np.percentile(image, [1, 99.5])
+            ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect)
+            if outline.any():
+                ax.contour(outline.astype(float), levels=[0.5], colors="r", linewidths=0.7, origin="lower")
+            ax.set_title(f"{folder.name} {title}", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return save_png(fig, path, overwrite=True, dpi=90)  # regenerated with its data

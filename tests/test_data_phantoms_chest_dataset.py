@@ -1,0 +1,51 @@
+"""Chest phantom files (pipeline/data/phantoms/chest_dataset.py) and the CLI: layout, headers, JSON,
+no silent overwrite, montage."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.data.phantoms.chest import make_chest_subject
+from pipeline.data.phantoms.chest_dataset import write_chest_dataset
+from scripts.make_chest_phantoms import main
+
+
+def test_written_subjects_round_trip(tmp_path):
+    folders = write_chest_dataset(tmp_path, n=2, seed=7, size="tiny")
+    assert [f.name for f in folders] == ["2TP001", "2TP002"]
+    for folder in folders:
+        ct, labels = nib.load(folder / "ct.nii.gz"), nib.load(folder / "tumours.nii.gz")
+        assert ct.get_data_dtype() == np.int16 and labels.get_data_dtype() == np.uint8
+        assert np.allclose(ct.affine, labels.affine) and nib.aff2axcodes(ct.affine) == ("L", "A", "S")
+        assert int(ct.header["qform_code"]) == 1 and int(ct.header["sform_code"]) == 1
+        info = json.loads((folder / "tumours.json").read_text())
+        values = set(np.unique(np.asarray(labels.dataobj)).tolist())
+        assert values == {0, *(t["label"] for t in info["tumours"])}
+        assert 0.0 <= info["params"]["breath"] <= 1.0
+    assert not list(tmp_path.rglob(".*tmp-*"))  # no temporary files left behind
+    # Subject i does not depend on n: the first subject equals a fresh 1-subject dataset's.
+    again = write_chest_dataset(tmp_path / "one", n=1, seed=7, size="tiny")[0]
+    assert np.array_equal(np.asarray(nib.load(again / "ct.nii.gz").dataobj),
+                          np.asarray(nib.load(folders[0] / "ct.nii.gz").dataobj))
+
+
+def test_refuses_to_overwrite_and_cli(tmp_path, capsys):
+    write_chest_dataset(tmp_path, n=1, size="tiny")
+    with pytest.raises(FileExistsError, match="2TP001"):
+        write_chest_dataset(tmp_path, n=1, size="tiny")
+    assert main(["--out", str(tmp_path), "--n", "1", "--size", "tiny"]) == 2
+    out = tmp_path / "cli"
+    assert main(["--out", str(out), "--n", "2", "--size", "tiny", "--seed", "1"]) == 0
+    assert (out / "montage.png").stat().st_size > 1000 and (out / "2TP002" / "ct.nii.gz").exists()
+    assert "per subject" in capsys.readouterr().out
+
+
+def test_stored_ct_is_the_generated_one(tmp_path):
+    folder = write_chest_dataset(tmp_path, n=1, seed=11, size="tiny")[0]
+    seed = int(np.random.SeedSequence(11).spawn(1)[0].generate_state(1)[0])
+    subject = make_chest_subject(seed=seed, size="tiny")
+    assert np.array_equal(np.asarray(nib.load(folder / "ct.nii.gz").dataobj), subject.ct)
