@@ -44,6 +44,7 @@ import pandas as pd
 from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 from pipeline.report import metrics, tables
+from pipeline.xray import visibility
 from pipeline.xray.data import body_mask_2d, load_records
 
 logger = logging.getLogger(__name__)
@@ -123,9 +124,17 @@ def _load_prediction(record: Mapping[str, Any], prediction_dir: Path, key: str, 
 def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str | os.PathLike | None,
                     image_key: str, target_keys: Sequence[str], soft_key: str | None = "de_soft",
                     bone_key: str | None = "de_bone", baseline: Mapping[str, float] | None = None,
-                    png_scale: float | None = None, body_fraction: float = 0.05) -> pd.DataFrame:
+                    png_scale: float | None = None, body_fraction: float = 0.05,
+                    label_root: str | os.PathLike | None = None) -> pd.DataFrame:
     """The long results table (:func:`pipeline.report.tables.results_frame`) of every (method, image):
-    ``pix2pix`` from ``prediction_dir``, ``se_scaled`` from ``baseline``; region = target key."""
+    ``pix2pix`` from ``prediction_dir``, ``se_scaled`` from ``baseline``; region = target key.
+
+    Records with ``tumour_mask`` and ``bone_path`` images (chest DRRs; relative paths are taken from
+    ``label_root``, the manifest's folder) add tumour visibility (:mod:`pipeline.xray.visibility`): the
+    CNR of each tumour in the soft-tissue image of every method, and of the true DE-soft image as
+    method ``true_de_soft``, in regions ``tumour`` and ``tumour_behind_rib`` (``image_id`` =
+    ``<image>/tumour<k>``). The SE baseline's CNR is SE's (CNR is scale-free).
+    """
     rows = []
     with_suppression = soft_key in target_keys and bone_key in target_keys
     for record in records:
@@ -155,7 +164,32 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
                 suppression["soft_bone_corr_true"] = bone_suppression(soft, soft, bone, body)["soft_bone_corr"]
                 suppression["soft_bone_corr_se"] = bone_suppression(image, soft, bone, body)["soft_bone_corr"]
                 rows += [{**ids, "region": soft_key, "metric": name, "value": value} for name, value in suppression.items()]
+        if soft_key in target_keys and record.get("tumour_mask") and record.get("bone_path"):
+            soft_images = {"true_de_soft": truth[soft_key], **{m: p[soft_key] for m, p in methods.items()}}
+            rows += _visibility_rows(record, soft_images, root=Path(label_root or "."), png_scale=png_scale)
     return tables.results_frame(rows)
+
+
+def _visibility_rows(record: Mapping[str, Any], soft_images: Mapping[str, np.ndarray], *, root: Path,
+                     png_scale: float | None) -> list[dict]:
+    """Long-table rows of tumour CNR (one per tumour, method and region) of one chest DRR."""
+    def load(key: str) -> np.ndarray:
+        path = Path(record[key])
+        return load_image_2d(path if path.is_absolute() else root / path, png_scale=png_scale)[0]
+
+    labels, bone = load("tumour_mask"), load("bone_path")
+    values = [int(v) for v in np.unique(np.rint(labels)) if v > 0]
+    masks = np.stack([np.rint(labels) == v for v in values]) if values else np.zeros((0, *labels.shape), bool)
+    rows = []
+    for method, image in soft_images.items():
+        for tumour in visibility.tumour_visibility({"soft": image}, masks, bone, labels=values):
+            ids = {"method": method, "subject_id": record["subject_id"],
+                   "image_id": f"{record['image_id']}/tumour{tumour['label']}", "metric": "cnr",
+                   "value": tumour["cnr_soft"]}
+            rows.append({**ids, "region": "tumour"})
+            if tumour["behind_rib"]:
+                rows.append({**ids, "region": "tumour_behind_rib"})
+    return rows
 
 
 def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_dir: Path, image_key: str,
@@ -203,7 +237,9 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
         else:
             factors = fit_se_baseline(train, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
             logger.info("SE baseline factors (training split): %s", factors)
+    label_root = Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent
     results = evaluate_images(records, prediction_dir=prediction_dir, image_key=image_key, target_keys=target_keys,
+                              label_root=label_root,
                               soft_key=soft_key, bone_key=bone_key, baseline=factors, png_scale=png_scale)
     notes = (f"{len(records)} held-out image(s). Mean ± SD over images; MAE in {units}, PSNR in dB; SSIM, "
              "correlations and slopes unitless.")
