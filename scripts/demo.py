@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_chest_task(args) -> Path:
     """Task 2 on chest phantoms: DRR pairs (SE, DE soft, DE bone, tumour labels) -> Pix2Pix -> evaluation."""
     phantoms, drr, work = args.out / "chest_phantoms", args.out / "chest_drr", args.out / "xray_dual_energy"
-    run([sys.executable, "-m", "scripts.make_chest_phantoms", "--out", str(phantoms), "--n", str(args.chest_subjects)])
+    run([sys.executable, "-m", "scripts.make_phantoms", "--anatomy", "chest", "--out", str(phantoms), "--n", str(args.chest_subjects)])
     run([sys.executable, "-m", "scripts.make_drr_dataset", "--ct-dir", str(phantoms), "--out", str(drr),
          "--preset", "chest", "--projections-per-ct", "24", "--size", "128", "--val-fraction", "0.125",
          "--test-fraction", "0.125"])

@@ -7,7 +7,7 @@ Examples::
         --projections-per-ct 8 --size 256 --volume-spacing 1.4 --figure data/drr_chest/figure.png
     python -m scripts.make_drr_dataset --ct-dir data/phantoms --out data/drr_phantoms --format png \\
         --manifest-copy data_manifests/drr_phantoms.csv
-    python -m scripts.make_chest_phantoms --out data/chest_phantoms --n 10
+    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10
     python -m scripts.make_drr_dataset --preset chest --ct-dir data/chest_phantoms --out data/drr_chest_phantoms
 
 ``--preset chest`` (the chest task's recipe): 200 views per CT around AP (angles -10..10 deg, shifts

@@ -11,7 +11,11 @@ import pytest
 
 from pipeline.data.phantoms.chest import make_chest_subject
 from pipeline.data.phantoms.chest_dataset import write_chest_dataset
-from scripts.make_chest_phantoms import main
+from scripts.make_phantoms import main as make_phantoms_main
+
+
+def main(argv):
+    return make_phantoms_main(["--anatomy", "chest", *argv])
 
 
 def test_written_subjects_round_trip(tmp_path):

@@ -31,6 +31,7 @@ from scipy import ndimage
 from pipeline.dose import compare, plans, wepl
 from pipeline.dose.calibration import MATRAD_GENERIC, Calibration
 from pipeline.errors import InputError
+from pipeline.io.volumes import write_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -173,16 +174,6 @@ def compare_doses(
     return rows, gammas
 
 
-def _write_dose(dose: np.ndarray, affine: np.ndarray, path: Path, *, overwrite: bool) -> None:
-    from pipeline.io.atomic import atomic_write
-
-    image = nib.Nifti1Image(dose.astype(np.float32), affine)
-    image.header.set_xyzt_units("mm")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    atomic_write(path, lambda tmp: nib.save(image, str(tmp)), overwrite=overwrite)
-
-
 def evaluate_subject(
     record: Mapping, predictions: Mapping[str, Path], *, config: DoseConfig, output_dir: Path,
     make_figures: bool = False, overwrite: bool = False,
@@ -201,12 +192,12 @@ def evaluate_subject(
         plan = plans.optimise_plan(subject.hu, target=subject.target, body=subject.body,
                                    spacing_mm=subject.spacing_mm, settings=config.plan_settings(modality))
         affine = plans.dose_grid_affine(subject.affine_lps, plan.grid)
-        _write_dose(plan.dose, affine, dose_dir / f"ct_{_prefix(modality)}_dose.nii.gz", overwrite=overwrite)
+        write_nifti(plan.dose.astype(np.float32), affine, dose_dir / f"ct_{_prefix(modality)}_dose.nii.gz", overwrite=overwrite)
         target_d = plans.to_dose_grid(subject.target, spacing_mm=subject.spacing_mm, grid=plan.grid) > 0.5
         body_d = plans.to_dose_grid(subject.body, spacing_mm=subject.spacing_mm, grid=plan.grid) > 0.5
         for method, sct_hu in scts.items():
             dose = plans.recompute_dose(plan, sct_hu, target=subject.target, body=subject.body)
-            _write_dose(dose, affine, dose_dir / f"{method}_{_prefix(modality)}_dose.nii.gz", overwrite=overwrite)
+            write_nifti(dose.astype(np.float32), affine, dose_dir / f"{method}_{_prefix(modality)}_dose.nii.gz", overwrite=overwrite)
             triples, gammas = compare_doses(plan.dose, dose, target=target_d, body=body_d,
                                             spacing_mm=plan.grid.spacing_mm, modality=modality, config=config)
             if modality == "protons":

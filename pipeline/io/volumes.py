@@ -27,7 +27,7 @@ from pipeline.io.geometry import (
     read_geometry,
 )
 
-__all__ = ["read_volume", "read_volumes_on_one_grid", "write_like_reference"]
+__all__ = ["read_volume", "read_volumes_on_one_grid", "write_like_reference", "write_nifti"]
 
 _SINGLE_FILE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".nrrd")
 #: NIfTI stores affines as float32: allow round-off, nothing a voxel would notice.
@@ -73,6 +73,18 @@ def _cast_exact(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
                          f"cannot store them as {dtype.name}")
     info = np.iinfo(dtype)
     return np.clip(np.rint(array), info.min, info.max).astype(dtype)
+
+
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a volume we generated (phantoms, doses) as NIfTI with qform = sform = ``affine`` (code 1,
+    scanner), mm units and the array's own dtype, atomically. Volumes that belong on an input's grid
+    use :func:`write_like_reference` instead, which copies that input's header."""
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    image.header.set_data_dtype(np.asarray(array).dtype)
+    return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite=overwrite)
 
 
 def read_volumes_on_one_grid(record: Mapping[str, str], keys: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:

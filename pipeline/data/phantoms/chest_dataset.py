@@ -16,18 +16,8 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.data.phantoms.chest import make_chest_subject, subject_id
-from pipeline.io.atomic import atomic_path, atomic_write
-
-
-def _save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """NIfTI with qform = sform = ``affine`` (code 1, scanner), written to a temp file + os.replace."""
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm")
-    img.header.set_data_dtype(array.dtype)
-    with atomic_path(path, overwrite=True) as tmp:  # folder-level overwrite was checked by the caller
-        nib.save(img, tmp)
+from pipeline.io.atomic import atomic_write
+from pipeline.io.volumes import write_nifti
 
 
 def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
@@ -57,8 +47,9 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
     for i in iterator:
         subject = make_chest_subject(seed=int(children[i].generate_state(1)[0]), size=size)
         folders[i].mkdir(parents=True, exist_ok=True)
-        _save_nifti_atomic(subject.ct, subject.affine, folders[i] / "ct.nii.gz")
-        _save_nifti_atomic(subject.tumour_labels, subject.affine, folders[i] / "tumours.nii.gz")
+        # overwrite=True per file: the folder-level overwrite was checked above
+        write_nifti(subject.ct, subject.affine, folders[i] / "ct.nii.gz", overwrite=True)
+        write_nifti(subject.tumour_labels, subject.affine, folders[i] / "tumours.nii.gz", overwrite=True)
         info = {"params": subject.params, "tumours": [asdict(t) for t in subject.tumours]}
         atomic_write(folders[i] / "tumours.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
     return folders

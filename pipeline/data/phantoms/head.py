@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import TISSUES, Tissue, paint_head, smooth_noise
-from pipeline.io.atomic import atomic_path
+from pipeline.io.volumes import write_nifti
 from transforms.intensity import HU_AIR, HU_MIN
 
 #: Grid presets: shape (voxels) and spacing (mm). Both cover a 224 x 224 x 180 mm field of view.
@@ -174,17 +174,6 @@ def _image_mr(rng: np.random.Generator, fractions: np.ndarray, fields: dict, spa
     return (mr * rng.uniform(300.0, 3000.0)).astype(np.float32)
 
 
-def _save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write NIfTI with qform = sform = ``affine`` (code 1, scanner), atomically."""
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    img.header.set_xyzt_units("mm")
-    img.header.set_data_dtype(array.dtype)
-    with atomic_path(path, overwrite=True) as tmp:  # folder-level overwrite was checked by the caller
-        nib.save(img, tmp)
-
-
 def write_phantom_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -220,7 +209,8 @@ def write_phantom_dataset(
         subject = make_phantom_subject(seed=int(children[i].generate_state(1)[0]), size=size)
         folders[i].mkdir(parents=True, exist_ok=True)
         for name, array in (("mr", subject.mr), ("ct", subject.ct), ("mask", subject.mask)):
-            _save_nifti_atomic(array, subject.affine, folders[i] / f"{name}.nii.gz")
+            # overwrite=True per file: the folder-level overwrite was checked above
+            write_nifti(array, subject.affine, folders[i] / f"{name}.nii.gz", overwrite=True)
     return folders
 
 
