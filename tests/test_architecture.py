@@ -152,3 +152,12 @@ def test_every_pipeline_module_has_a_test_file():
         if not (REPO / "tests" / f"test_{'_'.join(parts[1:])}.py").exists():
             missing.append(name)
     assert not missing, f"modules without tests/test_<pkg>_<module>.py: {missing}"
+
+
+def test_architecture_doc_lists_every_module():
+    """docs/architecture.md has one line per module: a module added without its line fails here."""
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    missing = [str(path.relative_to(REPO)) for name, path in _modules().items()
+               if path.name != "__init__.py" and name.split(".")[0] in ("pipeline", "transforms", "networks")
+               and f"`{path.relative_to(REPO).as_posix()}`" not in doc]
+    assert not missing, f"add these to docs/architecture.md: {missing}"
