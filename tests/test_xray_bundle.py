@@ -127,3 +127,17 @@ def test_png_mr_ct_pairs_train(tmp_path: Path) -> None:
     state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert state["output_block.1.weight"].shape[1] == 1  # one output channel: the CT
     assert json.loads((out / "models" / "xray_model.json").read_text())["image_key"] == "mr"
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_upsample_option_reaches_the_generator(config: str) -> None:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / config))
+    parser.update({"upsample": "resize", "num_downs": 3, "base_channels": 4})
+    generator = parser.get_parsed_content("generator_def" if config == "train.json" else "network_def")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in generator.modules())
+    parser.update({"upsample": "transpose"})
+    generator = parser.get_parsed_content("generator_def" if config == "train.json" else "network_def", lazy=False)
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in generator.modules())
