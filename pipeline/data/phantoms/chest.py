@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import smooth_noise
+from pipeline.data.phantoms.dataset import phantom_grid
 
 #: Grid presets: shape (voxels) and isotropic spacing (mm); both cover 400 x 280 x 360 mm (R-L, A-P, S-I).
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
@@ -74,18 +75,6 @@ class ChestSubject:
 def subject_id(index: int) -> str:
     """ID of the ``index``-th subject (0-based): 0 -> ``2TP001``."""
     return f"{SUBJECT_ID_PREFIX}{index + 1:03d}"
-
-
-def _grid(size: str | tuple[int, int, int]) -> tuple[tuple[int, int, int], np.ndarray]:
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"unknown chest phantom size {size!r}; choose one of {sorted(SIZES)} or a shape")
-        shape, spacing = SIZES[size]
-        return shape, np.asarray(spacing, dtype=float)
-    shape = tuple(int(n) for n in size)
-    if len(shape) != 3 or min(shape) < 16:
-        raise ValueError(f"chest phantom size must be 3 voxel counts >= 16, got {size!r}")
-    return shape, FOV_MM / np.asarray(shape)
 
 
 def _ellipse_sdf(u: np.ndarray, v: np.ndarray, a, b) -> np.ndarray:
@@ -180,7 +169,7 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     or a shape covering the same 400 x 280 x 360 mm field of view.
     """
     rng = np.random.default_rng(seed)
-    shape, spacing = _grid(size)
+    shape, spacing = phantom_grid(size, sizes=SIZES, fov_mm=FOV_MM, min_voxels=16, what="chest phantom")
     axes = [((np.arange(n) - (n - 1) / 2.0) * sp).astype(np.float32) for n, sp in zip(shape, spacing)]
     x, y, z = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
     canvas = _Canvas((x, y, z), float(spacing.min()))

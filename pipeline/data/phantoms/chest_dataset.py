@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.data.phantoms.chest import make_chest_subject, subject_id
+from pipeline.data.phantoms.dataset import subject_folders
 from pipeline.io.atomic import atomic_write
 from pipeline.io.volumes import write_nifti
 
@@ -30,28 +31,16 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
     Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``). Raises
     ``FileExistsError`` before writing anything if a subject folder exists and not ``overwrite``.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    out = Path(out_dir)
-    folders = [out / subject_id(i) for i in range(n)]
-    existing = [f for f in folders if f.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0].name}: subject folder {existing[0]} already exists "
-                              f"({len(existing)} existing); pass overwrite=True / --overwrite to replace")
-    children = np.random.SeedSequence(seed).spawn(n)
-    iterator = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="chest phantoms", unit="subject")
-    for i in iterator:
-        subject = make_chest_subject(seed=int(children[i].generate_state(1)[0]), size=size)
-        folders[i].mkdir(parents=True, exist_ok=True)
+    folders = []
+    for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
+                                                progress=progress, desc="chest phantoms"):
+        subject = make_chest_subject(seed=subject_seed, size=size)
         # overwrite=True per file: the folder-level overwrite was checked above
-        write_nifti(subject.ct, subject.affine, folders[i] / "ct.nii.gz", overwrite=True)
-        write_nifti(subject.tumour_labels, subject.affine, folders[i] / "tumours.nii.gz", overwrite=True)
+        write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
+        write_nifti(subject.tumour_labels, subject.affine, folder / "tumours.nii.gz", overwrite=True)
         info = {"params": subject.params, "tumours": [asdict(t) for t in subject.tumours]}
-        atomic_write(folders[i] / "tumours.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
+        atomic_write(folder / "tumours.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
+        folders.append(folder)
     return folders
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import TISSUES, Tissue, paint_head, smooth_noise
+from pipeline.data.phantoms.dataset import phantom_grid, subject_folders
 from pipeline.io.volumes import write_nifti
 from transforms.intensity import HU_AIR, HU_MIN
 
@@ -76,18 +77,6 @@ def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _grid(size: str | tuple[int, int, int]) -> tuple[tuple[int, int, int], np.ndarray]:
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"unknown phantom size {size!r}; choose one of {sorted(SIZES)} or a shape (X, Y, Z)")
-        shape, spacing = SIZES[size]
-        return shape, np.asarray(spacing, dtype=float)
-    shape = tuple(int(n) for n in size)
-    if len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"phantom size must be 3 voxel counts >= 8, got {size!r}")
-    return shape, FOV_MM / np.asarray(shape)  # keep the FOV: the head must fit
-
-
 def _spgr_signal(props, *, flip_rad: float) -> float:
     """Steady-state spoiled gradient-echo signal: PD sin(a)(1 - E1)/(1 - cos(a) E1) exp(-TE/T2*)."""
     e1 = np.exp(-MR_SEQUENCE["tr_ms"] / props.t1_ms)
@@ -107,7 +96,7 @@ def make_phantom_subject(
         return_tissues: also return the tissue label map and fractions (not written to disk).
     """
     rng = np.random.default_rng(seed)
-    shape, spacing = _grid(size)
+    shape, spacing = phantom_grid(size, sizes=SIZES, fov_mm=FOV_MM, min_voxels=8)
 
     # Grid: LPS-like axis flips (i -> L, j -> P, k -> S) plus a few degrees of obliquity.
     direction = _rotation(rng.uniform(-4.0, 4.0, size=3)) @ np.diag([-1.0, -1.0, 1.0])
@@ -188,29 +177,14 @@ def write_phantom_dataset(
     Subject ``i`` uses a seed derived from ``(seed, i)``, so subject 1BP003 is the same whatever ``n``.
     Raises ``FileExistsError`` (before writing anything) if a subject folder exists and not ``overwrite``.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    out = Path(out_dir)
-    folders = [out / subject_id(i) for i in range(n)]
-    existing = [f for f in folders if f.exists()]
-    if existing and not overwrite:
-        names = ", ".join(f.name for f in existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise FileExistsError(
-            f"{existing[0].name}: subject folder {existing[0]} already exists ({len(existing)} existing: {names}); "
-            "refusing to overwrite (pass overwrite=True / --overwrite to replace)"
-        )
-    children = np.random.SeedSequence(seed).spawn(n)
-    iterator = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="phantoms", unit="subject")
-    for i in iterator:
-        subject = make_phantom_subject(seed=int(children[i].generate_state(1)[0]), size=size)
-        folders[i].mkdir(parents=True, exist_ok=True)
+    folders = []
+    for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
+                                                progress=progress, desc="phantoms"):
+        subject = make_phantom_subject(seed=subject_seed, size=size)
         for name, array in (("mr", subject.mr), ("ct", subject.ct), ("mask", subject.mask)):
             # overwrite=True per file: the folder-level overwrite was checked above
-            write_nifti(array, subject.affine, folders[i] / f"{name}.nii.gz", overwrite=True)
+            write_nifti(array, subject.affine, folder / f"{name}.nii.gz", overwrite=True)
+        folders.append(folder)
     return folders
 
 

@@ -1,0 +1,55 @@
+"""What every phantom family shares: the grid a size names, and writing N subjects as folders.
+
+A size is a preset name (``SIZES[name] = (shape, spacing mm)``) or a voxel count ``(X, Y, Z)`` that
+keeps the family's field of view. Subject ``i`` of a dataset gets a seed derived from ``(seed, i)``, so
+it is the same subject whatever ``n``; existing subject folders are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["phantom_grid", "subject_folders"]
+
+
+def phantom_grid(size: str | Sequence[int], *, sizes: Mapping[str, tuple[tuple[int, int, int], tuple[float, ...]]],
+                 fov_mm: np.ndarray, min_voxels: int, what: str = "phantom") -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, spacing mm)`` of ``size``: a preset of ``sizes``, or a shape whose spacing keeps ``fov_mm``."""
+    if isinstance(size, str):
+        if size not in sizes:
+            raise ValueError(f"unknown {what} size {size!r}; choose one of {sorted(sizes)} or a shape (X, Y, Z)")
+        shape, spacing = sizes[size]
+        return tuple(shape), np.asarray(spacing, dtype=float)
+    shape = tuple(int(n) for n in size)
+    if len(shape) != 3 or min(shape) < min_voxels:
+        raise ValueError(f"{what} size must be 3 voxel counts >= {min_voxels}, got {size!r}")
+    return shape, np.asarray(fov_mm, dtype=float) / np.asarray(shape)  # keep the FOV: the anatomy must fit
+
+
+def subject_folders(out_dir: str | os.PathLike, *, n: int, seed: int, subject_id: Callable[[int], str],
+                    overwrite: bool, progress: bool, desc: str) -> Iterator[tuple[Path, int]]:
+    """``(folder, subject seed)`` for the ``n`` subjects of a dataset in ``out_dir``; folders are created.
+
+    Raises ``FileExistsError`` naming the first existing folder before anything is written, unless
+    ``overwrite`` (then each file in a folder is replaced)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    folders = [Path(out_dir) / subject_id(i) for i in range(n)]
+    existing = [f for f in folders if f.exists()]
+    if existing and not overwrite:
+        names = ", ".join(f.name for f in existing[:5]) + (" ..." if len(existing) > 5 else "")
+        raise FileExistsError(f"{existing[0].name}: subject folder {existing[0]} already exists ({len(existing)} "
+                              f"existing: {names}); refusing to overwrite (pass overwrite=True / --overwrite to replace)")
+    children = np.random.SeedSequence(seed).spawn(n)
+    indices = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc=desc, unit="subject")
+    for i in indices:
+        folders[i].mkdir(parents=True, exist_ok=True)
+        yield folders[i], int(children[i].generate_state(1)[0])
