@@ -282,3 +282,16 @@ def test_make_loader_sampler_replaces_shuffle(manifest):
     assert isinstance(shuffled.sampler, torch.utils.data.RandomSampler)
     ordered = make_loader(records, validation_transforms(), batch_size=1, shuffle=False, cache=False)
     assert isinstance(ordered.sampler, torch.utils.data.SequentialSampler)
+
+
+def test_a_ct_not_in_hu_is_refused_when_loaded_naming_subject_and_file(record, tmp_path):
+    from pipeline.errors import find_input_error
+
+    source = nib.load(record["ct"])
+    shifted = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj) + 1024, source.affine, source.header), shifted)
+    chain = validation_transforms()
+    with pytest.raises(Exception) as error:  # MONAI wraps a transform's error in a RuntimeError
+        chain({**record, "ct": str(shifted)})
+    found = find_input_error(error.value)
+    assert found is not None and str(found).startswith(f"{record['subject_id']}: ct (ct.nii.gz) values span")

@@ -22,9 +22,11 @@ from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    MapTransform,
     RandFlipd,
 )
 
+from pipeline.data.checks import check_ct_hu
 from transforms.crop import CompactVolumesd, MaskBoundingBoxd, RandBodyCropd
 from transforms.intensity import HUWindowd, NormalizeMRd
 from transforms.mask import BodyMaskd
@@ -56,12 +58,29 @@ def patch_shape(*, mode: str, patch_size: int, slab_size: int) -> tuple[int, int
     return (patch_size, patch_size, slab_size if mode == "2.5d" else 1)
 
 
+class CheckCTd(MapTransform):
+    """Refuse a CT that is not in HU (:func:`pipeline.data.checks.check_ct_hu`: e.g. stored without the
+    -1024 offset) when it is loaded for training or validation, naming the subject and file; a model
+    trained on such a CT would be off by 1024 HU everywhere."""
+
+    def __init__(self, key: str = "ct") -> None:
+        super().__init__([key], allow_missing_keys=True)
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            source = d[key].meta.get("filename_or_obj") if hasattr(d[key], "meta") else None
+            check_ct_hu(d[key], subject_id=d.get("subject_id"), source=source)
+        return d
+
+
 def preprocessing(*, target_spacing: Sequence[float] | None = None, with_ct: bool = True) -> list:
-    """Deterministic part shared by training, validation and inference: load, RAS, resample,
-    body mask (from the MR when the subject has none), MR normalisation inside the mask."""
+    """Deterministic part shared by training, validation and inference: load, RAS, resample, (CT in
+    HU checked), body mask (from the MR when the subject has none), MR normalisation inside the mask."""
     keys = ["mr", "ct", "mask"] if with_ct else ["mr", "mask"]
     return [
         *load_oriented(keys, target_spacing=target_spacing),
+        *([CheckCTd("ct")] if with_ct else []),
         BodyMaskd("mr", mask_key="mask"),
         NormalizeMRd("mr", mask_key="mask"),
         EnsureTyped(keys=keys, dtype="float32", track_meta=True),
