@@ -295,3 +295,19 @@ def test_a_ct_not_in_hu_is_refused_when_loaded_naming_subject_and_file(record, t
         chain({**record, "ct": str(shifted)})
     found = find_input_error(error.value)
     assert found is not None and str(found).startswith(f"{record['subject_id']}: ct (ct.nii.gz) values span")
+
+
+def test_a_mirrored_ct_is_refused_before_training_on_it(record, tmp_path):
+    from pipeline.errors import find_input_error
+
+    source = nib.load(record["ct"])
+    affine = source.affine.copy()
+    affine[:, 0] *= -1  # same voxels, first axis reversed: after RAS orientation the CT would be mirrored
+    mirrored = nib.Nifti1Image(np.asarray(source.dataobj), affine)
+    mirrored.set_qform(affine, 1)
+    mirrored.set_sform(affine, 1)
+    nib.save(mirrored, tmp_path / "ct.nii.gz")
+    with pytest.raises(Exception) as error:
+        validation_transforms()({**record, "ct": str(tmp_path / "ct.nii.gz")})
+    found = find_input_error(error.value)
+    assert found is not None and "are not on the same grid" in str(found) and str(found).startswith(record["subject_id"])

@@ -27,6 +27,8 @@ from monai.transforms import (
 )
 
 from pipeline.data.checks import check_ct_hu
+from pipeline.io.geometry import check_same_grid, read_geometry
+from pipeline.io.volumes import GRID_ATOL_MM
 from transforms.crop import CompactVolumesd, MaskBoundingBoxd, RandBodyCropd
 from transforms.intensity import HUWindowd, NormalizeMRd
 from transforms.mask import BodyMaskd
@@ -58,29 +60,42 @@ def patch_shape(*, mode: str, patch_size: int, slab_size: int) -> tuple[int, int
     return (patch_size, patch_size, slab_size if mode == "2.5d" else 1)
 
 
-class CheckCTd(MapTransform):
-    """Refuse a CT that is not in HU (:func:`pipeline.data.checks.check_ct_hu`: e.g. stored without the
-    -1024 offset) when it is loaded for training or validation, naming the subject and file; a model
-    trained on such a CT would be off by 1024 HU everywhere."""
+class CheckPaird(MapTransform):
+    """Refuse, naming the subject and file, a training/validation pair that would teach the wrong thing:
+    CT or mask not on the MR's grid (headers: shape, spacing, orientation, origin; a mirrored CT would
+    otherwise be reoriented to RAS and silently paired with the MR), or a CT not in HU
+    (:func:`pipeline.data.checks.check_ct_hu`, e.g. stored without the -1024 offset). Runs once per
+    subject, before caching."""
 
-    def __init__(self, key: str = "ct") -> None:
-        super().__init__([key], allow_missing_keys=True)
+    def __init__(self, mr_key: str = "mr", other_keys: Sequence[str] = ("ct", "mask")) -> None:
+        super().__init__([mr_key, *other_keys], allow_missing_keys=True)
+        self.mr_key, self.other_keys = mr_key, tuple(other_keys)
 
     def __call__(self, data):
         d = dict(data)
-        for key in self.key_iterator(d):
-            source = d[key].meta.get("filename_or_obj") if hasattr(d[key], "meta") else None
-            check_ct_hu(d[key], subject_id=d.get("subject_id"), source=source)
+        subject_id = d.get("subject_id")
+
+        def source(key: str):
+            return d[key].meta.get("filename_or_obj") if hasattr(d[key], "meta") else None
+
+        if self.mr_key in d and source(self.mr_key):
+            mr = read_geometry(source(self.mr_key), subject_id=subject_id)
+            for key in (k for k in self.other_keys if k in d and source(k)):
+                check_same_grid(mr, read_geometry(source(key), subject_id=subject_id), subject_id=subject_id,
+                                names=(self.mr_key, key), atol_mm=GRID_ATOL_MM)
+        if "ct" in d:
+            check_ct_hu(d["ct"], subject_id=subject_id, source=source("ct"))
         return d
 
 
 def preprocessing(*, target_spacing: Sequence[float] | None = None, with_ct: bool = True) -> list:
-    """Deterministic part shared by training, validation and inference: load, RAS, resample, (CT in
-    HU checked), body mask (from the MR when the subject has none), MR normalisation inside the mask."""
+    """Deterministic part shared by training, validation and inference: load, RAS, resample, (with a
+    CT: the pair checked, :class:`CheckPaird`), body mask (from the MR when the subject has none), MR
+    normalisation inside the mask."""
     keys = ["mr", "ct", "mask"] if with_ct else ["mr", "mask"]
     return [
         *load_oriented(keys, target_spacing=target_spacing),
-        *([CheckCTd("ct")] if with_ct else []),
+        *([CheckPaird("mr", ("ct", "mask"))] if with_ct else []),
         BodyMaskd("mr", mask_key="mask"),
         NormalizeMRd("mr", mask_key="mask"),
         EnsureTyped(keys=keys, dtype="float32", track_meta=True),
