@@ -172,3 +172,16 @@ def test_masked_l1_is_a_bundle_option(manifest: Path, tmp_path: Path, masked: bo
     parser.update({"manifest": str(manifest), "output_dir": str(tmp_path), "masked_l1": masked, "num_downs": 3,
                    "base_channels": 4, "patch_size": 16})
     assert parser.get_parsed_content("train#trainer").masked_l1 is masked
+
+
+def test_pix2pix_optimizer_adam_and_adamw() -> None:
+    from pipeline.engine.trainer import pix2pix_optimizer
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    adam = pix2pix_optimizer(params, lr=1e-3)
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["betas"] == (0.5, 0.999)
+    assert adam.param_groups[0]["weight_decay"] == 0
+    adamw = pix2pix_optimizer(params, name="adamw", lr=1e-3, weight_decay=0.05)
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="adamw"):
+        pix2pix_optimizer(params, name="sgd")

@@ -187,5 +187,16 @@ def pix2pix_adam(parameters, *, lr: float = 2e-4, beta1: float = 0.5) -> torch.o
     return torch.optim.Adam(parameters, lr=lr, betas=(beta1, 0.999))
 
 
+def pix2pix_optimizer(parameters, *, name: str = "adam", lr: float = 2e-4, beta1: float = 0.5,
+                      weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    """``adam``: :func:`pix2pix_adam` (no weight decay, as in Pix2Pix); ``adamw``: AdamW with the same betas
+    and decoupled ``weight_decay`` (a recipe ingredient, often paired with a cosine schedule)."""
+    if name == "adam":
+        return pix2pix_adam(parameters, lr=lr, beta1=beta1)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'adamw', got {name!r}")
+
+
 def epochs_for_iterations(*, iterations: int, epoch_length: int) -> int:
     return max(1, math.ceil(iterations / max(1, epoch_length)))
