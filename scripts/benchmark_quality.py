@@ -60,7 +60,8 @@ def bundle(config: str, **overrides: object) -> list[str]:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / config),
            "--logging_file", str(BUNDLE / "logging.conf")]
     for key, value in overrides.items():
-        cmd += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        # str(True) == "True": the bundle CLI (fire) reads True/False as booleans but "false" as a (truthy) string
+        cmd += [f"--{key}", str(value)]
     return cmd
 
 
@@ -109,17 +110,30 @@ def held_out(results_csv: Path) -> dict[str, dict[str, float]]:
     return {method: table[method].to_dict() for method in table.index.get_level_values(0).unique()}
 
 
-def run_recipe(name: str, overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float) -> dict:
+def train_recipe(overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float) -> float:
+    """Train into ``work`` for ``minutes``; returns the wall-clock minutes of the whole command."""
     start = time.perf_counter()
     run(bundle("train.json", manifest=manifest, output_dir=work, max_minutes=minutes, **COMMON, **overrides))
-    train_minutes = (time.perf_counter() - start) / 60.0
-    run(bundle("inference.json", input=manifest, split="test", output_dir=work))
-    run(bundle("evaluate.json", manifest=manifest, split="test", output_dir=work))
-    scores = held_out(work / "evaluation" / "results.csv")
+    return (time.perf_counter() - start) / 60.0
+
+
+def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float,
+                    train_minutes: float, tta: bool = False) -> dict:
+    """Inference on the test split (flip TTA when ``tta``), evaluation with baselines, one result row."""
+    suffix = "_tta" if tta else ""
+    predictions, evaluation = work / f"predictions{suffix}", work / f"evaluation{suffix}"
+    start = time.perf_counter()
+    run(bundle("inference.json", input=manifest, split="test", output_dir=work, prediction_dir=predictions, tta=tta))
+    infer_seconds = time.perf_counter() - start  # the whole command: start-up, all test subjects
+    run(bundle("evaluate.json", manifest=manifest, split="test", output_dir=work, prediction_dir=predictions,
+               evaluation_dir=evaluation))
+    scores = held_out(evaluation / "results.csv")
     model, lookup, bulk = scores["pix2pix"], scores["tissue_lookup"], scores["bulk_density"]
     return {
-        "recipe": name, "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "(bundle default)",
-        "budget_min": minutes, "train_min": round(train_minutes, 2),
+        "recipe": name + ("+tta" if tta else ""),
+        "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "(bundle default)",
+        "budget_min": minutes, "train_min": round(train_minutes, 2), "inference_s": round(infer_seconds, 1),
+        "spearman_std_abs_error": model.get("spearman_std_abs_error"),
         "mae_hu": model["mae_hu"], "ratio_to_lookup": model["mae_hu"] / lookup["mae_hu"],
         "psnr_db": model.get("psnr_db"), "dice_bone_250": model.get("dice_bone_250hu"),
         "lookup_mae_hu": lookup["mae_hu"], "bulk_mae_hu": bulk["mae_hu"],
@@ -131,16 +145,18 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[
     lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}`; phantoms "
              f"{'x'.join(map(str, size))} voxels; MAE on held-out test subjects (other seed), ratio to the tissue "
              "lookup's MAE in the same run (lower is better).", "",
-             "| recipe | overrides | budget min | train min (wall) | MAE HU | ratio to lookup | PSNR dB | Dice bone@250 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| recipe | overrides | budget min | train min (wall) | MAE HU | ratio to lookup | PSNR dB | Dice bone@250 "
+             "| inference s (all test subjects) | Spearman ρ(std, \\|error\\|) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows.itertuples():
         dice = "" if pd.isna(r.dice_bone_250) else f"{r.dice_bone_250:.2f}"
         psnr = "" if pd.isna(r.psnr_db) else f"{r.psnr_db:.2f}"
+        rho = "" if pd.isna(r.spearman_std_abs_error) else f"{r.spearman_std_abs_error:.2f}"
         lines.append(f"| {r.recipe} | {r.overrides} | {r.budget_min:g} | {r.train_min:.1f} | {r.mae_hu:.1f} | "
-                     f"{r.ratio_to_lookup:.3f} | {psnr} | {dice} |")
+                     f"{r.ratio_to_lookup:.3f} | {psnr} | {dice} | {r.inference_s:.0f} | {rho} |")
     first = rows.iloc[0]
-    lines += [f"| tissue lookup (baseline) | | | | {first.lookup_mae_hu:.1f} | 1.000 | | |",
-              f"| bulk density (baseline) | | | | {first.bulk_mae_hu:.1f} | {first.bulk_ratio_to_lookup:.3f} | | |"]
+    lines += [f"| tissue lookup (baseline) | | | | {first.lookup_mae_hu:.1f} | 1.000 | | | | |",
+              f"| bulk density (baseline) | | | | {first.bulk_mae_hu:.1f} | {first.bulk_ratio_to_lookup:.3f} | | | | |"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -151,10 +167,15 @@ def plot(curves: Mapping[str, pd.DataFrame], rows: pd.DataFrame, path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (name, curve), row in zip(curves.items(), rows.itertuples()):
-        line, = ax.plot(curve["minutes"], curve["val_mae_hu"], marker=".", label=f"{name} (validation)")
-        ax.plot([row.train_min], [row.mae_hu], marker="*", markersize=14, color=line.get_color(), linestyle="none",
-                label=f"{name} held-out: {row.ratio_to_lookup:.2f} x lookup")
+    colours = {}
+    for row in rows.itertuples():
+        base, tta = row.recipe.removesuffix("+tta"), row.recipe.endswith("+tta")
+        if base not in colours:  # one validation curve per trained recipe
+            curve = curves[row.recipe]
+            line, = ax.plot(curve["minutes"], curve["val_mae_hu"], marker=".", label=f"{base} (validation)")
+            colours[base] = line.get_color()
+        ax.plot([row.train_min], [row.mae_hu], marker="P" if tta else "*", markersize=12, color=colours[base],
+                linestyle="none", label=f"{row.recipe} held-out: {row.ratio_to_lookup:.2f} x lookup")
     first = rows.iloc[0]
     ax.axhline(first.lookup_mae_hu, color="k", linestyle="--", label=f"tissue lookup {first.lookup_mae_hu:.0f} HU")
     ax.axhline(first.bulk_mae_hu, color="grey", linestyle=":", label=f"bulk density {first.bulk_mae_hu:.0f} HU")
@@ -174,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=sorted(RECIPES))
     parser.add_argument("--size", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z"),
                         help="phantom voxels over the 224 x 224 x 180 mm field of view (224 224 180 = 1 mm)")
+    parser.add_argument("--tta", action="store_true",
+                        help="also run flip-TTA inference for each recipe (a second row <recipe>+tta, with Spearman rho)")
     parser.add_argument("--train-subjects", type=int, default=5)
     parser.add_argument("--val-subjects", type=int, default=1)
     parser.add_argument("--test-subjects", type=int, default=2)
@@ -192,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     rows, curves = [], {}
     for name in args.recipes:
         work = args.out / name
-        rows.append(run_recipe(name, RECIPES[name], manifest=manifest, work=work, minutes=args.minutes))
-        curves[name] = validation_curve(work / "tensorboard")
+        train_minutes = train_recipe(RECIPES[name], manifest=manifest, work=work, minutes=args.minutes)
+        for tta in (False, True) if args.tta else (False,):
+            rows.append(evaluate_recipe(name, RECIPES[name], manifest=manifest, work=work, minutes=args.minutes,
+                                        train_minutes=train_minutes, tta=tta))
+            curves[rows[-1]["recipe"]] = validation_curve(work / "tensorboard")
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "quality.csv", index=False)  # after every recipe: a crash keeps what ran
         write_markdown(table, args.out / "quality.md", command=command, size=size)

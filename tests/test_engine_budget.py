@@ -16,7 +16,7 @@ from pipeline.engine.budget import BUDGET_MAX_EPOCHS, TrainingProgress, budget_l
 
 TRAIN = str(REPO / "bundles" / "mri_to_ct" / "configs" / "train.json")
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
-        "--samples_per_volume", "2", "--amp", "false"]
+        "--samples_per_volume", "2", "--amp", "False"]
 
 
 class FakeClock:
