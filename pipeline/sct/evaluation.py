@@ -158,14 +158,15 @@ def _result_rows(method: str, subject_id: str, result: Mapping) -> list[dict]:
     return rows
 
 
-def _uncertainty_rows(method: str, subject_id: str, sct_path: Path, sct: np.ndarray, volumes: Mapping,
-                      *, ct_path: str) -> list[dict]:
-    """Rows ``spearman_std_abs_error`` per region when an uncertainty map (flip TTA's ``sct_std.nii.gz``)
-    lies beside the sCT: how well its ranking of voxels follows the true |error| (Spearman rho)."""
+def _read_std(subject_id: str, method: str, sct_path: Path, ct_path: str) -> np.ndarray | None:
+    """The uncertainty map beside a method's sCT (flip TTA's ``sct_std.nii.gz``), grid-checked, or None."""
     std_path = std_path_for(sct_path)
-    if not std_path.is_file():
-        return []
-    std = _read_prediction(subject_id, f"{method} std", std_path, ct_path)
+    return _read_prediction(subject_id, f"{method} std", std_path, ct_path) if std_path.is_file() else None
+
+
+def _uncertainty_rows(method: str, subject_id: str, std: np.ndarray, sct: np.ndarray, volumes: Mapping) -> list[dict]:
+    """Rows ``spearman_std_abs_error`` per region: how well the map's ranking of voxels follows the true
+    |error| (Spearman rho)."""
     rho = metrics.uncertainty_rank_correlation(std, sct, volumes["ct"], volumes["mask"])
     return [{"method": method, "subject_id": subject_id, "region": region, "metric": "spearman_std_abs_error",
              "value": value} for region, value in rho.items()]
@@ -254,12 +255,15 @@ def evaluate_predictions(
             result = _subject_metrics_named(subject_id, method, sct, volumes["ct"], volumes["mask"], labels=labels,
                                             label_names=label_names, bone_thresholds=bone_thresholds)
             rows += _result_rows(method, subject_id, result)
-            rows += _uncertainty_rows(method, subject_id, path, sct, volumes, ct_path=row["ct"])
+            std = _read_std(subject_id, method, path, row["ct"])
+            if std is not None:
+                rows += _uncertainty_rows(method, subject_id, std, sct, volumes)
             if make_figures:
                 slices_png, hist_png = _figure_paths(output_dir, method, subject_id)
                 title = f"{subject_id} — {method}: MAE {result['mae_hu']:.1f} HU, ME {result['me_hu']:+.1f} HU"
                 figures.save_error_slices(ct=volumes["ct"], sct=sct, mask=volumes["mask"], affine=affine,
-                                          mr=volumes.get("mr"), out_path=slices_png, title=title, overwrite=overwrite)
+                                          mr=volumes.get("mr"), std=std, out_path=slices_png, title=title,
+                                          overwrite=overwrite)
                 figures.save_hu_histograms(ct=volumes["ct"], sct=sct, mask=volumes["mask"], out_path=hist_png,
                                            title=title, overwrite=overwrite)
             logger.info("%s %s: MAE %.1f HU", subject_id, method, result["mae_hu"])
