@@ -113,7 +113,8 @@ class Pix2PixGeneratorLoss(nn.Module):
         spatial_dims: 2 or 3 (for SSIM).
 
     Forward (keyword-only): ``fake``, ``real`` (B, C, *spatial) in [-1, 1]; ``fake_features`` =
-    D(condition, fake) (list, logits last); ``real_features`` = D(condition, real), needed for feature
+    D(condition, fake) (list, logits last; None leaves out the adversarial and feature-matching terms,
+    as in an L1 warm-up); ``real_features`` = D(condition, real), needed for feature
     matching (detached here); ``mask`` optional 0/1 map shaped like ``real``: the L1 terms (``l1``,
     ``bone_l1``) are averaged inside it only. Returns a dict of scalar tensors: "total",
     "adversarial", "l1", and "ssim", "gradient", "bone_l1", "feature_matching" for the enabled extras
@@ -161,7 +162,7 @@ class Pix2PixGeneratorLoss(nn.Module):
         *,
         fake: torch.Tensor,
         real: torch.Tensor,
-        fake_features: list[torch.Tensor],
+        fake_features: list[torch.Tensor] | None,
         real_features: list[torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -169,7 +170,9 @@ class Pix2PixGeneratorLoss(nn.Module):
             raise ValueError(f"fake {tuple(fake.shape)} and real {tuple(real.shape)} must have the same shape")
         if mask is not None and mask.shape != real.shape:
             raise ValueError(f"mask {tuple(mask.shape)} must have the shape of real {tuple(real.shape)}")
-        terms = {"adversarial": generator_adversarial_loss(fake_features[-1], mode=self.adversarial_mode)}
+        # fake_features None: no adversarial term (the trainer's L1 warm-up)
+        terms = {} if fake_features is None else {
+            "adversarial": generator_adversarial_loss(fake_features[-1], mode=self.adversarial_mode)}
         # image terms in float32 even under AMP: SSIM's variances (E[x^2] - E[x]^2) and small HU
         # differences lose too much in half precision
         with torch.autocast(device_type=fake.device.type, enabled=False):
@@ -185,7 +188,7 @@ class Pix2PixGeneratorLoss(nn.Module):
             if self.bone_weight > 0:
                 bone = (real >= self.bone_threshold).float()
                 terms["bone_l1"] = _weighted_mean(abs_error, inside * (1.0 + (self.bone_factor - 1.0) * bone))
-        if self.feature_matching_weight > 0:
+        if self.feature_matching_weight > 0 and fake_features is not None:
             if real_features is None:
                 raise ValueError("feature_matching_weight > 0 needs real_features = D(condition, real)")
             if len(real_features) != len(fake_features):

@@ -138,6 +138,21 @@ def test_iteration_updates_generator_and_discriminator() -> None:
     assert out["G_total"] == pytest.approx(out["G_adversarial"] + 100 * out["G_l1"], rel=1e-5)
 
 
+def test_l1_warm_up_trains_the_generator_only() -> None:
+    g, d = _Constant(), _TinyD()
+    batch = {"mr": torch.rand(2, 1, 8, 8), "ct": torch.full((2, 1, 8, 8), 0.5), "mask": torch.ones(2, 1, 8, 8)}
+    d_before = d.conv.weight.detach().clone()
+    trainer = Pix2PixTrainer(device="cpu", max_epochs=1, train_data_loader=[batch], generator=g, discriminator=d,
+                             g_optimizer=pix2pix_adam(g.parameters()), d_optimizer=pix2pix_adam(d.parameters()))
+    trainer.adversarial_on = False  # what TrainingProgress sets before adversarial_start_fraction
+    trainer.run()
+    out = trainer.state.output
+    assert "G_adversarial" not in out and "D_real" not in out
+    assert torch.equal(d.conv.weight, d_before) and d.conv.weight.grad is None  # D neither stepped nor run
+    assert g.bias.item() > 0
+    assert out["G_total"] == pytest.approx(100 * out["G_l1"], rel=1e-6)
+
+
 def test_constant_then_linear_decay() -> None:
     optimizer = pix2pix_adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = constant_then_linear_decay(optimizer, constant_epochs=2, decay_epochs=3)
@@ -205,3 +220,16 @@ def test_sigkill_mid_run_then_resume_loses_at_most_one_checkpoint_interval(manif
         assert (out / "models" / "model.pt").read_bytes() == model_before
     else:
         assert (out / "models" / "model.pt").read_bytes() != model_before
+
+
+def test_pix2pix_optimizer_adam_and_adamw() -> None:
+    from pipeline.engine.trainer import pix2pix_optimizer
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    adam = pix2pix_optimizer(params, lr=1e-3)
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["betas"] == (0.5, 0.999)
+    assert adam.param_groups[0]["weight_decay"] == 0
+    adamw = pix2pix_optimizer(params, name="adamw", lr=1e-3, weight_decay=0.05)
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="adamw"):
+        pix2pix_optimizer(params, name="sgd")

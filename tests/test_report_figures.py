@@ -57,6 +57,14 @@ def test_save_error_slices_size_content_and_optional_mr_column(tmp_path):
     assert_not_blank(decoded(without_mr))
 
 
+def test_save_error_slices_adds_an_uncertainty_column(tmp_path):
+    ct, mr, mask = phantom()
+    with_std = save_error_slices(ct=ct, sct=ct + 50.0, mask=mask, affine=AFFINE, mr=mr, std=30.0 * mask,
+                                 out_path=tmp_path / "with_std.png")
+    assert figure_size(with_std) == (round(3.1 * 5 * 110), round(8.4 * 110))
+    assert_not_blank(decoded(with_std))
+
+
 def _red_and_blue(pixels: np.ndarray) -> tuple[int, int]:
     r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     red = int(np.sum((r > 150) & (r - b > 80) & (r - g > 40)))

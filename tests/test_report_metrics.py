@@ -151,3 +151,24 @@ def test_bad_inputs_raise_clear_errors(fn):
     bad[1, 2, 3] = np.nan
     with pytest.raises(ValueError, match="sCT contains 1 NaN"):
         fn(bad, ct, mask)
+
+
+def test_uncertainty_rank_correlation():
+    from pipeline.report.metrics import uncertainty_rank_correlation
+
+    rng = np.random.default_rng(0)
+    ct = np.where(rng.random((10, 10, 10)) < 0.3, 600.0, 20.0)
+    ct[:2] = -900.0
+    error = rng.normal(0, 50, ct.shape)
+    sct, mask = ct + error, np.ones(ct.shape)
+    mask[-1] = 0  # outside voxels must not count: give them a std that would ruin the ranking
+    perfect = np.abs(error) ** 2  # any increasing function of |error| ranks it perfectly
+    perfect[-1] = 1e6 - perfect[-1]
+    rho = uncertainty_rank_correlation(perfect, sct, ct, mask)
+    assert set(rho) == {"body", "air", "soft_tissue", "bone"}
+    assert all(value == pytest.approx(1.0) for value in rho.values())
+    assert uncertainty_rank_correlation(-np.abs(error), sct, ct, mask)["body"] == pytest.approx(-1.0)
+    assert abs(uncertainty_rank_correlation(rng.random(ct.shape), sct, ct, mask)["body"]) < 0.15
+    assert np.isnan(uncertainty_rank_correlation(np.ones(ct.shape), sct, ct, mask)["body"])  # constant map
+    with pytest.raises(ValueError, match="shape"):
+        uncertainty_rank_correlation(np.ones((2, 2, 2)), sct, ct, mask)

@@ -169,3 +169,30 @@ def test_run_evaluation_with_baselines(dataset):
     assert (out / "baselines" / "tissue_lookup.json").exists()
     with pytest.raises(FileExistsError):
         run_evaluation(manifest=str(manifest), prediction_dir=str(root / "perfect"), output_dir=str(out), progress=False)
+
+
+def test_uncertainty_map_beside_the_sct_gives_spearman_rows(dataset):
+    """A 'noisy' method whose error grows along x, with std maps: one that ranks the error (rho 1 in the
+    body) beside the flat-layout sCTs; a method without maps gets no such rows."""
+    root, rows = dataset
+    x = np.linspace(0, 1, SHAPE[0])[:, None, None] * np.ones(SHAPE)
+    for row in rows:
+        sid = row["subject_id"]
+        ct = nib.load(row["ct"]).get_fdata()
+        mask = nib.load(row["mask"]).get_fdata()
+        (root / "noisy" / sid).mkdir(parents=True)
+        _save(np.rint(ct + 300 * x * mask).astype(np.int16), root / "noisy" / sid / "sct.nii.gz")
+        _save((np.sqrt(300 * x) * mask).astype(np.float32), root / "noisy" / sid / "sct_std.nii.gz")  # monotone in |error|
+    evaluate_predictions(manifest_rows=rows, methods={"noisy": root / "noisy", "offset": root / "offset"},
+                         output_dir=root / "eval_std", n_figure_subjects=1, progress=False)
+    results = pd.read_csv(root / "eval_std" / "results.csv", keep_default_na=False)
+    rho = results[results["metric"] == "spearman_std_abs_error"]
+    assert set(rho["method"]) == {"noisy"} and set(rho["subject_id"]) == {"1BP001", "1BP002"}
+    assert set(rho["region"]) == {"body", "air", "soft_tissue", "bone"}
+    body = rho[rho["region"] == "body"]["value"].astype(float)
+    assert np.all(body > 0.99)
+    from PIL import Image  # the slices figure of a method with a map has the std column (5 columns with MR)
+
+    with Image.open(root / "eval_std" / "figures" / "noisy" / "1BP001_slices.png") as with_std, \
+            Image.open(root / "eval_std" / "figures" / "offset" / "1BP001_slices.png") as without:
+        assert with_std.size[0] > without.size[0]

@@ -91,6 +91,7 @@ class Pix2PixTrainer(Trainer):
         self.g_loss = g_loss if g_loss is not None else Pix2PixGeneratorLoss(adversarial_mode=adversarial_mode)
         self.adversarial_mode = adversarial_mode
         self.masked_l1 = masked_l1
+        self.adversarial_on = True  # False during an L1 warm-up (set by pipeline.engine.budget.TrainingProgress)
         self.keys = (image_key, target_key, mask_key)
         # one scaler per optimiser so an overflow in D does not skip G's step
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -98,6 +99,20 @@ class Pix2PixTrainer(Trainer):
 
     def _autocast(self):
         return torch.autocast("cuda") if self.amp else contextlib.nullcontext()
+
+    def _discriminator_step(self, mr: torch.Tensor, ct: torch.Tensor, fake: torch.Tensor) -> dict:
+        """One D step on real pairs vs generated pairs (G frozen via detach); returns the loss parts."""
+        self.d_optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            # one forward over real and fake pairs: a single DDP forward per backward, and instance
+            # norm works per sample so stacking changes nothing
+            logits = self.discriminator(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
+            real_logits, fake_logits = logits.chunk(2)
+            d_parts = discriminator_loss(real_logits, fake_logits, mode=self.adversarial_mode, reduction_parts=True)
+        self.d_scaler.scale(d_parts["total"]).backward()
+        self.d_scaler.step(self.d_optimizer)
+        self.d_scaler.update()
+        return d_parts
 
     def _iteration(self, engine: "Pix2PixTrainer", batchdata: dict) -> dict[str, float]:
         if batchdata is None:
@@ -113,24 +128,17 @@ class Pix2PixTrainer(Trainer):
         with engine._autocast():
             fake = g(mr)
 
-        # discriminator: real pairs vs generated pairs (G frozen via detach)
-        engine.d_optimizer.zero_grad(set_to_none=True)
-        with engine._autocast():
-            # one forward over real and fake pairs: a single DDP forward per backward, and instance
-            # norm works per sample so stacking changes nothing
-            logits = d(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
-            real_logits, fake_logits = logits.chunk(2)
-            d_parts = discriminator_loss(real_logits, fake_logits, mode=engine.adversarial_mode, reduction_parts=True)
-        engine.d_scaler.scale(d_parts["total"]).backward()
-        engine.d_scaler.step(engine.d_optimizer)
-        engine.d_scaler.update()
+        # L1 warm-up (pipeline.engine.budget.TrainingProgress sets adversarial_on): no D step and no
+        # adversarial term, so the generator first learns the mapping without the GAN's noise
+        adversarial = engine.adversarial_on
+        d_parts = engine._discriminator_step(mr, ct, fake) if adversarial else None
 
         # generator: fool D (D's parameters get gradients but are not stepped here)
         engine.g_optimizer.zero_grad(set_to_none=True)
         with engine._autocast():
-            fake_features = d(mr, fake)
+            fake_features = d(mr, fake) if adversarial else None
             real_features = None
-            if engine.g_loss.feature_matching_weight > 0:
+            if adversarial and engine.g_loss.feature_matching_weight > 0:
                 with torch.no_grad():
                     real_features = [f.detach() for f in d(mr, ct)]
             terms = engine.g_loss(fake=fake, real=ct, fake_features=fake_features, real_features=real_features, mask=mask)
@@ -139,7 +147,8 @@ class Pix2PixTrainer(Trainer):
         engine.g_scaler.update()
 
         output = {f"G_{name}": float(value.detach()) for name, value in terms.items()}
-        output.update({"D_real": float(d_parts["real"].detach()), "D_fake": float(d_parts["fake"].detach())})
+        if d_parts is not None:
+            output.update({"D_real": float(d_parts["real"].detach()), "D_fake": float(d_parts["fake"].detach())})
         output["lr_G"] = engine.g_optimizer.param_groups[0]["lr"]
         output["lr_D"] = engine.d_optimizer.param_groups[0]["lr"]
         return output
@@ -176,6 +185,17 @@ def constant_then_linear_decay(optimizer: torch.optim.Optimizer, *, constant_epo
 def pix2pix_adam(parameters, *, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
     """Adam with the Pix2Pix defaults (lr 2e-4, betas (0.5, 0.999))."""
     return torch.optim.Adam(parameters, lr=lr, betas=(beta1, 0.999))
+
+
+def pix2pix_optimizer(parameters, *, name: str = "adam", lr: float = 2e-4, beta1: float = 0.5,
+                      weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    """``adam``: :func:`pix2pix_adam` (no weight decay, as in Pix2Pix); ``adamw``: AdamW with the same betas
+    and decoupled ``weight_decay`` (a recipe ingredient, often paired with a cosine schedule)."""
+    if name == "adam":
+        return pix2pix_adam(parameters, lr=lr, beta1=beta1)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, betas=(beta1, 0.999), weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'adamw', got {name!r}")
 
 
 def epochs_for_iterations(*, iterations: int, epoch_length: int) -> int:

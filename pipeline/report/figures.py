@@ -81,15 +81,18 @@ def save_error_slices(
     affine: np.ndarray,
     out_path: str | os.PathLike,
     mr: np.ndarray | None = None,
+    std: np.ndarray | None = None,
     title: str = "",
     ct_window_hu: tuple[float, float] = CT_WINDOW_HU,
     error_range_hu: float = ERROR_RANGE_HU,
     overwrite: bool = False,
 ) -> Path:
-    """Axial/coronal/sagittal slices through the mask's centre of mass: MR | CT | sCT | sCT - CT.
+    """Axial/coronal/sagittal slices through the mask's centre of mass: MR | CT | sCT | sCT - CT (| std).
 
     CT and sCT share the HU window ``ct_window_hu``; the error map uses a diverging colormap over
     ``±error_range_hu`` HU with the body outline drawn in grey. ``mr`` is optional (column dropped).
+    ``std`` (an uncertainty map in HU, e.g. flip TTA's) adds a last column, 0..``error_range_hu`` HU, so it
+    reads against |error| on the same scale.
     """
     ct_c, zooms = _canonical(ct, affine)
     sct_c, _ = _canonical(sct, affine)
@@ -108,6 +111,8 @@ def save_error_slices(
         ("sCT (HU)", sct_c, dict(cmap="gray", vmin=ct_window_hu[0], vmax=ct_window_hu[1])),
         ("sCT − CT (HU)", error, dict(cmap="RdBu_r", vmin=-error_range_hu, vmax=error_range_hu)),
     ]
+    if std is not None:
+        columns.append(("uncertainty: std (HU)", _canonical(std, affine)[0], dict(cmap="magma", vmin=0.0, vmax=error_range_hu)))
     fig = Figure(figsize=(3.1 * len(columns), 8.4), layout="constrained")
     axes = fig.subplots(len(_VIEWS), len(columns), squeeze=False)
     for row, view in enumerate(_VIEWS):

@@ -299,3 +299,27 @@ def region_statistics(
             if value != 0:
                 regions.append((names.get(value, f"label_{value}"), m & (labels == value)))
     return [{"region": name, **_error_stats(error[region])} for name, region in regions]
+
+
+def uncertainty_rank_correlation(std: np.ndarray, sct: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Spearman rho between a voxel-wise uncertainty map ``std`` (HU) and the absolute error |sCT - CT| (HU)
+    in ``body`` and the CT regions ``air``, ``soft_tissue``, ``bone`` (as :func:`region_statistics`).
+
+    rho near 1: the map ranks where the sCT is wrong; 0: it carries no information. NaN for a region
+    with fewer than 3 voxels or a constant map or error there (rank correlation undefined).
+    """
+    from scipy.stats import spearmanr
+
+    sct, ct, m = _check_inputs(sct, ct, mask)
+    std = np.asarray(std, dtype=np.float64)
+    if std.shape != sct.shape:
+        raise ValueError(f"uncertainty map shape {std.shape} differs from image shape {sct.shape}")
+    abs_error = np.abs(sct - ct)
+    low, high = REGION_THRESHOLDS_HU
+    regions = {"body": m, "air": m & (ct < low), "soft_tissue": m & (ct >= low) & (ct < high), "bone": m & (ct >= high)}
+    out = {}
+    for name, region in regions.items():
+        s, e = std[region], abs_error[region]
+        constant = s.size < 3 or np.ptp(s) == 0 or np.ptp(e) == 0
+        out[name] = float("nan") if constant else float(spearmanr(s, e).statistic)
+    return out

@@ -7,7 +7,9 @@ Metrics are those of :mod:`pipeline.report.metrics`. Outputs in ``output_dir``:
 
 - ``results.csv``, ``summary.csv``, ``summary.md``: the long table of :mod:`pipeline.report.tables`
   (region ``body``: mae_hu, me_hu, psnr_db, ssim, dice_bone_<t>hu; regions ``air``, ``soft_tissue``,
-  ``bone`` and label-map regions: n_voxels, mae_hu, me_hu, sd_hu), mean ± SD over subjects (ddof = 1);
+  ``bone`` and label-map regions: n_voxels, mae_hu, me_hu, sd_hu; with an uncertainty map
+  ``sct_std.nii.gz`` beside a method's sCT also spearman_std_abs_error per region), mean ± SD over
+  subjects (ddof = 1);
 - ``figures/<method>/<subject_id>_slices.png`` and ``_hu_hist.png`` (first few subjects), and
   ``figures/region_mae.png``.
 
@@ -33,6 +35,7 @@ from pipeline.io.geometry import check_same_grid, read_geometry
 from pipeline.io.volumes import GRID_ATOL_MM, read_volume, read_volumes_on_one_grid
 from pipeline.report import metrics, tables
 from pipeline.sct.baselines import BASELINE_NAMES, bulk_density, fit_tissue_lookup, write_baseline_predictions
+from pipeline.sct.tta import std_path_for
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ __all__ = [
 #: Where a method's sCT for a subject may be, tried in this order.
 PREDICTION_NAMES = ("{sid}/sct.nii.gz", "{sid}/sct.nii", "{sid}_sct.nii.gz", "{sid}_sct.nii")
 METRIC_LABELS = {"mae_hu": ("MAE (HU) ↓", 1), "me_hu": ("ME (HU)", 1), "psnr_db": ("PSNR (dB) ↑", 2),
-                 "ssim": ("SSIM ↑", 4), "ms_ssim": ("MS-SSIM 2025 ↑", 4), "sd_hu": ("SD of error (HU)", 1), "n_voxels": ("voxels", 0)}
+                 "ssim": ("SSIM ↑", 4), "spearman_std_abs_error": ("Spearman ρ(std, |error|) ↑", 3), "ms_ssim": ("MS-SSIM 2025 ↑", 4), "sd_hu": ("SD of error (HU)", 1), "n_voxels": ("voxels", 0)}
 NOTES = ("All metrics inside the body mask (mask > 0). Mean ± SD over subjects (SD with ddof = 1). "
          "ME = mean(sCT − CT): positive means the sCT is too dense. PSNR and SSIM use the [−1024, 3000] HU "
          "window (data range 4024 HU); SSIM is scikit-image's (7×7×7 uniform window, sample covariance) and "
@@ -155,6 +158,20 @@ def _result_rows(method: str, subject_id: str, result: Mapping) -> list[dict]:
     return rows
 
 
+def _read_std(subject_id: str, method: str, sct_path: Path, ct_path: str) -> np.ndarray | None:
+    """The uncertainty map beside a method's sCT (flip TTA's ``sct_std.nii.gz``), grid-checked, or None."""
+    std_path = std_path_for(sct_path)
+    return _read_prediction(subject_id, f"{method} std", std_path, ct_path) if std_path.is_file() else None
+
+
+def _uncertainty_rows(method: str, subject_id: str, std: np.ndarray, sct: np.ndarray, volumes: Mapping) -> list[dict]:
+    """Rows ``spearman_std_abs_error`` per region: how well the map's ranking of voxels follows the true
+    |error| (Spearman rho)."""
+    rho = metrics.uncertainty_rank_correlation(std, sct, volumes["ct"], volumes["mask"])
+    return [{"method": method, "subject_id": subject_id, "region": region, "metric": "spearman_std_abs_error",
+             "value": value} for region, value in rho.items()]
+
+
 def _planned_outputs(output_dir: Path, methods: Sequence[str], subject_ids: Sequence[str], n_figure_subjects: int) -> list[Path]:
     paths = [output_dir / name for name in tables.TABLE_FILES] + [output_dir / "figures" / "region_mae.png"]
     for method in methods:
@@ -238,11 +255,15 @@ def evaluate_predictions(
             result = _subject_metrics_named(subject_id, method, sct, volumes["ct"], volumes["mask"], labels=labels,
                                             label_names=label_names, bone_thresholds=bone_thresholds)
             rows += _result_rows(method, subject_id, result)
+            std = _read_std(subject_id, method, path, row["ct"])
+            if std is not None:
+                rows += _uncertainty_rows(method, subject_id, std, sct, volumes)
             if make_figures:
                 slices_png, hist_png = _figure_paths(output_dir, method, subject_id)
                 title = f"{subject_id} — {method}: MAE {result['mae_hu']:.1f} HU, ME {result['me_hu']:+.1f} HU"
                 figures.save_error_slices(ct=volumes["ct"], sct=sct, mask=volumes["mask"], affine=affine,
-                                          mr=volumes.get("mr"), out_path=slices_png, title=title, overwrite=overwrite)
+                                          mr=volumes.get("mr"), std=std, out_path=slices_png, title=title,
+                                          overwrite=overwrite)
                 figures.save_hu_histograms(ct=volumes["ct"], sct=sct, mask=volumes["mask"], out_path=hist_png,
                                            title=title, overwrite=overwrite)
             logger.info("%s %s: MAE %.1f HU", subject_id, method, result["mae_hu"])

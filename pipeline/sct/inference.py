@@ -31,9 +31,10 @@ from pipeline.engine.handlers import load_generator_state
 from pipeline.errors import InputError
 from pipeline.io.dicom_series import is_dicom_folder, volume_file
 from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_grid, read_geometry
-from pipeline.io.volumes import read_volume
+from pipeline.io.volumes import read_volume, write_like_reference
 from pipeline.sct.model_card import rtsynth_version
 from pipeline.sct.outputs import output_paths, refuse_existing_outputs, write_sct_outputs
+from pipeline.sct.tta import flip_members_hu, mean_and_std_hu, std_path_for
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
 from transforms.slab import slabs_to_volume, volume_to_slabs
@@ -137,7 +138,9 @@ class SCTPredictor:
     RAS, optional resampling, voxel checks), :meth:`preprocess` (body mask, normalisation, as in
     training), :meth:`infer` (windowed inference, HU), :meth:`restore` (invert orientation/resampling
     with MONAI's ``Invertd``, -1000 HU outside the body mask), then an atomic int16 write that copies
-    the MR header (:meth:`predict_file`).
+    the MR header (:meth:`predict_file`). ``tta``: flip test-time augmentation (:mod:`pipeline.sct.tta`),
+    the sCT is the mean of the members and ``sct_std.nii.gz`` (their HU standard deviation, 0 outside the
+    body) is written beside it; off by default (twice the inference time).
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class SCTPredictor:
         amp: bool = False,
         model_id: str | None = None,
         progress: bool = True,
+        tta: bool = False,
     ) -> None:
         self.mode = check_mode(mode)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -163,13 +167,13 @@ class SCTPredictor:
         self.model_id = model_id  # the model card's hash: written into every sCT's header
         self.target_spacing = target_spacing
         self.progress = progress
+        self.tta = tta
         self.transform = Compose(preprocessing(target_spacing=target_spacing, with_ct=False))
         # The chain runs in two parts so that the raw voxels are checked (NaN, blank) before the body
         # mask and normalisation compute on them; the same instances run, so Invertd still matches them.
         self._load_steps = next(i for i, t in enumerate(self.transform.transforms) if isinstance(t, BodyMaskd))
-        self.invert = invert_to_input_grid(
-            pred_key=["pred", "body"], orig_key="mr", preprocessing=self.transform, nearest_interp=[False, True]
-        )
+        keys, nearest = (["pred", "body", "std"], [False, True, False]) if tta else (["pred", "body"], [False, True])
+        self.invert = invert_to_input_grid(pred_key=keys, orig_key="mr", preprocessing=self.transform, nearest_interp=nearest)
 
     def load_weights(self, checkpoint_path: str | Path) -> "SCTPredictor":
         """Load generator weights from a bundle checkpoint (``model.pt``: a bare state dict) or a
@@ -205,8 +209,15 @@ class SCTPredictor:
 
     def infer(self, data: dict) -> dict:
         """Adds ``"pred"`` (sCT in HU, float32) and ``"body"`` (0/1), both ``(1, X, Y, Z)`` on the network grid."""
-        unit = predict_unit_volume(self.generator, data["mr"], mode=self.mode, device=self.device, progress=self.progress, **self.window)
-        data["pred"] = MetaTensor(unit_range_to_hu(unit), meta=dict(data["mr"].meta))
+        def predict(mr: torch.Tensor) -> torch.Tensor:
+            return predict_unit_volume(self.generator, mr, mode=self.mode, device=self.device, progress=self.progress, **self.window)
+
+        if self.tta:
+            mean, std = mean_and_std_hu(flip_members_hu(predict, data["mr"].as_tensor()))
+            data["pred"] = MetaTensor(mean, meta=dict(data["mr"].meta))
+            data["std"] = MetaTensor(std, meta=dict(data["mr"].meta))
+        else:
+            data["pred"] = MetaTensor(unit_range_to_hu(predict(data["mr"])), meta=dict(data["mr"].meta))
         data["body"] = MetaTensor((data["mask"] > 0).float().as_tensor(), meta=dict(data["mr"].meta))
         return data
 
@@ -220,6 +231,8 @@ class SCTPredictor:
         else:
             body = restored["body"][0].cpu().numpy() > 0.5
         hu[~body] = HU_AIR
+        if "std" in restored:  # flip TTA: the members' spread, on the same grid, none outside the body
+            data["std_hu"] = np.where(body, np.clip(restored["std"][0].cpu().numpy(), 0.0, None), 0.0).astype(np.float32)
         return hu
 
     def predict_array(self, mr_path: str | Path, *, mask_path: str | Path | None = None, subject_id: str = "") -> np.ndarray:
@@ -238,11 +251,19 @@ class SCTPredictor:
         refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)  # before minutes of inference
         subject_id = subject_id or subject_id_from_path(mr_path)
         dicom_dir = Path(mr_path) if Path(mr_path).is_dir() else None
+        std_path = std_path_for(out_path)
+        if self.tta and std_path.exists() and not overwrite:
+            raise FileExistsError(f"{subject_id}: {std_path} exists; pass overwrite to replace it")
         with volume_file(mr_path, series_uid=mr_series_uid, subject_id=subject_id) as mr_file:
-            hu = self.predict_array(mr_file, mask_path=mask_path, subject_id=subject_id)
+            data = self.infer(self.preprocess(self.load(mr_file, mask_path=mask_path, subject_id=subject_id)))
+            hu = self.restore(data)  # with TTA also adds data["std_hu"]
             written = write_sct_outputs(hu, mr_file=mr_file, out_path=out_path, output_format=output_format,
                                         mr_dicom_dir=dicom_dir, mr_series_uid=mr_series_uid, model_id=self.model_id,
                                         description=self.provenance, overwrite=overwrite)
+            if "std_hu" in data:
+                # float32: a rounded std would tie most voxels and blur its ranking of the error
+                write_like_reference(data["std_hu"], reference_path=mr_file, out_path=std_path, dtype=np.float32,
+                                     overwrite=overwrite, description=self.provenance)
         return written[0]
 
     @property

@@ -1,0 +1,160 @@
+"""Wall-clock training budget and training progress.
+
+Users compare recipes by "HU per minute", so a run can be given ``max_minutes`` instead of a number of
+epochs. :class:`TrainingProgress` is one handler on the trainer that
+
+- measures the training time spent (stored in the checkpoint, so a resumed run continues the same budget),
+- ends the run cleanly when the budget is spent: the current epoch is closed, the validator runs once more
+  (so ``models/model.pt`` is the best *validated* model) and the trainer's ``COMPLETED`` event lets the
+  checkpoint saver write a final ``latest.pt``,
+- sets the learning rate from the elapsed fraction of the budget (Pix2Pix constant-then-linear decay or
+  cosine), because with a budget the number of epochs is not known in advance,
+- switches the adversarial term on after ``adversarial_start_fraction`` of the training (L1 warm-up:
+  the discriminator is not trained before that, so warm-up iterations are cheaper too).
+
+Without a budget and with no warm-up it changes nothing (the epoch schedules of the config apply).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger(__name__)
+
+#: ``max_epochs`` of a budgeted run: large enough never to be reached, the budget ends the run.
+BUDGET_MAX_EPOCHS = 1_000_000
+BUDGET_SCHEDULES = ("linear", "cosine", "constant")
+
+
+def budget_max_epochs(epochs: int, *, max_minutes: float | None) -> int:
+    """The trainer's ``max_epochs``: ``epochs`` without a budget, otherwise effectively unlimited."""
+    return int(epochs) if max_minutes is None else BUDGET_MAX_EPOCHS
+
+
+def budget_lr_factor(fraction: float, *, schedule: str = "linear") -> float:
+    """Learning-rate factor at ``fraction`` (0..1) of the budget.
+
+    ``linear``: 1 for the first half, then linearly to 0 at the end (the Pix2Pix schedule over time);
+    ``cosine``: ``0.5 * (1 + cos(pi * fraction))``; ``constant``: 1.
+    """
+    if schedule not in BUDGET_SCHEDULES:
+        raise ValueError(f"budget schedule must be one of {BUDGET_SCHEDULES}, got {schedule!r}")
+    f = min(max(float(fraction), 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * f))
+    return 1.0 if f < 0.5 else 2.0 * (1.0 - f)
+
+
+class TrainingProgress:
+    """Budget, learning-rate schedule over the budget and adversarial warm-up for one trainer.
+
+    Args:
+        max_minutes: wall-clock budget of training in minutes (None: no budget, the run lasts
+            ``max_epochs``). Validation time counts: the budget is what the user waits.
+        optimizers: whose learning rate follows :func:`budget_lr_factor` under a budget; their current
+            learning rates (at construction, i.e. from the config) are the base rates.
+        validator: run once more at the end of a budgeted run when the last epoch did not validate.
+        schedule: ``linear``, ``cosine`` or ``constant`` (see :func:`budget_lr_factor`).
+        adversarial_start_fraction: fraction of the training (of the budget, or of ``max_epochs`` *
+            ``epoch_length`` iterations without one) trained with the L1 (+ extras) loss only.
+        clock: seconds, monotonic (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_minutes: float | None = None,
+        optimizers: Sequence[torch.optim.Optimizer] = (),
+        validator: Engine | None = None,
+        schedule: str = "linear",
+        adversarial_start_fraction: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_minutes is not None and max_minutes <= 0:
+            raise ValueError(f"max_minutes must be positive, got {max_minutes}")
+        if not 0.0 <= adversarial_start_fraction < 1.0:
+            raise ValueError(f"adversarial_start_fraction must be in [0, 1), got {adversarial_start_fraction}")
+        budget_lr_factor(0.0, schedule=schedule)  # validates the name now, not after minutes of training
+        self.max_seconds = None if max_minutes is None else 60.0 * float(max_minutes)
+        self.optimizers = list(optimizers)
+        self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in self.optimizers]
+        self.validator = validator
+        self.schedule = schedule
+        self.adversarial_start_fraction = float(adversarial_start_fraction)
+        self.clock = clock
+        self.elapsed_before = 0.0  # seconds spent by earlier runs (restored from the checkpoint)
+        self._started_at: float | None = None
+        self._validated_epoch: int | None = None
+
+    # --- checkpoint entry -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"elapsed_seconds": self.elapsed_seconds()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.elapsed_before = float(state["elapsed_seconds"])
+        if self._started_at is not None:
+            self._started_at = self.clock()
+
+    # --- progress ---------------------------------------------------------------------------------
+    def elapsed_seconds(self) -> float:
+        """Training seconds so far, earlier (resumed) runs included."""
+        running = 0.0 if self._started_at is None else self.clock() - self._started_at
+        return self.elapsed_before + running
+
+    def fraction(self, engine: Engine) -> float:
+        """Fraction of the training done: of the budget, or of the planned iterations without one."""
+        if self.max_seconds is not None:
+            return self.elapsed_seconds() / self.max_seconds
+        total = (engine.state.epoch_length or 0) * (engine.state.max_epochs or 0)
+        return engine.state.iteration / total if total else 0.0
+
+    # --- events -----------------------------------------------------------------------------------
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self.iteration_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.COMPLETED, self._validated)
+            engine.add_event_handler(Events.COMPLETED, self.final_validation)
+        engine.adversarial_on = self.adversarial_start_fraction == 0.0
+
+    def started(self, engine: Engine) -> None:
+        self._started_at = self.clock()
+
+    def iteration_started(self, engine: Engine) -> None:
+        fraction = self.fraction(engine)
+        engine.adversarial_on = fraction >= self.adversarial_start_fraction
+        if self.max_seconds is None:
+            return  # the config's epoch schedules own the learning rate
+        factor = budget_lr_factor(fraction, schedule=self.schedule)
+        for opt, base in zip(self.optimizers, self.base_lrs):
+            for group, lr in zip(opt.param_groups, base):
+                group["lr"] = lr * factor
+
+    def iteration_completed(self, engine: Engine) -> None:
+        if self.max_seconds is None or self.elapsed_seconds() < self.max_seconds:
+            return
+        logger.info("time budget of %.1f min spent at epoch %d, iteration %d: closing the run",
+                    self.max_seconds / 60.0, engine.state.epoch, engine.state.iteration)
+        # close this epoch and make it the last: EPOCH_COMPLETED (checkpoint, maybe validation) and then
+        # COMPLETED (final validation, final checkpoint) fire as in a run that ran out of epochs
+        engine.state.max_epochs = engine.state.epoch
+        engine.terminate_epoch()
+
+    def _validated(self, validator: Engine) -> None:
+        # MONAI's ValidationHandler runs the validator with the trainer's epoch as its epoch
+        self._validated_epoch = validator.state.epoch
+
+    def final_validation(self, engine: Engine) -> None:
+        """Validate at the end of a budgeted run unless the last epoch's interval validation just did."""
+        if self.max_seconds is None or self._validated_epoch == engine.state.epoch:
+            return
+        self.validator.run(engine.state.epoch)

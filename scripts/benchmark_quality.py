@@ -1,0 +1,233 @@
+"""sCT quality per wall-clock minute: each named recipe trained for the same budget, scored on held-out phantoms.
+
+    python -m scripts.benchmark_quality [--minutes 20] [--recipes default warmup_masked] [--out runs/quality-<time>]
+
+Steps, all through the bundle commands a user runs:
+
+1. head phantoms at 1 mm-like spacing (``--size``, default 128 x 128 x 96 voxels over the phantoms'
+   224 x 224 x 180 mm field of view, i.e. 1.75 x 1.75 x 1.9 mm: what this 2-core CPU affords; use
+   ``--size 224 224 180`` for 1 mm): training and validation subjects from ``--train-seed``, held-out
+   test subjects from ``--test-seed`` (other anatomy, not only other crops);
+2. per recipe (a dict of ``train.json`` overrides, see :data:`RECIPES`): ``train.json --max_minutes M``,
+   then ``inference.json`` on the test split and ``evaluate.json`` (which also writes the tissue-lookup
+   and bulk-density baselines, fitted on the training split);
+3. ``quality.csv`` (one row per recipe), ``quality.md`` and ``quality.png`` (validation MAE over training
+   minutes per recipe from TensorBoard, held-out MAE at the end, baselines as horizontal lines).
+
+Errors are reported as ratios to the tissue lookup's held-out MAE measured in the same run, so they carry
+across machines; minutes are wall clock on whatever else the machine is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+BUNDLE = Path("bundles/mri_to_ct/configs")
+
+#: Recipe name -> ``train.json`` overrides. Each adds one ingredient to the one before, so neighbours
+#: in the table are an ablation. "default" is the bundle as shipped.
+RECIPES: dict[str, dict[str, object]] = {
+    "default": {},
+    "warmup": {"adversarial_start_fraction": 0.3},
+    "warmup_masked": {"adversarial_start_fraction": 0.3, "masked_l1": True},
+    "warmup_masked_fov128": {"adversarial_start_fraction": 0.3, "masked_l1": True, "patch_size": 128,
+                             "samples_per_volume": 2},
+    "cpu_lr": {"learning_rate": 5e-4, "dropout": 0.0},
+    "cpu_lr_warmup_masked": {"learning_rate": 5e-4, "dropout": 0.0, "adversarial_start_fraction": 0.3,
+                             "masked_l1": True},
+    "cosine": {"budget_schedule": "cosine"},
+}
+DEFAULT_RECIPES = ("default", "warmup_masked", "cpu_lr_warmup_masked")
+#: Shared by every recipe: validation often enough to draw MAE over time.
+COMMON = {"epoch_length": 50, "val_interval": 3}
+
+
+def run(cmd: Sequence[str]) -> None:
+    print("\n$ " + shlex.join(cmd), flush=True)
+    subprocess.run(list(cmd), check=True)
+
+
+def bundle(config: str, **overrides: object) -> list[str]:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / config),
+           "--logging_file", str(BUNDLE / "logging.conf")]
+    for key, value in overrides.items():
+        # str(True) == "True": the bundle CLI (fire) reads True/False as booleans but "false" as a (truthy) string
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def make_data(out: Path, *, size: tuple[int, int, int], n_train: int, n_val: int, n_test: int,
+              train_seed: int, test_seed: int) -> Path:
+    """Phantoms and a manifest: train/val from ``train_seed``, test from ``test_seed`` (IDs 1BP9xx)."""
+    from pipeline.data.manifest import find_subjects, write_manifest
+    from pipeline.data.phantoms.head import write_phantom_dataset
+
+    write_phantom_dataset(out / "trainval", n=n_train + n_val, seed=train_seed, size=size, progress=True)
+    test_folders = write_phantom_dataset(out / "test_raw", n=n_test, seed=test_seed, size=size, progress=True)
+    (out / "test").mkdir()
+    for index, folder in enumerate(test_folders):
+        folder.rename(out / "test" / f"1BP{901 + index:03d}")  # IDs of their own: no clash with training IDs
+    trainval = find_subjects(out / "trainval")
+    trainval["split"] = ["train"] * n_train + ["val"] * n_val
+    test = find_subjects(out / "test")
+    test["split"] = "test"
+    return write_manifest(pd.concat([trainval, test], ignore_index=True), out / "manifest.csv")
+
+
+def validation_curve(log_dir: Path) -> pd.DataFrame:
+    """``minutes, val_mae_hu`` from TensorBoard: minutes since the first training scalar was logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points, start = [], None
+    for event_file in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            events = acc.Scalars(tag)
+            if events:
+                start = min(start if start is not None else events[0].wall_time, events[0].wall_time)
+            if tag.endswith("val_mae_hu"):
+                points += [(e.wall_time, e.value) for e in events]
+    if start is None:
+        return pd.DataFrame(columns=["minutes", "val_mae_hu"])
+    return pd.DataFrame([((t - start) / 60.0, v) for t, v in sorted(points)], columns=["minutes", "val_mae_hu"])
+
+
+def held_out(results_csv: Path) -> dict[str, dict[str, float]]:
+    """Mean over test subjects of body-region metrics per method (``pix2pix``, baselines)."""
+    df = pd.read_csv(results_csv)
+    body = df[df["region"] == "body"]
+    table = body.groupby(["method", "metric"])["value"].mean()
+    return {method: table[method].to_dict() for method in table.index.get_level_values(0).unique()}
+
+
+def train_recipe(overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float) -> float:
+    """Train into ``work`` for ``minutes``; returns the wall-clock minutes of the whole command."""
+    start = time.perf_counter()
+    run(bundle("train.json", manifest=manifest, output_dir=work, max_minutes=minutes, **COMMON, **overrides))
+    return (time.perf_counter() - start) / 60.0
+
+
+def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float,
+                    train_minutes: float, tta: bool = False) -> dict:
+    """Inference on the test split (flip TTA when ``tta``), evaluation with baselines, one result row."""
+    suffix = "_tta" if tta else ""
+    predictions, evaluation = work / f"predictions{suffix}", work / f"evaluation{suffix}"
+    start = time.perf_counter()
+    run(bundle("inference.json", input=manifest, split="test", output_dir=work, prediction_dir=predictions, tta=tta))
+    infer_seconds = time.perf_counter() - start  # the whole command: start-up, all test subjects
+    run(bundle("evaluate.json", manifest=manifest, split="test", output_dir=work, prediction_dir=predictions,
+               evaluation_dir=evaluation))
+    scores = held_out(evaluation / "results.csv")
+    model, lookup, bulk = scores["pix2pix"], scores["tissue_lookup"], scores["bulk_density"]
+    return {
+        "recipe": name + ("+tta" if tta else ""),
+        "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "(bundle default)",
+        "budget_min": minutes, "train_min": round(train_minutes, 2), "inference_s": round(infer_seconds, 1),
+        "spearman_std_abs_error": model.get("spearman_std_abs_error"),
+        "mae_hu": model["mae_hu"], "ratio_to_lookup": model["mae_hu"] / lookup["mae_hu"],
+        "psnr_db": model.get("psnr_db"), "dice_bone_250": model.get("dice_bone_250hu"),
+        "lookup_mae_hu": lookup["mae_hu"], "bulk_mae_hu": bulk["mae_hu"],
+        "bulk_ratio_to_lookup": bulk["mae_hu"] / lookup["mae_hu"],
+    }
+
+
+def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[int, int, int]) -> None:
+    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}`; phantoms "
+             f"{'x'.join(map(str, size))} voxels; MAE on held-out test subjects (other seed), ratio to the tissue "
+             "lookup's MAE in the same run (lower is better).", "",
+             "| recipe | overrides | budget min | train min (wall) | MAE HU | ratio to lookup | PSNR dB | Dice bone@250 "
+             "| inference s (all test subjects) | Spearman ρ(std, \\|error\\|) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.itertuples():
+        dice = "" if pd.isna(r.dice_bone_250) else f"{r.dice_bone_250:.2f}"
+        psnr = "" if pd.isna(r.psnr_db) else f"{r.psnr_db:.2f}"
+        rho = "" if pd.isna(r.spearman_std_abs_error) else f"{r.spearman_std_abs_error:.2f}"
+        lines.append(f"| {r.recipe} | {r.overrides} | {r.budget_min:g} | {r.train_min:.1f} | {r.mae_hu:.1f} | "
+                     f"{r.ratio_to_lookup:.3f} | {psnr} | {dice} | {r.inference_s:.0f} | {rho} |")
+    first = rows.iloc[0]
+    lines += [f"| tissue lookup (baseline) | | | | {first.lookup_mae_hu:.1f} | 1.000 | | | | |",
+              f"| bulk density (baseline) | | | | {first.bulk_mae_hu:.1f} | {first.bulk_ratio_to_lookup:.3f} | | | | |"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def plot(curves: Mapping[str, pd.DataFrame], rows: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {}
+    for row in rows.itertuples():
+        base, tta = row.recipe.removesuffix("+tta"), row.recipe.endswith("+tta")
+        if base not in colours:  # one validation curve per trained recipe
+            curve = curves[row.recipe]
+            line, = ax.plot(curve["minutes"], curve["val_mae_hu"], marker=".", label=f"{base} (validation)")
+            colours[base] = line.get_color()
+        ax.plot([row.train_min], [row.mae_hu], marker="P" if tta else "*", markersize=12, color=colours[base],
+                linestyle="none", label=f"{row.recipe} held-out: {row.ratio_to_lookup:.2f} x lookup")
+    first = rows.iloc[0]
+    ax.axhline(first.lookup_mae_hu, color="k", linestyle="--", label=f"tissue lookup {first.lookup_mae_hu:.0f} HU")
+    ax.axhline(first.bulk_mae_hu, color="grey", linestyle=":", label=f"bulk density {first.bulk_mae_hu:.0f} HU")
+    ax.set_xlabel("training wall-clock minutes")
+    ax.set_ylabel("MAE in the body (HU)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs") / f"quality-{datetime.now():%Y%m%d-%H%M%S}")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per recipe (wall clock)")
+    parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=sorted(RECIPES))
+    parser.add_argument("--size", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z"),
+                        help="phantom voxels over the 224 x 224 x 180 mm field of view (224 224 180 = 1 mm)")
+    parser.add_argument("--tta", action="store_true",
+                        help="also run flip-TTA inference for each recipe (a second row <recipe>+tta, with Spearman rho)")
+    parser.add_argument("--train-subjects", type=int, default=5)
+    parser.add_argument("--val-subjects", type=int, default=1)
+    parser.add_argument("--test-subjects", type=int, default=2)
+    parser.add_argument("--train-seed", type=int, default=0)
+    parser.add_argument("--test-seed", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
+    if args.train_seed == args.test_seed:
+        parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
+    command = shlex.join(["python", "-m", "scripts.benchmark_quality", *(argv if argv is not None else sys.argv[1:])])
+    size = tuple(args.size)
+
+    manifest = make_data(args.out / "phantoms", size=size, n_train=args.train_subjects, n_val=args.val_subjects,
+                         n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed)
+    rows, curves = [], {}
+    for name in args.recipes:
+        work = args.out / name
+        train_minutes = train_recipe(RECIPES[name], manifest=manifest, work=work, minutes=args.minutes)
+        for tta in (False, True) if args.tta else (False,):
+            rows.append(evaluate_recipe(name, RECIPES[name], manifest=manifest, work=work, minutes=args.minutes,
+                                        train_minutes=train_minutes, tta=tta))
+            curves[rows[-1]["recipe"]] = validation_curve(work / "tensorboard")
+        table = pd.DataFrame(rows)
+        table.to_csv(args.out / "quality.csv", index=False)  # after every recipe: a crash keeps what ran
+        write_markdown(table, args.out / "quality.md", command=command, size=size)
+        plot(curves, table, args.out / "quality.png")
+    print("\n" + (args.out / "quality.md").read_text())
+    print(f"plot: {args.out / 'quality.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

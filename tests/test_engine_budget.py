@@ -1,0 +1,167 @@
+"""Wall-clock budget: schedule over the budget, clean end with final validation and checkpoint, resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from bundle_runner import REPO, run_bundle
+from pipeline.data.manifest import assign_splits, find_subjects, write_manifest
+from pipeline.data.phantoms.head import write_phantom_dataset
+from pipeline.engine.budget import BUDGET_MAX_EPOCHS, TrainingProgress, budget_lr_factor, budget_max_epochs
+
+TRAIN = str(REPO / "bundles" / "mri_to_ct" / "configs" / "train.json")
+TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
+        "--samples_per_volume", "2", "--amp", "False"]
+
+
+class FakeClock:
+    """Seconds that advance only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lr_factor_linear_cosine_constant():
+    assert budget_lr_factor(0.0) == 1.0 and budget_lr_factor(0.49) == 1.0
+    assert budget_lr_factor(0.75) == pytest.approx(0.5)
+    assert budget_lr_factor(1.0) == 0.0 and budget_lr_factor(1.7) == 0.0  # past the end: stays 0
+    assert budget_lr_factor(0.5, schedule="cosine") == pytest.approx(0.5)
+    assert budget_lr_factor(0.25, schedule="cosine") == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+    assert budget_lr_factor(0.9, schedule="constant") == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        budget_lr_factor(0.1, schedule="step")
+
+
+def test_budget_max_epochs():
+    assert budget_max_epochs(7, max_minutes=None) == 7
+    assert budget_max_epochs(7, max_minutes=1.5) == BUDGET_MAX_EPOCHS
+
+
+class FakeValidator(Engine):
+    """Runs like MONAI's ``Evaluator``: ``run(global_epoch)`` leaves ``state.epoch == global_epoch``."""
+
+    def __init__(self, record: list) -> None:
+        super().__init__(lambda engine, batch: None)
+        self.add_event_handler(Events.COMPLETED, lambda engine: record.append(engine.state.epoch))
+
+    def run(self, global_epoch: int = 1) -> None:
+        self.state.max_epochs, self.state.epoch_length = global_epoch, 1
+        self.state.epoch = self.state.iteration = global_epoch - 1
+        super().run([0])
+
+
+def make_engine(clock: FakeClock, seconds_per_iteration: float, log: list) -> Engine:
+    def step(engine, batch):
+        clock.now += seconds_per_iteration
+        log.append((engine.state.epoch, engine.state.iteration, engine.adversarial_on))
+
+    return Engine(step)
+
+
+def test_budget_stops_mid_epoch_sets_lr_and_validates_once_at_the_end():
+    clock, log, validations = FakeClock(), [], []
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    validator = FakeValidator(validations)
+    progress = TrainingProgress(max_minutes=1.0, optimizers=[optimizer], validator=validator, clock=clock,
+                                adversarial_start_fraction=0.25)
+    trainer = make_engine(clock, 10.0, log)  # 10 s per iteration: 6 iterations spend the minute
+    progress.attach(trainer)
+    lrs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
+    completed = []
+    trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.iteration))
+    trainer.run(range(4), max_epochs=BUDGET_MAX_EPOCHS)
+
+    assert [it for _, it, _ in log] == [1, 2, 3, 4, 5, 6]  # stops in the middle of epoch 2
+    assert completed == [6] and trainer.state.epoch == 2  # COMPLETED fired: the checkpoint saver runs
+    assert validations == [2]  # one final validation, at the last epoch
+    # lr set from the elapsed fraction before each iteration: 0, 1/6, ... 5/6 of the budget
+    assert lrs == pytest.approx([0.2 * budget_lr_factor(k / 6) for k in range(6)])
+    # adversarial term from 25 % of the budget on: iterations starting at 0 and 10 s are L1 only
+    assert [on for *_, on in log] == [False, False, True, True, True, True]
+
+
+def test_no_second_validation_when_the_last_epoch_validated():
+    clock, validations = FakeClock(), []
+    validator = FakeValidator(validations)
+    progress = TrainingProgress(max_minutes=0.5, validator=validator, clock=clock)
+    trainer = make_engine(clock, 10.0, [])
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run(e.state.epoch))  # as ValidationHandler
+    progress.attach(trainer)
+    trainer.run(range(3), max_epochs=BUDGET_MAX_EPOCHS)
+    assert validations == [1]
+
+
+def test_without_budget_nothing_changes():
+    clock, log = FakeClock(), []
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    progress = TrainingProgress(optimizers=[optimizer], clock=clock)
+    trainer = make_engine(clock, 1000.0, log)
+    progress.attach(trainer)
+    trainer.run(range(2), max_epochs=3)
+    assert len(log) == 6 and all(on for *_, on in log)
+    assert optimizer.param_groups[0]["lr"] == 0.2
+
+
+def test_elapsed_time_survives_a_checkpoint():
+    clock = FakeClock()
+    first = TrainingProgress(max_minutes=1.0, clock=clock)
+    first.started(None)
+    clock.now += 25.0
+    state = first.state_dict()
+    assert state == {"elapsed_seconds": 25.0}
+    second = TrainingProgress(max_minutes=1.0, clock=clock)
+    second.started(None)
+    clock.now += 1000.0  # time between the runs (restart) must not count
+    second.load_state_dict(state)
+    clock.now += 5.0
+    assert second.elapsed_seconds() == pytest.approx(30.0)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainingProgress(max_minutes=0)
+    with pytest.raises(ValueError, match="adversarial_start_fraction"):
+        TrainingProgress(adversarial_start_fraction=1.0)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantom_dataset(root / "data", n=4, seed=5, size="tiny")
+    df = assign_splits(find_subjects(root / "data"), val_fraction=0.25, test_fraction=0.25, seed=0)
+    return write_manifest(df, root / "manifest.csv")
+
+
+def test_bundle_with_a_budget_stops_checkpoints_validates_and_resumes(manifest: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    # a few seconds: far fewer than the 1000 epochs x 50 iterations asked for; validation every 1000 epochs,
+    # so the only validation is the final one
+    def args(minutes: str) -> list[str]:
+        return ["--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1000", "--epoch_length", "50",
+                "--val_interval", "1000", "--max_minutes", minutes, "--adversarial_start_fraction", "0.5", *TINY]
+
+    log = run_bundle(TRAIN, *args("0.05"))
+    assert "time budget of 0.1 min spent" in log
+    checkpoint = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    elapsed = checkpoint["progress"]["elapsed_seconds"]
+    assert elapsed >= 3.0
+    iterations = checkpoint["trainer"]["iteration"]
+    assert 0 < iterations < 1000 * 50
+    assert (out / "models" / "model.pt").is_file()  # the final validation saved the best model
+    assert "val_mae_hu" in log
+
+    # resume with a larger budget: continues from the stored elapsed time and iteration count
+    log = run_bundle(TRAIN, *args("0.1"))
+    assert "resuming from" in log
+    resumed = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert resumed["progress"]["elapsed_seconds"] >= 6.0
+    assert resumed["trainer"]["iteration"] > iterations
