@@ -50,3 +50,31 @@ def test_tumour_visibility_rows_for_chest_drrs(tmp_path):
     assert set(cnr["image_id"]) == {"S1_p000/tumour1"}
     by_method = cnr[cnr["region"] == "tumour"].set_index("method")["value"]
     assert by_method["true_de_soft"] > 3 * by_method["se_scaled"]  # the rib stripes hide it in SE
+
+
+def test_figure_outlines_projected_tumours_in_red(tmp_path):
+    from PIL import Image
+
+    from pipeline.io.images2d import save_image_2d
+    from pipeline.xray.evaluation import save_figure
+
+    rows, cols = np.mgrid[:32, :32]
+    tumour = ((rows - 16) ** 2 + (cols - 16) ** 2 <= 16).astype(np.float32)
+    for key in ("se", "de_soft", "de_bone", "tumour_mask"):
+        save_image_2d(tumour if key == "tumour_mask" else np.full((32, 32), 2.0, np.float32) + 0.01 * rows,
+                      tmp_path / key / "S1_p000.nii.gz")
+        if key != "tumour_mask":
+            save_image_2d(np.full((32, 32), 2.0, np.float32), tmp_path / "pred" / key / "S1_p000.nii.gz")
+    record = {"subject_id": "S1", "image_id": "S1_p000", **{k: str(tmp_path / k / "S1_p000.nii.gz") for k in
+              ("se", "de_soft", "de_bone")}}
+
+    def red_pixels(path):
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=int)
+        return int(((rgb[..., 0] > 180) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).sum())
+
+    options = dict(prediction_dir=tmp_path / "pred", image_key="se", target_keys=["de_soft", "de_bone"])
+    plain = save_figure([record], tmp_path / "plain.png", **options)
+    outlined = save_figure([{**record, "tumour_mask": "tumour_mask/S1_p000.nii.gz"}], tmp_path / "outlined.png",
+                           label_root=tmp_path, **options)
+    assert red_pixels(plain) == 0 and red_pixels(outlined) > 20

@@ -194,20 +194,26 @@ def _visibility_rows(record: Mapping[str, Any], soft_images: Mapping[str, np.nda
 
 def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_dir: Path, image_key: str,
                 target_keys: Sequence[str], png_scale: float | None = None, rows: int = 3,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, label_root: Path | None = None) -> Path:
     """SE | predicted k | true k (for each target k) for the first ``rows`` records; each pred/true pair
-    shares the grey window of the true image (1st-99.5th percentile)."""
+    shares the grey window of the true image (1st-99.5th percentile). Projected tumours (records with a
+    ``tumour_mask``, relative to ``label_root``) are outlined in every panel."""
     from pipeline.report.figures import save_image_grid
 
     grid = []
     for record in list(records)[:rows]:
         image = load_image_2d(record[image_key], png_scale=png_scale)[0]
-        panels = [(image, f"{record['image_id']}\n{image_key}", np.percentile(image, [1.0, 99.5]))]
+        outline = ()
+        if record.get("tumour_mask"):
+            mask_path = Path(record["tumour_mask"])
+            mask_path = mask_path if mask_path.is_absolute() else Path(label_root or ".") / mask_path
+            outline = (load_image_2d(mask_path, png_scale=png_scale)[0],)
+        panels = [(image, f"{record['image_id']}\n{image_key}", np.percentile(image, [1.0, 99.5]), *outline)]
         for key in target_keys:
             true = load_image_2d(record[key], png_scale=png_scale)[0]
             window = np.percentile(true, [1.0, 99.5])
-            panels += [(_load_prediction(record, prediction_dir, key, png_scale), f"predicted {key}", window),
-                       (true, f"true {key}", window)]
+            panels += [(_load_prediction(record, prediction_dir, key, png_scale), f"predicted {key}", window, *outline),
+                       (true, f"true {key}", window, *outline)]
         grid.append(panels)
     return save_image_grid(grid, path, overwrite=overwrite, panel_inches=2.45)
 
@@ -247,7 +253,8 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
         notes += " se_scaled baseline: " + ", ".join(f"{k} = {a:.4f} × {image_key}" for k, a in factors.items()) + "."
     tables.write_tables(results, out, title="Dual-energy evaluation", notes=notes, overwrite=overwrite)
     save_figure(records, paths["figure.png"], prediction_dir=Path(prediction_dir), image_key=image_key,
-                target_keys=target_keys, png_scale=png_scale, rows=figure_rows, overwrite=overwrite)
+                target_keys=target_keys, png_scale=png_scale, rows=figure_rows, overwrite=overwrite,
+                label_root=label_root)
     logger.info("evaluation of %d images written to %s\n%s", len(records), out, paths["summary.md"].read_text())
     return paths
 
