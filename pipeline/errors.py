@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["InputError", "find_input_error", "install_one_line_errors", "subject_prefix"]
+__all__ = ["InputError", "as_flag", "find_input_error", "install_one_line_errors", "subject_prefix"]
 
 
 class InputError(ValueError):
@@ -49,3 +49,20 @@ def install_one_line_errors() -> None:
 
     hook.one_line_input_errors = True
     sys.excepthook = hook
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def as_flag(value: object, *, name: str) -> bool:
+    """A yes/no option as a bool. The bundle command line (``python -m monai.bundle run ... --overwrite
+    false``) hands ``false`` over as the *string* ``"false"``, which Python treats as true: a flag that
+    decides whether files are overwritten must not follow that. Accepts bools, 0/1 and the words
+    true/false, yes/no, on/off (any case); anything else is an :class:`InputError` naming the option."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise InputError(f"--{name} {value!r}: not a yes/no value (use true or false)")

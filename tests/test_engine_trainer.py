@@ -164,15 +164,15 @@ def test_constant_then_linear_decay() -> None:
     assert lrs == pytest.approx([1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_masked_l1_is_a_bundle_option(manifest: Path, tmp_path: Path, masked: bool) -> None:
+@pytest.mark.parametrize("masked", [False, True, "false", "true"])  # the command line gives strings
+def test_masked_l1_is_a_bundle_option(manifest: Path, tmp_path: Path, masked) -> None:
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
     parser.update({"manifest": str(manifest), "output_dir": str(tmp_path), "masked_l1": masked, "num_downs": 3,
                    "base_channels": 4, "patch_size": 16})
-    assert parser.get_parsed_content("train#trainer").masked_l1 is masked
+    assert parser.get_parsed_content("train#trainer").masked_l1 is (masked in (True, "true"))
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.dose.calibration import load_calibration
 from pipeline.dose.evaluate import DoseConfig, _prefix, evaluate_subject
-from pipeline.errors import InputError
+from pipeline.errors import InputError, as_flag
 
 __all__ = ["main", "run_dose_evaluation"]
 PREFIX = "dose_"  # files dose_results.csv, dose_summary.csv, dose_summary.md
@@ -105,6 +105,7 @@ def run_dose_evaluation(
     subject_ids = [str(r["subject_id"]) for r in records]
     planned = _planned_outputs(output_dir, subject_ids, names, config)
     existing = [p for p in planned if p.exists()]
+    overwrite = as_flag(overwrite, name="overwrite")
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists ({len(existing)} dose output(s) in {output_dir}); "
                               "pass overwrite=True / --overwrite to replace them")

@@ -24,6 +24,7 @@ from monai.engines.utils import default_prepare_batch
 from torch.utils.data import DataLoader
 
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
+from pipeline.errors import as_flag
 
 
 def plain_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,7 @@ class Pix2PixTrainer(Trainer):
             non_blocking=non_blocking,
             prepare_batch=default_prepare_batch,
             handlers=train_handlers,
-            amp=amp and device.type == "cuda",
+            amp=as_flag(amp, name="amp") and device.type == "cuda",
             decollate=False,
         )
         self.generator = generator
@@ -90,7 +91,7 @@ class Pix2PixTrainer(Trainer):
         self.d_optimizer = d_optimizer
         self.g_loss = g_loss if g_loss is not None else Pix2PixGeneratorLoss(adversarial_mode=adversarial_mode)
         self.adversarial_mode = adversarial_mode
-        self.masked_l1 = masked_l1
+        self.masked_l1 = as_flag(masked_l1, name="masked_l1")
         self.adversarial_on = True  # False during an L1 warm-up (set by pipeline.engine.budget.TrainingProgress)
         self.keys = (image_key, target_key, mask_key)
         # one scaler per optimiser so an overflow in D does not skip G's step

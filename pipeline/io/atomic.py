@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import as_flag
+
 __all__ = ["atomic_path", "atomic_write", "full_suffix", "refuse_existing"]
 
 _DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
@@ -48,7 +50,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     Raises ``FileExistsError`` before anything is written if ``path`` exists and not ``overwrite``.
     If the body raises, the temporary file is removed and ``path`` is left untouched.
     """
-    path = Path(path)
+    path, overwrite = Path(path), as_flag(overwrite, name="overwrite")
     if path.exists() and not overwrite:
         refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)

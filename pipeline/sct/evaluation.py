@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipeline.data.manifest import load_split
-from pipeline.errors import InputError
+from pipeline.errors import InputError, as_flag
 from pipeline.io.atomic import atomic_write
 from pipeline.io.geometry import check_same_grid, read_geometry
 from pipeline.io.volumes import GRID_ATOL_MM, read_volume, read_volumes_on_one_grid
@@ -309,6 +309,7 @@ def run_evaluation(
     evaluated subjects are written to ``output_dir/baselines/<name>/<subject_id>/sct.nii.gz`` (int16,
     MR header) and evaluated in the same tables as the model. Returns the summary table.
     """
+    baselines, overwrite = as_flag(baselines, name="baselines"), as_flag(overwrite, name="overwrite")
     rows = load_split(manifest, split)
     if not rows:
         raise ValueError(f"split '{split}' of {manifest} has no subjects")

@@ -28,7 +28,7 @@ from pipeline.data.checks import check_mask_array, check_volume_array
 from pipeline.data.loaders import check_mode, preprocessing
 from pipeline.data.manifest import find_subjects, load_split, read_manifest
 from pipeline.engine.handlers import load_generator_state
-from pipeline.errors import InputError
+from pipeline.errors import InputError, as_flag
 from pipeline.io.dicom_series import is_dicom_folder, volume_file
 from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_grid, read_geometry
 from pipeline.io.volumes import read_volume, write_like_reference
@@ -162,6 +162,7 @@ class SCTPredictor:
         self.mode = check_mode(mode)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device).eval()
+        amp, tta = as_flag(amp, name="amp"), as_flag(tta, name="tta")
         self.window = dict(patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size,
                            amp=amp)
         self.model_id = model_id  # the model card's hash: written into every sCT's header
@@ -247,7 +248,7 @@ class SCTPredictor:
         """sCT of ``mr_path`` (a volume file, or a DICOM folder: its MR series, or ``mr_series_uid``, converted
         once by :func:`pipeline.io.dicom_series.volume_file`) written as ``output_format`` by
         :func:`pipeline.sct.outputs.write_sct_outputs`; returns the NIfTI path, or the DICOM folder alone."""
-        out_path = Path(out_path)
+        out_path, overwrite = Path(out_path), as_flag(overwrite, name="overwrite")
         refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)  # before minutes of inference
         subject_id = subject_id or subject_id_from_path(mr_path)
         dicom_dir = Path(mr_path) if Path(mr_path).is_dir() else None
@@ -282,6 +283,7 @@ class SCTPredictor:
         already there (finishing a run that was interrupted); otherwise an existing output is refused
         unless ``overwrite``.
         """
+        overwrite, skip_existing = as_flag(overwrite, name="overwrite"), as_flag(skip_existing, name="skip_existing")
         if overwrite and skip_existing:
             raise ValueError("overwrite and skip_existing exclude each other")
         records = resolve_inputs(source, split=split)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engine.model_card import card_hash, read_model_card
-from pipeline.errors import InputError
+from pipeline.errors import InputError, as_flag
 from transforms.intensity import HU_MAX, HU_MIN
 
 __all__ = ["MODEL_CARD_NAME", "SETTINGS", "find_model_card", "inference_settings", "rtsynth_version",
@@ -111,6 +111,8 @@ def inference_settings(checkpoint: str | os.PathLike, *, card_path: str | os.Pat
         raise ValueError(f"{path}: the model was trained in the HU window {card['hu_window']}, this code uses "
                          f"[{HU_MIN:g}, {HU_MAX:g}]")
     for key, value in given.items():
+        if isinstance(card[key], bool):
+            value = given[key] = as_flag(value, name=key)  # the command line hands "false" over as a string
         if not _same(value, card[key]):
             raise InputError(f"{key} = {value!r} was asked for, but the model was trained with {key} = "
                              f"{card[key]!r} ({path}); leave {key} unset to use the model card's value")

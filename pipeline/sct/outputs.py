@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import as_flag
 from pipeline.io.atomic import full_suffix, refuse_existing
 from pipeline.io.dicom import write_ct_dicom_series
 from pipeline.io.dicom_series import select_series
@@ -50,7 +51,7 @@ def output_paths(out_path: str | os.PathLike, *, output_format: str) -> dict[str
 
 def refuse_existing_outputs(out_path: str | os.PathLike, *, output_format: str, overwrite: bool) -> None:
     """``FileExistsError`` naming the first existing target unless ``overwrite`` (call before inference)."""
-    if overwrite:
+    if as_flag(overwrite, name="overwrite"):
         return
     for path in output_paths(out_path, output_format=output_format).values():
         if path.exists():
@@ -61,7 +62,7 @@ def _move_into_place(staged: Path, final: Path, *, overwrite: bool) -> None:
     """Rename the staged series folder onto ``final``; an old one is moved aside first, then deleted."""
     old = None
     if final.exists():
-        if not overwrite:
+        if not as_flag(overwrite, name="overwrite"):
             refuse_existing(final)
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
         os.replace(final, old / final.name)

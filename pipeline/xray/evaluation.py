@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, as_flag
 from pipeline.io.images2d import load_image_2d
 from pipeline.report import metrics, tables
 from pipeline.xray import visibility
@@ -228,6 +228,7 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
     """Evaluate predictions of ``split`` against the truth of ``dataset`` and write the outputs listed in
     the module docstring; returns their paths. ``dataset``/splits are read as in training
     (:func:`pipeline.xray.data.load_records`)."""
+    baseline, overwrite = as_flag(baseline, name="baseline"), as_flag(overwrite, name="overwrite")
     out = Path(output_dir)
     paths = {name: out / name for name in (*tables.TABLE_FILES, "figure.png")}
     tables.refuse_existing_outputs(paths.values(), overwrite=overwrite)

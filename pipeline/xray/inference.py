@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pipeline.engine.handlers import load_generator_state
 from pipeline.engine.model_card import read_model_card
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
-from pipeline.errors import InputError
+from pipeline.errors import InputError, as_flag
 from pipeline.io.atomic import atomic_path
 from pipeline.io.images2d import IMAGE_SUFFIXES, image_stem, image_suffix, load_image_2d, save_image_2d
 from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow, load_records, read_windows
@@ -140,6 +140,7 @@ class DEPredictor:
 
         Refuses (``FileExistsError``, before any prediction) when an output exists and not ``overwrite``.
         """
+        overwrite = as_flag(overwrite, name="overwrite")
         formats = [f.lstrip(".") for f in formats]
         unknown = [f for f in formats if f not in ("nii.gz", "nii", "png")]
         if unknown:
