@@ -307,3 +307,29 @@ def test_extending_a_finished_run_does_not_resume_at_lr_zero():
     expected = 1e-3 * (1.0 - (4 - 4 + 1) / (4 + 1))  # the new schedule at epoch 4, written out by hand
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
     assert extended.get_last_lr() == [pytest.approx(expected)]
+
+
+def test_resume_from_an_older_checkpoint_without_newer_entries(tmp_path, caplog):
+    """A checkpoint from before the best-metric entry resumes what it has and warns about the rest."""
+    from ignite.engine import Engine
+
+    from pipeline.engine.handlers import attach_resume
+
+    weight = torch.nn.Linear(2, 1)
+    torch.save({"generator": weight.state_dict()}, tmp_path / "latest.pt")  # no "best" entry
+    resumed = torch.nn.Linear(2, 1)
+
+    class Best:
+        loaded = False
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            Best.loaded = True
+
+    engine = Engine(lambda e, b: None)
+    assert attach_resume(engine, checkpoint_dir=str(tmp_path), load_dict={"generator": resumed, "best": Best()})
+    engine.run([0], max_epochs=1)
+    torch.testing.assert_close(resumed.weight, weight.weight)
+    assert not Best.loaded and "has no best" in caplog.text

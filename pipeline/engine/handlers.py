@@ -183,7 +183,13 @@ def attach_resume(trainer: Engine, *, checkpoint_dir: str, load_dict: Mapping, f
     if path is None:
         logger.info("no checkpoint in %s: starting a new run", checkpoint_dir)
         return None
-    load = {k: unwrap_ddp(v) for k, v in load_dict.items()}
+    # Entries added in later versions (the best metric, a time budget's progress) are absent from older
+    # checkpoints: resume everything the checkpoint has and say what starts fresh, rather than refuse.
+    stored = set(torch.load(path, map_location="cpu", weights_only=True))
+    missing = sorted(k for k in load_dict if k not in stored)
+    if missing:
+        logger.warning("%s has no %s (written by an older rtsynth): those start fresh", path, ", ".join(missing))
+    load = {k: unwrap_ddp(v) for k, v in load_dict.items() if k in stored}
     CheckpointLoader(load_path=path, load_dict=load, map_location="cpu").attach(trainer)
     trainer.add_event_handler(Events.STARTED, lambda _: reapply_schedules(schedulers))  # runs after the loader
     logger.info("resuming from %s", path)
