@@ -30,3 +30,13 @@ def read_events(log_dir: Path) -> tuple[set[str], set[str]]:
         scalars |= set(acc.Tags()["scalars"])
         images |= set(acc.Tags()["images"])
     return scalars, images
+
+
+def tiny_phantom_manifest(root: Path, *, seed: int) -> Path:
+    """4 tiny head phantoms in ``root/data`` split 2/1/1 (train/val/test) into ``root/manifest.csv``."""
+    from pipeline.data.manifest import assign_splits, find_subjects, write_manifest
+    from pipeline.data.phantoms.head import write_phantom_dataset
+
+    write_phantom_dataset(root / "data", n=4, seed=seed, size="tiny")
+    table = assign_splits(find_subjects(root / "data"), val_fraction=0.25, test_fraction=0.25, seed=0)
+    return write_manifest(table, root / "manifest.csv")

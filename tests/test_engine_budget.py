@@ -9,9 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from bundle_runner import REPO, run_bundle
-from pipeline.data.manifest import assign_splits, find_subjects, write_manifest
-from pipeline.data.phantoms.head import write_phantom_dataset
+from bundle_runner import REPO, run_bundle, tiny_phantom_manifest
 from pipeline.engine.budget import BUDGET_MAX_EPOCHS, TrainingProgress, budget_lr_factor, budget_max_epochs
 
 TRAIN = str(REPO / "bundles" / "mri_to_ct" / "configs" / "train.json")
@@ -135,10 +133,7 @@ def test_bad_options_are_refused():
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("phantoms")
-    write_phantom_dataset(root / "data", n=4, seed=5, size="tiny")
-    df = assign_splits(find_subjects(root / "data"), val_fraction=0.25, test_fraction=0.25, seed=0)
-    return write_manifest(df, root / "manifest.csv")
+    return tiny_phantom_manifest(tmp_path_factory.mktemp("phantoms"), seed=5)
 
 
 def test_bundle_with_a_budget_stops_checkpoints_validates_and_resumes(manifest: Path, tmp_path: Path):

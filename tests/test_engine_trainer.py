@@ -12,10 +12,8 @@ import nibabel as nib
 import pytest
 import torch
 
-from bundle_runner import REPO, read_events
+from bundle_runner import REPO, read_events, tiny_phantom_manifest
 from bundle_runner import run_bundle as run_bundle_config
-from pipeline.data.manifest import assign_splits, find_subjects, write_manifest
-from pipeline.data.phantoms.head import write_phantom_dataset
 from pipeline.engine.model_card import card_hash
 from pipeline.engine.trainer import Pix2PixTrainer, constant_then_linear_decay, pix2pix_adam
 from pipeline.sct.model_card import rtsynth_version
@@ -27,10 +25,7 @@ TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--bat
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("phantoms")
-    write_phantom_dataset(root / "data", n=4, seed=3, size="tiny")
-    df = assign_splits(find_subjects(root / "data"), val_fraction=0.25, test_fraction=0.25, seed=0)
-    return write_manifest(df, root / "manifest.csv")
+    return tiny_phantom_manifest(tmp_path_factory.mktemp("phantoms"), seed=3)
 
 
 def run_bundle(*args: str, launcher: list[str] | None = None, config: str | None = None) -> str:
