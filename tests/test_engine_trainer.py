@@ -119,12 +119,18 @@ class _TinyD(torch.nn.Module):
         return [self.conv(torch.cat([condition, target], 1))]
 
 
-def test_iteration_updates_generator_and_discriminator() -> None:
+def _one_batch_trainer():
+    """A trainer over one batch (MR random, CT constant 0.5), its networks and D's weights before training."""
     g, d = _Constant(), _TinyD()
     batch = {"mr": torch.rand(2, 1, 8, 8), "ct": torch.full((2, 1, 8, 8), 0.5), "mask": torch.ones(2, 1, 8, 8)}
     d_before = d.conv.weight.detach().clone()
     trainer = Pix2PixTrainer(device="cpu", max_epochs=1, train_data_loader=[batch], generator=g, discriminator=d,
                              g_optimizer=pix2pix_adam(g.parameters()), d_optimizer=pix2pix_adam(d.parameters()))
+    return trainer, g, d, d_before
+
+
+def test_iteration_updates_generator_and_discriminator() -> None:
+    trainer, g, d, d_before = _one_batch_trainer()
     trainer.run()
     out = trainer.state.output
     assert {"G_total", "G_l1", "G_adversarial", "D_real", "D_fake", "lr_G", "lr_D"} <= set(out)
@@ -134,11 +140,7 @@ def test_iteration_updates_generator_and_discriminator() -> None:
 
 
 def test_l1_warm_up_trains_the_generator_only() -> None:
-    g, d = _Constant(), _TinyD()
-    batch = {"mr": torch.rand(2, 1, 8, 8), "ct": torch.full((2, 1, 8, 8), 0.5), "mask": torch.ones(2, 1, 8, 8)}
-    d_before = d.conv.weight.detach().clone()
-    trainer = Pix2PixTrainer(device="cpu", max_epochs=1, train_data_loader=[batch], generator=g, discriminator=d,
-                             g_optimizer=pix2pix_adam(g.parameters()), d_optimizer=pix2pix_adam(d.parameters()))
+    trainer, g, d, d_before = _one_batch_trainer()
     trainer.adversarial_on = False  # what TrainingProgress sets before adversarial_start_fraction
     trainer.run()
     out = trainer.state.output
