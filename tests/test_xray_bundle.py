@@ -104,6 +104,22 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
         assert figure.width > 500 and figure.height > 150
 
 
+def test_time_budget_stops_the_run_and_validates_at_the_end(drr: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # 3 s of training against 1000 epochs x 50 iterations asked for, interval validation never due: the
+    # only validation is the budget's final one, which must still write models/model.pt
+    log = run_bundle("train.json", "--dataset", str(drr), "--output_dir", str(out), "--epochs", "1000",
+                     "--epoch_length", "50", "--max_minutes", "0.05", "--adversarial_start_fraction", "0.5",
+                     "--val_interval", "1000", *NET, "--batch_size", "2", "--amp", "false")
+    assert "time budget of 0.1 min spent" in log
+    checkpoint = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["progress"]["elapsed_seconds"] >= 3.0
+    assert 0 < checkpoint["trainer"]["iteration"] < 1000 * 50
+    assert (out / "models" / "model.pt").is_file()
+    scalars, _ = read_events(out / "tensorboard")
+    assert any(t.endswith("val_mae_de_soft") for t in scalars), scalars
+
+
 def _write_png_pairs(root: Path, n_subjects: int = 4, size: int = 32) -> None:
     """Fake 2-D brain MR/CT slices (8-bit MR, 16-bit CT) in ``root/{mr,ct}/``."""
     rng = np.random.default_rng(0)
