@@ -21,15 +21,22 @@ across machines; minutes are wall clock on whatever else the machine is doing.
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+from scripts.benchmark_common import (
+    cell,
+    markdown_table,
+    measured_on,
+    plot_curves,
+    trained_iterations,
+    validation_curve,
+    write_phantom_sets,
+)
+from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/mri_to_ct/configs")
 
@@ -66,18 +73,8 @@ DEFAULT_RECIPES = ("previous_default", "default", "adamw_cosine")
 COMMON = {"epoch_length": 100, "val_interval": 6}
 
 
-def run(cmd: Sequence[str]) -> None:
-    print("\n$ " + shlex.join(cmd), flush=True)
-    subprocess.run(list(cmd), check=True)
-
-
 def bundle(config: str, **overrides: object) -> list[str]:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLE / config),
-           "--logging_file", str(BUNDLE / "logging.conf")]
-    for key, value in overrides.items():
-        # str(True) == "True": the bundle CLI (fire) reads True/False as booleans but "false" as a (truthy) string
-        cmd += [f"--{key}", str(value)]
-    return cmd
+    return bundle_command(BUNDLE / config, **overrides)
 
 
 def make_data(out: Path, *, size: tuple[int, int, int], n_train: int, n_val: int, n_test: int,
@@ -86,35 +83,13 @@ def make_data(out: Path, *, size: tuple[int, int, int], n_train: int, n_val: int
     from pipeline.data.manifest import find_subjects, write_manifest
     from pipeline.data.phantoms.head import write_phantom_dataset
 
-    write_phantom_dataset(out / "trainval", n=n_train + n_val, seed=train_seed, size=size, progress=True)
-    test_folders = write_phantom_dataset(out / "test_raw", n=n_test, seed=test_seed, size=size, progress=True)
-    (out / "test").mkdir()
-    for index, folder in enumerate(test_folders):
-        folder.rename(out / "test" / f"1BP{901 + index:03d}")  # IDs of their own: no clash with training IDs
+    write_phantom_sets(write_phantom_dataset, out, n_trainval=n_train + n_val, n_test=n_test, train_seed=train_seed,
+                       test_seed=test_seed, size=size, test_id=lambda i: f"1BP{901 + i:03d}")
     trainval = find_subjects(out / "trainval")
     trainval["split"] = ["train"] * n_train + ["val"] * n_val
     test = find_subjects(out / "test")
     test["split"] = "test"
     return write_manifest(pd.concat([trainval, test], ignore_index=True), out / "manifest.csv")
-
-
-def validation_curve(log_dir: Path) -> pd.DataFrame:
-    """``minutes, val_mae_hu`` from TensorBoard: minutes since the first training scalar was logged."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points, start = [], None
-    for event_file in sorted(log_dir.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            events = acc.Scalars(tag)
-            if events:
-                start = min(start if start is not None else events[0].wall_time, events[0].wall_time)
-            if tag.endswith("val_mae_hu"):
-                points += [(e.wall_time, e.value) for e in events]
-    if start is None:
-        return pd.DataFrame(columns=["minutes", "val_mae_hu"])
-    return pd.DataFrame([((t - start) / 60.0, v) for t, v in sorted(points)], columns=["minutes", "val_mae_hu"])
 
 
 def held_out(results_csv: Path) -> dict[str, dict[str, float]]:
@@ -127,18 +102,8 @@ def held_out(results_csv: Path) -> dict[str, dict[str, float]]:
 
 def train_recipe(overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float) -> float:
     """Train into ``work`` for ``minutes``; returns the wall-clock minutes of the whole command."""
-    start = time.perf_counter()
-    run(bundle("train.json", manifest=manifest, output_dir=work, max_minutes=minutes, **COMMON, **overrides))
-    return (time.perf_counter() - start) / 60.0
-
-
-def trained_iterations(work: Path) -> int:
-    """Iterations the run managed in its budget (from ``latest.pt``): on a shared machine the same minutes
-    buy different numbers of iterations, so the table shows both."""
-    import torch
-
-    checkpoint = torch.load(work / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
-    return int(checkpoint["trainer"]["iteration"])
+    return run(bundle("train.json", manifest=manifest, output_dir=work, max_minutes=minutes, **COMMON,
+                      **overrides)) / 60.0
 
 
 def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float,
@@ -146,9 +111,9 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
     """Inference on the test split (flip TTA when ``tta``), evaluation with baselines, one result row."""
     suffix = "_tta" if tta else ""
     predictions, evaluation = work / f"predictions{suffix}", work / f"evaluation{suffix}"
-    start = time.perf_counter()
-    run(bundle("inference.json", input=manifest, split="test", output_dir=work, prediction_dir=predictions, tta=tta))
-    infer_seconds = time.perf_counter() - start  # the whole command: start-up, all test subjects
+    # the whole command: start-up, all test subjects
+    infer_seconds = run(bundle("inference.json", input=manifest, split="test", output_dir=work,
+                               prediction_dir=predictions, tta=tta))
     run(bundle("evaluate.json", manifest=manifest, split="test", output_dir=work, prediction_dir=predictions,
                evaluation_dir=evaluation))
     scores = held_out(evaluation / "results.csv")
@@ -167,50 +132,30 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
 
 
 def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[int, int, int]) -> None:
-    lines = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}`; phantoms "
-             f"{'x'.join(map(str, size))} voxels; MAE on held-out test subjects (other seed), ratio to the tissue "
-             "lookup's MAE in the same run (lower is better).", "",
-             "| recipe | overrides | budget min | train min (wall) | iterations | MAE HU | ratio to lookup | PSNR dB "
-             "| Dice bone@250 | inference s (all test subjects) | Spearman ρ(std, \\|error\\|) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows.itertuples():
-        dice = "" if pd.isna(r.dice_bone_250) else f"{r.dice_bone_250:.2f}"
-        psnr = "" if pd.isna(r.psnr_db) else f"{r.psnr_db:.2f}"
-        rho = "" if pd.isna(r.spearman_std_abs_error) else f"{r.spearman_std_abs_error:.2f}"
-        lines.append(f"| {r.recipe} | {r.overrides} | {r.budget_min:g} | {r.train_min:.1f} | {r.iterations} | {r.mae_hu:.1f} | "
-                     f"{r.ratio_to_lookup:.3f} | {psnr} | {dice} | {r.inference_s:.0f} | {rho} |")
+    header = ["recipe", "overrides", "budget min", "train min (wall)", "iterations", "MAE HU", "ratio to lookup",
+              "PSNR dB", "Dice bone@250", "inference s (all test subjects)", "Spearman ρ(std, \\|error\\|)"]
+    body = [[r.recipe, r.overrides, cell(r.budget_min, "{:g}"), cell(r.train_min, "{:.1f}"), str(r.iterations),
+             cell(r.mae_hu, "{:.1f}"), cell(r.ratio_to_lookup, "{:.3f}"), cell(r.psnr_db), cell(r.dice_bone_250),
+             cell(r.inference_s, "{:.0f}"), cell(r.spearman_std_abs_error)] for r in rows.itertuples()]
     first = rows.iloc[0]
-    lines += [f"| tissue lookup (baseline) | | | | | {first.lookup_mae_hu:.1f} | 1.000 | | | | |",
-              f"| bulk density (baseline) | | | | | {first.bulk_mae_hu:.1f} | {first.bulk_ratio_to_lookup:.3f} | | | | |"]
+    body += [["tissue lookup (baseline)", "", "", "", "", cell(first.lookup_mae_hu, "{:.1f}"), "1.000", "", "", "", ""],
+             ["bulk density (baseline)", "", "", "", "", cell(first.bulk_mae_hu, "{:.1f}"),
+              cell(first.bulk_ratio_to_lookup, "{:.3f}"), "", "", "", ""]]
+    note = (f"{measured_on(command)}; phantoms {'x'.join(map(str, size))} voxels; MAE on held-out test subjects "
+            "(other seed), ratio to the tissue lookup's MAE in the same run (lower is better).")
+    lines = [note, "", *markdown_table(header, body)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def plot(curves: Mapping[str, pd.DataFrame], rows: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colours = {}
-    for row in rows.itertuples():
-        base, tta = row.recipe.removesuffix("+tta"), row.recipe.endswith("+tta")
-        if base not in colours:  # one validation curve per trained recipe
-            curve = curves[row.recipe]
-            line, = ax.plot(curve["minutes"], curve["val_mae_hu"], marker=".", label=f"{base} (validation)")
-            colours[base] = line.get_color()
-        ax.plot([row.train_min], [row.mae_hu], marker="P" if tta else "*", markersize=12, color=colours[base],
-                linestyle="none", label=f"{row.recipe} held-out: {row.ratio_to_lookup:.2f} x lookup")
+    """Validation MAE per trained recipe, its held-out MAE (``+tta``: the TTA row), baselines as lines."""
+    points = [(r.recipe.removesuffix("+tta"), r.train_min, r.mae_hu,
+               f"{r.recipe} held-out: {r.ratio_to_lookup:.2f} x lookup", "P" if r.recipe.endswith("+tta") else "*")
+              for r in rows.itertuples()]
     first = rows.iloc[0]
-    ax.axhline(first.lookup_mae_hu, color="k", linestyle="--", label=f"tissue lookup {first.lookup_mae_hu:.0f} HU")
-    ax.axhline(first.bulk_mae_hu, color="grey", linestyle=":", label=f"bulk density {first.bulk_mae_hu:.0f} HU")
-    ax.set_xlabel("training wall-clock minutes")
-    ax.set_ylabel("MAE in the body (HU)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    lines = [(first.lookup_mae_hu, f"tissue lookup {first.lookup_mae_hu:.0f} HU", "k", "--"),
+             (first.bulk_mae_hu, f"bulk density {first.bulk_mae_hu:.0f} HU", "grey", ":")]
+    plot_curves(curves, path, column="val_mae_hu", ylabel="MAE in the body (HU)", points=points, lines=lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
     if args.train_seed == args.test_seed:
         parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
-    command = shlex.join(["python", "-m", "scripts.benchmark_quality", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("scripts.benchmark_quality", argv)
     size = tuple(args.size)
 
     manifest = make_data(args.out / "phantoms", size=size, n_train=args.train_subjects, n_val=args.val_subjects,
@@ -244,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         for tta in (False, True) if args.tta else (False,):
             rows.append(evaluate_recipe(name, RECIPES[name], manifest=manifest, work=work, minutes=args.minutes,
                                         train_minutes=train_minutes, tta=tta))
-            curves[rows[-1]["recipe"]] = validation_curve(work / "tensorboard")
+        curves[name] = validation_curve(work / "tensorboard", tag="val_mae_hu")
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "quality.csv", index=False)  # after every recipe: a crash keeps what ran
         write_markdown(table, args.out / "quality.md", command=command, size=size)

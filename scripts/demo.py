@@ -9,28 +9,15 @@ demo doubles as a recipe. Outputs go to a new folder each time; nothing is overw
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+from scripts.commands import bundle_command as bundle
+from scripts.commands import run
+
 BUNDLE = Path("bundles/mri_to_ct/configs")
-
-
-def run(cmd: list[str]) -> None:
-    print("\n$ " + shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-
-
-def bundle(config: str | list[str], **overrides) -> list[str]:
-    files = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files,
-           "--logging_file", str(BUNDLE / "logging.conf")]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     run([sys.executable, "-m", "scripts.make_manifest", "--root", str(data), "--out", str(manifest),
          "--val", str(2 / args.subjects), "--test", str(2 / args.subjects)])
     t_train = time.perf_counter()
-    run(bundle(str(BUNDLE / "train.json"), manifest=manifest, output_dir=work, epochs=args.epochs,
+    run(bundle(BUNDLE / "train.json", manifest=manifest, output_dir=work, epochs=args.epochs,
                epoch_length=args.epoch_length, val_interval=args.val_interval,
                learning_rate=args.learning_rate, dropout=args.dropout))
     train_minutes = (time.perf_counter() - t_train) / 60
-    run(bundle(str(BUNDLE / "inference.json"), input=manifest, split="test", output_dir=work, dropout=args.dropout))
-    run(bundle(str(BUNDLE / "evaluate.json"), manifest=manifest, split="test", output_dir=work))
+    run(bundle(BUNDLE / "inference.json", input=manifest, split="test", output_dir=work, dropout=args.dropout))
+    run(bundle(BUNDLE / "evaluate.json", manifest=manifest, split="test", output_dir=work))
     if args.dose:
-        run(bundle(str(BUNDLE / "evaluate_dose.json"), manifest=manifest, split="test", output_dir=work))
+        run(bundle(BUNDLE / "evaluate_dose.json", manifest=manifest, split="test", output_dir=work))
     chest = run_chest_task(args) if args.chest else None
 
     print("\n" + "=" * 80)
@@ -92,10 +79,10 @@ def run_chest_task(args) -> Path:
          "--preset", "chest", "--projections-per-ct", "24", "--size", "128", "--val-fraction", "0.125",
          "--test-fraction", "0.125"])
     xray = Path("bundles/xray_dual_energy/configs")
-    run(bundle(str(xray / "train.json"), dataset=drr / "manifest.csv", output_dir=work, epochs=args.chest_epochs,
+    run(bundle(xray / "train.json", dataset=drr / "manifest.csv", output_dir=work, epochs=args.chest_epochs,
                val_interval=5, learning_rate=args.learning_rate, dropout=args.dropout))
-    run(bundle(str(xray / "inference.json"), input=drr / "manifest.csv", split="test", output_dir=work))
-    run(bundle(str(xray / "evaluate.json"), dataset=drr / "manifest.csv", split="test", output_dir=work))
+    run(bundle(xray / "inference.json", input=drr / "manifest.csv", split="test", output_dir=work))
+    run(bundle(xray / "evaluate.json", dataset=drr / "manifest.csv", split="test", output_dir=work))
     return work
 
 

@@ -74,7 +74,7 @@ def test_displacement_never_exceeds_the_stated_bound(config: DeformationConfig):
 def test_breathing_moves_the_diaphragm_by_the_breathing_state():
     config = DeformationConfig(max_displacement_mm=0.0, breathing_mm=8.0, ap_ratio=0.5)
     lungs = lung_box(_chest(), AFFINE)
-    field, step, params = displacement_field(SHAPE, AFFINE, rng=np.random.default_rng(1), config=config, lungs=lungs)
+    field, _, params = displacement_field(SHAPE, AFFINE, rng=np.random.default_rng(1), config=config, lungs=lungs)
     b = params["breathing_state"]
     assert -1.0 <= b <= 1.0 and params["lungs_found"]
     # below the lungs everything moves with the diaphragm: -b * 8 mm along z; above the apex nothing does

@@ -43,8 +43,8 @@ from pipeline.io.volumes import read_volume, write_like_reference
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeformationConfig", "LungBox", "displacement_bound_mm", "lung_box", "displacement_field",
-           "warp_volume", "deform_ct", "deformed_variants", "write_deformed_variants", "variant_id"]
+__all__ = ["DeformationConfig", "LungBox", "deform_ct", "deformed_variants", "displacement_bound_mm",
+           "displacement_field", "lung_box", "variant_id", "warp_volume", "write_deformed_variants"]
 
 #: Voxels below this HU inside the body are lung (parenchyma ~ -850 HU, airways -1000 HU).
 LUNG_MAX_HU = -400.0
@@ -238,8 +238,8 @@ def write_deformed_variants(ct_path: str | os.PathLike, out_dir: str | os.PathLi
         warped, params = deform_ct(hu, affine, seed=variant_seed, config=config, lungs=lungs)
         write_like_reference(warped, reference_path=ct_path, out_path=folder / "ct.nii.gz", overwrite=True,
                              description=f"rtsynth deformed {subject_id} seed {variant_seed}"[:79])
-        info = {"source": str(ct_path.resolve()), "config": asdict(config),
-                "bound_mm": round(displacement_bound_mm(config), 3), **params}
-        atomic_write(folder / "deformation.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
+        text = json.dumps({"source": str(ct_path.resolve()), "config": asdict(config),
+                           "bound_mm": round(displacement_bound_mm(config), 3), **params}, indent=1)
+        atomic_write(folder / "deformation.json", lambda p, text=text: p.write_text(text), overwrite=True)
         folders.append(folder)
     return folders

@@ -1,0 +1,46 @@
+"""The commands a user would type, run from a script: printed first, so a demo or benchmark log is a recipe.
+
+Shared by :mod:`scripts.demo`, :mod:`scripts.benchmark_quality` and :mod:`scripts.benchmark_chest`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def run(cmd: Sequence[str]) -> float:
+    """Print ``cmd`` as a shell line, run it (an error stops the caller), return its wall-clock seconds."""
+    print("\n$ " + shlex.join(str(c) for c in cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run([str(c) for c in cmd], check=True)
+    return time.perf_counter() - start
+
+
+def bundle_command(config: str | Path, **overrides: object) -> list[str]:
+    """``python -m monai.bundle run --config_file CONFIG --logging_file <CONFIG's folder>/logging.conf
+    --key value ...``; each override as ``str(value)``.
+
+    Booleans as ``True``/``False``: the bundle CLI (fire) reads those as booleans (the bundles'
+    ``as_flag`` accepts both), whereas a bare ``false`` would be a truthy string to fire.
+    """
+    config = Path(config)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config),
+           "--logging_file", str(config.parent / "logging.conf")]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def module_command(module: str, *args: object) -> list[str]:
+    """``python -m MODULE ARGS`` with this interpreter."""
+    return [sys.executable, "-m", module, *(str(a) for a in args)]
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """How the user started ``module`` (for the record in a report): ``python -m module ARGS``."""
+    return shlex.join(["python", "-m", module, *(argv if argv is not None else sys.argv[1:])])
