@@ -1,0 +1,99 @@
+"""scripts.benchmark_chest's tables, from fake evaluation outputs (the benchmark itself trains for minutes)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scripts.benchmark_chest import (
+    parse_overrides,
+    relocated,
+    result_rows,
+    scores,
+    write_manifest,
+    write_markdown,
+)
+from scripts.benchmark_common import cell
+
+
+def _results(path: Path, *, tumours: bool) -> Path:
+    """A long results.csv as pipeline.xray.evaluation writes it: 2 images; 3 tumours (the last behind a rib)."""
+    rows = []
+    for method, psnr, leak in (("pix2pix", 30.0, 0.10), ("se_scaled", 26.0, 0.50)):
+        for image, offset in (("2TP901_p000", 0.0), ("2TP901_p001", 2.0)):
+            for metric, value in (("psnr", psnr + offset), ("ssim", 0.90), ("mae", 0.2), ("bone_leak", leak)):
+                rows.append((method, "2TP901", image, "de_soft", metric, value))
+            rows.append((method, "2TP901", image, "de_bone", "psnr", 99.0))  # another region: not in the table
+    if tumours:
+        cnr = {"pix2pix": (1.0, 2.0, 3.0), "true_de_soft": (1.0, 1.0, 2.0), "se_scaled": (0.5, 3.0, 1.0)}
+        for method, values in cnr.items():
+            for k, value in enumerate(values):
+                image = f"2TP901_p000/tumour{k + 1}"
+                rows.append((method, "2TP901", image, "tumour", "cnr", value))
+                if k == 2:
+                    rows.append((method, "2TP901", image, "tumour_behind_rib", "cnr", value))
+    pd.DataFrame(rows, columns=["method", "subject_id", "image_id", "region", "metric", "value"]).to_csv(path, index=False)
+    return path
+
+
+def test_scores_average_images_and_compare_tumour_cnr(tmp_path: Path):
+    got = scores(_results(tmp_path / "results.csv", tumours=True))
+    model, baseline = got["pix2pix"], got["se_scaled"]
+    assert model["images"] == 2 and model["psnr"] == pytest.approx(31.0) and model["bone_leak"] == pytest.approx(0.1)
+    assert model["tumours"] == 3 and model["tumours_behind_rib"] == 1
+    assert model["cnr_pred"] == pytest.approx(2.0) and model["cnr_true"] == pytest.approx(4 / 3)
+    assert model["cnr_se"] == pytest.approx(1.5) and model["cnr_ratio"] == pytest.approx(1.5)  # ratio of means
+    assert model["pred_above_se"] == pytest.approx(2 / 3)
+    assert model["cnr_pred_behind_rib"] == 3.0 and model["pred_above_se_behind_rib"] == 1.0
+    assert baseline["cnr_pred"] == pytest.approx(1.5) and math.isnan(baseline["pred_above_se"])  # SE vs itself
+
+
+def test_markdown_has_one_table_per_test_set_and_empty_cnr_without_tumour_labels(tmp_path: Path):
+    rows = []
+    for test_set, tumours in (("phantoms", True), ("real", False)):
+        for recipe in ("transpose", "resize"):
+            rows += result_rows(recipe, {"upsample": recipe}, test_set=test_set, minutes=20.0, train_minutes=20.4,
+                                iterations=900, results_csv=_results(tmp_path / f"{test_set}.csv", tumours=tumours))
+    table = pd.DataFrame(rows)
+    assert list(table["recipe"]).count("se_scaled (baseline)") == 4  # one per recipe and set in the CSV ...
+    text = write_markdown(table, tmp_path / "chest.md", command="python -m scripts.benchmark_chest",
+                          details="details").read_text()
+    assert text.startswith("Measured ") and "`python -m scripts.benchmark_chest`" in text
+    phantoms, real = text.split("## real chest CT")
+    assert "## held-out chest phantoms: 2 images, 3 tumour views (1 behind a rib)" in phantoms
+    assert phantoms.count("| se_scaled (baseline) |") == 1  # ... and once per table
+    resize = next(line for line in phantoms.splitlines() if line.startswith("| resize |"))
+    assert "| 2.00 / 1.33 / 1.50 | 1.50 |" in resize and "| upsample=resize | 900 | 31.00 | 0.900 |" in resize
+    real_resize = next(line for line in real.splitlines() if line.startswith("| resize |"))
+    cells = [c.strip() for c in real_resize.strip("|").split("|")]
+    assert cells[3] == "31.00" and cells[7:] == [""] * 5  # metrics there, CNR columns empty
+    assert "| target (issue 13) |" in real
+
+
+def test_manifests_are_rebased_and_split(tmp_path: Path):
+    trainval = tmp_path / "drr" / "trainval"
+    trainval.mkdir(parents=True)
+    pd.DataFrame({"subject_id": ["2TP001", "2TP002"], "se": ["se/a.nii.gz", "se/b.nii.gz"],
+                  "tumour_mask": ["tumour_mask/a.nii.gz", "tumour_mask/b.nii.gz"], "split": ["train", "train"]}
+                 ).to_csv(trainval / "manifest.csv", index=False)
+    real = tmp_path / "drr" / "real"
+    real.mkdir()
+    pd.DataFrame({"subject_id": ["CXR001"], "se": ["se/c.nii.gz"], "split": ["train"]}).to_csv(
+        real / "manifest.csv", index=False)
+    root = tmp_path / "drr"
+    parts = [relocated(trainval / "manifest.csv", root, {"2TP001": "train", "2TP002": "val"}),
+             relocated(real / "manifest.csv", root, "test")]
+    table = pd.read_csv(write_manifest(parts, root / "real.csv"), dtype=str, keep_default_na=False)
+    assert list(table["se"]) == ["trainval/se/a.nii.gz", "trainval/se/b.nii.gz", "real/se/c.nii.gz"]
+    assert list(table["split"]) == ["train", "val", "test"]
+    assert list(table["tumour_mask"]) == ["trainval/tumour_mask/a.nii.gz", "trainval/tumour_mask/b.nii.gz", ""]
+
+
+def test_overrides_and_cells():
+    assert parse_overrides(["num_downs=4", "upsample=resize"]) == {"num_downs": "4", "upsample": "resize"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["num_downs"])
+    assert cell(float("nan")) == "" and cell(None) == "" and cell(0.1234, "{:.3f}") == "0.123"
