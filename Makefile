@@ -28,8 +28,10 @@ $(CHEST_CT): | $(STAMP)
 test: $(STAMP) $(CHEST_CT)
 	$(PY) -m pytest -q tests
 
+# Options of the demo go through DEMO_ARGS, e.g. `make demo DEMO_ARGS=--chest` (task 2 too).
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(PY) -m scripts.demo
+	$(PY) -m scripts.demo $(DEMO_ARGS)
 
 data: $(STAMP)
 	$(PY) -m scripts.make_phantoms --out data/phantoms --n 10
