@@ -66,6 +66,7 @@ RECIPES: dict[str, dict[str, object]] = {
     # against the shipped default (2026-12-02): does the adversarial term earn its compute? a whole 1 mm slice?
     "l1_only": {"adversarial_start_fraction": 1.0},
     "fov224": {"patch_size": 224, "samples_per_volume": 1},
+    "planes3": {"planes": "all"},  # multi-plane 2.5D: one network on axial, coronal and sagittal slabs, fused
 }
 DEFAULT_RECIPES = ("previous_default", "default", "adamw_cosine")
 #: Shared by every recipe: validation every 600 iterations (~2-3 min here), often enough to draw MAE over
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-subjects", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--test-seed", type=int, default=1000)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="reuse the phantoms of an earlier run (its phantoms/ folder with manifest.csv) instead of "
+                             "generating them: the same subjects for recipes compared across runs")
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
@@ -180,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("scripts.benchmark_quality", argv)
     size = tuple(args.size)
 
-    manifest = make_data(args.out / "phantoms", size=size, n_train=args.train_subjects, n_val=args.val_subjects,
-                         n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed)
+    if args.data is not None:
+        manifest = args.data / "manifest.csv"
+        if not manifest.is_file():
+            parser.error(f"--data {args.data}: no manifest.csv there")
+    else:
+        manifest = make_data(args.out / "phantoms", size=size, n_train=args.train_subjects, n_val=args.val_subjects,
+                             n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed)
     rows, curves = [], {}
     for name in args.recipes:
         work = args.out / name

@@ -222,6 +222,30 @@ def test_left_right_flip_mirrors_mr_ct_and_mask_together(record):
     assert flipped_seen > 0 and unflipped_seen > 0
 
 
+def test_multi_plane_patches_are_slabs_along_each_plane(record):
+    chain = training_transforms(mode="2.5d", patch_size=PATCH, slab_size=3, samples_per_volume=1, flip_lr=False,
+                                planes="all")
+    chain.set_random_state(seed=2)
+    volumes = validation_transforms()(dict(record))
+    mr, mask = volumes["mr"][0].numpy(), volumes["mask"][0].numpy()
+    # the plane's in-plane axes, written out: axial (X, Y), coronal (X, Z), sagittal (Y, Z)
+    views = {"axial": (mr, mask), "coronal": (mr.transpose(0, 2, 1), mask.transpose(0, 2, 1)),
+             "sagittal": (mr.transpose(1, 2, 0), mask.transpose(1, 2, 0))}
+    seen = set()
+    for _ in range(24):
+        sample = chain(dict(record))[0]
+        plane = sample["plane"]
+        seen.add(plane)
+        view_mr, view_mask = views[plane]
+        hits = locate(np.moveaxis(sample["mr"].numpy(), 0, -1), view_mr)
+        assert hits, plane
+        x, y, z = hits[0]
+        np.testing.assert_array_equal(sample["mask"][0].numpy(), view_mask[x:x + PATCH, y:y + PATCH, z + 1])
+    assert seen == {"axial", "coronal", "sagittal"}
+    with pytest.raises(ValueError, match="2.5d"):
+        training_transforms(mode="3d", patch_size=PATCH, planes="all")
+
+
 # ---------------------------------------------------------------------------------------------------- records, loaders
 
 

@@ -47,13 +47,29 @@ def test_inference_takes_the_cards_values(run_folder):
 
 
 @pytest.mark.parametrize(("key", "value"), [("patch_size", 32), ("target_spacing", [1.0, 1.0, 1.0]),
-                                            ("mode", "3d"), ("num_downs", 5)])
+                                            ("mode", "3d"), ("num_downs", 5), ("planes", "all")])
 def test_an_override_that_differs_from_the_card_is_refused_naming_both(run_folder, key, value):
     models, _ = run_folder
     with pytest.raises(ValueError) as error:
         inference_settings(models / "model.pt", **{key: value})
     message = str(error.value)
-    assert f"{key} = {value!r} was asked for" in message and f"trained with {key} = {TRAINED[key]!r}" in message
+    trained = TRAINED.get(key, ["axial"])
+    asked = ["axial", "coronal", "sagittal"] if value == "all" else value
+    assert f"{key} = {asked!r} was asked for" in message and f"trained with {key} = {trained!r}" in message
+
+
+def test_multi_plane_card_and_a_card_older_than_planes(run_folder, tmp_path):
+    models, card = run_folder
+    assert card["planes"] == ["axial"]
+    multi = tmp_path / "multi" / MODEL_CARD_NAME
+    write_model_card(multi, training_card(**TRAINED, planes="all"))
+    settings = inference_settings(multi.parent / "model.pt", planes=["axial", "coronal", "sagittal"])
+    assert settings["planes"] == ["axial", "coronal", "sagittal"]
+    # a card written before planes existed: its model is axial-only, and its hash (the sCT provenance) is unchanged
+    older = {k: v for k, v in card.items() if k != "planes"}
+    (models / MODEL_CARD_NAME).write_text(json.dumps(older))
+    settings = inference_settings(models / "model.pt")
+    assert settings["planes"] == ["axial"] and settings["model_id"] == card_hash(older)
 
 
 def test_without_a_card_the_configured_values_are_used(tmp_path, caplog):

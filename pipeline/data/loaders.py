@@ -23,7 +23,6 @@ from monai.transforms import (
     Compose,
     EnsureTyped,
     MapTransform,
-    RandFlipd,
 )
 
 from pipeline.data.checks import check_ct_hu
@@ -32,6 +31,7 @@ from pipeline.io.volumes import GRID_ATOL_MM
 from transforms.crop import CompactVolumesd, MaskBoundingBoxd, RandBodyCropd
 from transforms.intensity import HUWindowd, NormalizeMRd
 from transforms.mask import BodyMaskd
+from transforms.plane import RandLeftRightFlipd, RandPlaned, check_planes
 from transforms.slab import SlabToChannelsd
 from transforms.spatial import load_oriented
 
@@ -111,9 +111,13 @@ def training_transforms(
     target_spacing: Sequence[float] | None = None,
     foreground_fraction: float = 0.9,
     flip_lr: bool = True,
+    planes: Sequence[str] | str = ("axial",),
 ) -> Compose:
     """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``),
     then 2.5D slab-to-channels. CT ends in [-1, 1].
+
+    ``planes`` (2.5D only): the slab axis of each sample, drawn per volume from these planes
+    (:mod:`transforms.plane`; ``"all"`` = axial, coronal, sagittal): one network for all of them.
 
     The cached part (everything before the crop) is compact: MR float32, CT int16 HU, mask uint8 and
     the mask's bounding box, no per-voxel index arrays (:mod:`transforms.crop`). In 2.5D every slice is
@@ -121,16 +125,20 @@ def training_transforms(
     """
     keys = ["mr", "ct", "mask"]
     crop = patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size)
+    planes = check_planes(planes)
+    if mode != "2.5d" and planes != ("axial",):
+        raise ValueError(f"planes {list(planes)} need mode '2.5d' (slabs), not {mode!r}")
     chain = [
         *preprocessing(target_spacing=target_spacing),
         CompactVolumesd(ct_key="ct", mask_key="mask"),
         MaskBoundingBoxd("mask"),
+        *([RandPlaned(keys, planes=planes, box_key="mask_box")] if planes != ("axial",) else []),
         RandBodyCropd(keys, label_key="mask", spatial_size=crop, pos_fraction=foreground_fraction,
                       num_samples=samples_per_volume, replicate_axis=None if mode == "3d" else 2),
         HUWindowd("ct"),
     ]
-    if flip_lr:  # left-right mirror symmetry of the head is a safe augmentation (axis 0 = R-L in RAS)
-        chain.append(RandFlipd(keys=keys, prob=0.5, spatial_axis=0))
+    if flip_lr:  # left-right mirror symmetry of the head is a safe augmentation (R-L, in whichever plane)
+        chain.append(RandLeftRightFlipd(keys, prob=0.5))
     if mode != "3d":
         chain.append(SlabToChannelsd("mr", centre_keys=("ct", "mask"), slab_size=crop[-1]))
     return Compose(chain)

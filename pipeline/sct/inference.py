@@ -34,9 +34,10 @@ from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_
 from pipeline.io.volumes import read_volume, write_like_reference
 from pipeline.sct.model_card import rtsynth_version
 from pipeline.sct.outputs import output_paths, refuse_existing_outputs, write_sct_outputs
-from pipeline.sct.tta import flip_members_hu, mean_and_std_hu, std_path_for
+from pipeline.sct.tta import mean_and_std_hu, member_count, members_hu, std_path_for
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
+from transforms.plane import check_planes
 from transforms.slab import slabs_to_volume, volume_to_slabs
 from transforms.spatial import invert_to_input_grid
 
@@ -138,9 +139,10 @@ class SCTPredictor:
     RAS, optional resampling, voxel checks), :meth:`preprocess` (body mask, normalisation, as in
     training), :meth:`infer` (windowed inference, HU), :meth:`restore` (invert orientation/resampling
     with MONAI's ``Invertd``, -1000 HU outside the body mask), then an atomic int16 write that copies
-    the MR header (:meth:`predict_file`). ``tta``: flip test-time augmentation (:mod:`pipeline.sct.tta`),
-    the sCT is the mean of the members and ``sct_std.nii.gz`` (their HU standard deviation, 0 outside the
-    body) is written beside it; off by default (twice the inference time).
+    the MR header (:meth:`predict_file`). ``planes`` (multi-plane 2.5D, from the model card) and ``tta``
+    (flip test-time augmentation, off by default: twice the inference time) make an ensemble
+    (:mod:`pipeline.sct.tta`): the sCT is the members' mean and ``sct_std.nii.gz`` (their HU standard
+    deviation, 0 outside the body) is written beside it.
     """
 
     def __init__(
@@ -158,8 +160,12 @@ class SCTPredictor:
         model_id: str | None = None,
         progress: bool = True,
         tta: bool = False,
+        planes: Sequence[str] | str = ("axial",),
     ) -> None:
         self.mode = check_mode(mode)
+        self.planes = check_planes(planes)
+        if self.mode != "2.5d" and self.planes != ("axial",):
+            raise ValueError(f"planes {list(self.planes)} need mode '2.5d' (slabs), not {self.mode!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device).eval()
         amp, tta = as_flag(amp, name="amp"), as_flag(tta, name="tta")
@@ -169,11 +175,12 @@ class SCTPredictor:
         self.target_spacing = target_spacing
         self.progress = progress
         self.tta = tta
+        self.ensemble = member_count(planes=self.planes, flip=tta) > 1  # then an uncertainty map is written
         self.transform = Compose(preprocessing(target_spacing=target_spacing, with_ct=False))
         # The chain runs in two parts so that the raw voxels are checked (NaN, blank) before the body
         # mask and normalisation compute on them; the same instances run, so Invertd still matches them.
         self._load_steps = next(i for i, t in enumerate(self.transform.transforms) if isinstance(t, BodyMaskd))
-        keys, nearest = (["pred", "body", "std"], [False, True, False]) if tta else (["pred", "body"], [False, True])
+        keys, nearest = (["pred", "body", "std"], [False, True, False]) if self.ensemble else (["pred", "body"], [False, True])
         self.invert = invert_to_input_grid(pred_key=keys, orig_key="mr", preprocessing=self.transform, nearest_interp=nearest)
 
     def load_weights(self, checkpoint_path: str | Path) -> "SCTPredictor":
@@ -213,8 +220,9 @@ class SCTPredictor:
         def predict(mr: torch.Tensor) -> torch.Tensor:
             return predict_unit_volume(self.generator, mr, mode=self.mode, device=self.device, progress=self.progress, **self.window)
 
-        if self.tta:
-            mean, std = mean_and_std_hu(flip_members_hu(predict, data["mr"].as_tensor()))
+        if self.ensemble:
+            members = members_hu(predict, data["mr"].as_tensor(), planes=self.planes, flip=self.tta)
+            mean, std = mean_and_std_hu(members)
             data["pred"] = MetaTensor(mean, meta=dict(data["mr"].meta))
             data["std"] = MetaTensor(std, meta=dict(data["mr"].meta))
         else:
@@ -232,7 +240,7 @@ class SCTPredictor:
         else:
             body = restored["body"][0].cpu().numpy() > 0.5
         hu[~body] = HU_AIR
-        if "std" in restored:  # flip TTA: the members' spread, on the same grid, none outside the body
+        if "std" in restored:  # an ensemble: the members' spread, on the same grid, none outside the body
             data["std_hu"] = np.where(body, np.clip(restored["std"][0].cpu().numpy(), 0.0, None), 0.0).astype(np.float32)
         return hu
 
@@ -253,11 +261,11 @@ class SCTPredictor:
         subject_id = subject_id or subject_id_from_path(mr_path)
         dicom_dir = Path(mr_path) if Path(mr_path).is_dir() else None
         std_path = std_path_for(out_path)
-        if self.tta and std_path.exists() and not overwrite:
+        if self.ensemble and std_path.exists() and not overwrite:
             raise FileExistsError(f"{subject_id}: {std_path} exists; pass overwrite to replace it")
         with volume_file(mr_path, series_uid=mr_series_uid, subject_id=subject_id) as mr_file:
             data = self.infer(self.preprocess(self.load(mr_file, mask_path=mask_path, subject_id=subject_id)))
-            hu = self.restore(data)  # with TTA also adds data["std_hu"]
+            hu = self.restore(data)  # an ensemble also adds data["std_hu"]
             written = write_sct_outputs(hu, mr_file=mr_file, out_path=out_path, output_format=output_format,
                                         mr_dicom_dir=dicom_dir, mr_series_uid=mr_series_uid, model_id=self.model_id,
                                         description=self.provenance, overwrite=overwrite)
@@ -292,7 +300,8 @@ class SCTPredictor:
             subject_id = record["subject_id"]
             out = Path(output_dir) / subject_id / "sct.nii.gz"
             targets = output_paths(out, output_format=output_format)
-            if skip_existing and all(path.exists() for path in targets.values()):
+            expected = [*targets.values(), *([std_path_for(out)] if self.ensemble else [])]  # the std map too
+            if skip_existing and all(path.exists() for path in expected):
                 logger.info("%s: %s exists; skipped (skip_existing)", subject_id, out.parent)
                 written.append(next(iter(targets.values())))
                 continue

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.engine.model_card import card_hash, read_model_card
 from pipeline.errors import InputError, as_flag
 from transforms.intensity import HU_MAX, HU_MIN
+from transforms.plane import check_planes
 
 __all__ = ["MODEL_CARD_NAME", "SETTINGS", "find_model_card", "inference_settings", "rtsynth_version",
            "training_card"]
@@ -28,7 +29,10 @@ logger = logging.getLogger(__name__)
 
 MODEL_CARD_NAME = "model_card.json"
 #: What inference must match: the network's input geometry and architecture.
-SETTINGS = ("mode", "patch_size", "slab_size", "target_spacing", "num_downs", "base_channels", "attention", "norm")
+SETTINGS = ("mode", "patch_size", "slab_size", "target_spacing", "num_downs", "base_channels", "attention", "norm",
+            "planes")
+#: Values of settings added after the first cards were written: what those older models were trained with.
+OLDER_CARD_DEFAULTS = {"planes": ["axial"]}
 MR_NORMALISATION = "per subject: zero signal -> -1, 99.5th percentile inside the body mask -> +1, clipped"
 
 
@@ -47,7 +51,7 @@ def _file_hash(path: str | os.PathLike | None) -> str | None:
 
 def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing: Sequence[float] | None,
                   num_downs: int, base_channels: int, attention: bool, norm: str = "instance",
-                  manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+                  planes: Sequence[str] | str = ("axial",), manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """The card of an sCT training run (JSON-ready): the :data:`SETTINGS`, the HU window and MR
     normalisation the network was trained in, the training manifest's hash and the code version."""
     return {
@@ -60,6 +64,7 @@ def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing:
         "base_channels": int(base_channels),
         "attention": bool(attention),
         "norm": str(norm),
+        "planes": list(check_planes(planes)),
         "hu_window": [HU_MIN, HU_MAX],
         "mr_normalisation": MR_NORMALISATION,
         "manifest_sha256": _file_hash(manifest),
@@ -104,7 +109,8 @@ def inference_settings(checkpoint: str | os.PathLike, *, card_path: str | os.Pat
                        "what the model was trained with", MODEL_CARD_NAME, checkpoint)
         settings = {**dict(defaults or {}), **given}
         return {**settings, "model_id": None, "card_path": None}
-    card = read_model_card(path)
+    written = read_model_card(path)
+    card = {**OLDER_CARD_DEFAULTS, **written}
     if card.get("task") != "mri_to_ct":
         raise ValueError(f"{path}: this model card is for task {card.get('task')!r}, not mri_to_ct")
     if [float(v) for v in card["hu_window"]] != [HU_MIN, HU_MAX]:
@@ -113,7 +119,9 @@ def inference_settings(checkpoint: str | os.PathLike, *, card_path: str | os.Pat
     for key, value in given.items():
         if isinstance(card[key], bool):
             value = given[key] = as_flag(value, name=key)  # the command line hands "false" over as a string
+        if key == "planes":
+            value = given[key] = list(check_planes(value))  # "all" or one name, as training accepts
         if not _same(value, card[key]):
             raise InputError(f"{key} = {value!r} was asked for, but the model was trained with {key} = "
                              f"{card[key]!r} ({path}); leave {key} unset to use the model card's value")
-    return {**{key: card[key] for key in SETTINGS}, "model_id": card_hash(card), "card_path": str(path)}
+    return {**{key: card[key] for key in SETTINGS}, "model_id": card_hash(written), "card_path": str(path)}

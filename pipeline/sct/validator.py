@@ -11,13 +11,15 @@ from torch.utils.data import DataLoader
 
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.sct.inference import predict_unit_volume
-from transforms.intensity import unit_range_to_hu
+from pipeline.sct.tta import members_hu
+from transforms.plane import check_planes
 
 
 class SCTValidator(Evaluator):
     """Batches of one whole volume (``mr`` normalised, ``ct`` in HU, ``mask``), inferred in windows of
-    the training size exactly as at inference time. Key metric ``val_mae_hu`` (lower is better): mean
-    over subjects of the HU MAE inside the body mask."""
+    the training size exactly as at inference time (a multi-plane model: the mean over its ``planes``, as
+    inference does without flip TTA). Key metric ``val_mae_hu`` (lower is better): mean over subjects of
+    the HU MAE inside the body mask."""
 
     def __init__(
         self,
@@ -30,6 +32,7 @@ class SCTValidator(Evaluator):
         slab_size: int = 5,
         overlap: float = 0.5,
         sw_batch_size: int = 16,
+        planes: Sequence[str] | str = ("axial",),
         val_handlers: Sequence | None = None,
     ) -> None:
         super().__init__(
@@ -42,14 +45,18 @@ class SCTValidator(Evaluator):
         )
         # DDP wrappers are bypassed: validation needs no gradient sync and must not issue collectives
         self.generator = unwrap_ddp(generator)
+        self.planes = check_planes(planes)
         self.window = dict(mode=mode, patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size)
 
     def _iteration(self, engine: "SCTValidator", batchdata: dict) -> dict:
         mr = plain_tensor(batchdata["mr"][0])
         ct_hu = plain_tensor(batchdata["ct"][0]).float()
         mask = plain_tensor(batchdata["mask"][0]) > 0
-        unit = predict_unit_volume(engine.generator, mr, device=engine.state.device, **engine.window)
-        sct_hu = unit_range_to_hu(unit).cpu()
+
+        def predict(volume: torch.Tensor) -> torch.Tensor:
+            return predict_unit_volume(engine.generator, volume, device=engine.state.device, **engine.window)
+
+        sct_hu = members_hu(predict, mr, planes=engine.planes).mean(dim=0, keepdim=True).cpu()
         mae = (sct_hu - ct_hu).abs()[mask].mean().item()
         return {"mae_hu": torch.tensor(mae), "mr": mr[0].cpu().numpy(), "sct_hu": sct_hu[0].numpy(),
                 "ct_hu": ct_hu[0].cpu().numpy()}

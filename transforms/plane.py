@@ -1,0 +1,108 @@
+"""Multi-plane 2.5D: slabs along the axial, coronal or sagittal axis of the RAS network grid.
+
+A 2.5D network sees a slab of neighbouring slices along the last spatial axis (:mod:`transforms.slab`).
+Putting another anatomical axis last (a permutation of the spatial axes, no resampling) lets the same code
+train on and predict coronal and sagittal slabs. Predictions along the three planes make errors of
+different shapes (an axial model's slice-to-slice stripes run across a sagittal view, a sagittal model's
+along it), so their mean is smoother and their spread is an uncertainty map (:mod:`pipeline.sct.tta`).
+
+Volumes are ``(C, X, Y, Z)`` with X = right-left, Y = anterior-posterior, Z = inferior-superior (RAS).
+Voxels are assumed near-isotropic: a coronal slab of 1 x 1 x 3 mm voxels is not what an axial slab of
+the same voxels looks like (resample with ``target_spacing`` for such data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, RandFlipd
+
+#: Plane -> order of the spatial axes (X, Y, Z) = (0, 1, 2) that puts the plane's normal last.
+PLANE_AXES: dict[str, tuple[int, int, int]] = {
+    "axial": (0, 1, 2),  # slices across Z (inferior-superior): in-plane X, Y
+    "coronal": (0, 2, 1),  # slices across Y (anterior-posterior): in-plane X, Z
+    "sagittal": (1, 2, 0),  # slices across X (right-left): in-plane Y, Z
+}
+PLANES = tuple(PLANE_AXES)
+#: Spatial axis of left-right (X) in the RAS network grid, before any permutation.
+LEFT_RIGHT_AXIS = 0
+
+
+def check_planes(planes: Sequence[str] | str) -> tuple[str, ...]:
+    """``planes`` as a tuple of known plane names (a single name or ``"all"`` is accepted)."""
+    if isinstance(planes, str):
+        planes = PLANES if planes == "all" else (planes,)
+    planes = tuple(str(p) for p in planes)
+    unknown = [p for p in planes if p not in PLANE_AXES]
+    if unknown or not planes or len(set(planes)) != len(planes):
+        raise ValueError(f"planes must be distinct names from {PLANES} (or 'all'), got {list(planes)}")
+    return planes
+
+
+def to_plane(volume: torch.Tensor, plane: str) -> torch.Tensor:
+    """``(C, X, Y, Z)`` -> the same voxels with ``plane``'s normal as the last axis (a view, no copy)."""
+    order = PLANE_AXES[plane]
+    return volume.permute(0, *(1 + a for a in order))
+
+
+def from_plane(volume: torch.Tensor, plane: str) -> torch.Tensor:
+    """Inverse of :func:`to_plane`: back to ``(C, X, Y, Z)``."""
+    inverse = np.argsort(PLANE_AXES[plane])
+    return volume.permute(0, *(1 + int(a) for a in inverse))
+
+
+def plane_axis_of(axis: int, plane: str) -> int:
+    """Where spatial ``axis`` of the RAS grid sits (0-based, spatial) after :func:`to_plane`."""
+    return PLANE_AXES[plane].index(axis)
+
+
+class RandPlaned(Randomizable, MapTransform):
+    """Put one of ``planes``' normals last in ``keys`` (each ``(C, X, Y, Z)``), chosen at random per call.
+
+    Needs to run before the crop: the box ``<box_key>`` from :class:`transforms.crop.MaskBoundingBoxd` (a
+    ``(3, 2)`` array of voxel bounds) is permuted with the volumes. Volumes become views of the cached
+    arrays (no copy); the crop then copies. ``plane_key`` records the plane so that the left-right flip
+    (:class:`RandLeftRightFlipd`) finds the X axis.
+    """
+
+    def __init__(self, keys: KeysCollection, *, planes: Sequence[str] | str = PLANES, box_key: str = "mask_box",
+                 plane_key: str = "plane") -> None:
+        MapTransform.__init__(self, keys)
+        self.planes = check_planes(planes)
+        self.box_key, self.plane_key = box_key, plane_key
+        self._plane = self.planes[0]
+
+    def randomize(self, data: Any = None) -> None:
+        self._plane = self.planes[self.R.randint(len(self.planes))]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        self.randomize()
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+            d[key] = to_plane(array, self._plane)  # a plain tensor: the MR affine no longer describes it
+        if self.box_key in d:
+            d[self.box_key] = np.asarray(d[self.box_key])[list(PLANE_AXES[self._plane])]
+        d[self.plane_key] = self._plane
+        return d
+
+
+class RandLeftRightFlipd(RandFlipd):
+    """MONAI's ``RandFlipd`` along the patient's left-right axis, wherever :class:`RandPlaned` put it
+    (``plane_key``; axial when absent). Mirroring a crop about its centre equals cropping the mirrored
+    head at the mirrored place, so the flip is a safe augmentation in every plane."""
+
+    def __init__(self, keys: KeysCollection, *, prob: float = 0.5, plane_key: str = "plane") -> None:
+        super().__init__(keys=keys, prob=prob, spatial_axis=LEFT_RIGHT_AXIS)
+        self.plane_key = plane_key
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        plane = data.get(self.plane_key, "axial") if isinstance(data, Mapping) else "axial"
+        self.flipper.spatial_axis = plane_axis_of(LEFT_RIGHT_AXIS, plane)
+        return super().__call__(data, lazy=lazy)
