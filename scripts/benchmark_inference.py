@@ -1,7 +1,7 @@
 """Full-volume sCT inference time, split by stage, vs the bare network forward over the same windows.
 
     python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size 16] [--repeats 1]
-        [--runtimes torch onnx]
+        [--runtimes torch onnx] [--shape 160 192 112] [--planes axial coronal sagittal] [--tta]
 
 The MR is a head phantom (``pipeline.data.phantoms.head``, default grid) upsampled with ``scipy.ndimage.zoom`` to
 ``--shape`` (default 256 x 256 x 180) and written at 1 mm on an oblique LPS-like grid (cached in
@@ -45,7 +45,7 @@ from pipeline.sct.inference import SCTPredictor
 from pipeline.sct.onnx_runtime import OnnxGenerator, export_onnx
 
 #: mode -> (patch size, num_downs): the bundle's 2.5D default, and a CPU-sized 3D configuration.
-CONFIGS = {"2d": (64, 6), "2.5d": (64, 6), "3d": (64, 5)}
+CONFIGS = {"2d": (128, 6), "2.5d": (128, 6), "3d": (64, 5)}  # train.json defaults (3D: the docs' 64^3 windows)
 STAGES = ("read", "preprocessing", "network", "blending", "inversion", "writing")
 
 
@@ -121,6 +121,8 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
     patch_size, num_downs = CONFIGS[mode]
     if mode == "3d" and args.patch_size_3d:
         patch_size = args.patch_size_3d
+    if mode != "3d" and args.patch_size_2d:
+        patch_size = args.patch_size_2d
     torch.manual_seed(0)
     network = Pix2PixUNet(
         spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
@@ -135,7 +137,8 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
     timed = TimedNetwork(network)
     predictor = SCTPredictor(
         timed, mode=mode, patch_size=patch_size, slab_size=args.slab_size, overlap=args.overlap,
-        sw_batch_size=args.sw_batch_size, device=device, progress=False,
+        sw_batch_size=args.sw_batch_size, device=device, progress=False, tta=args.tta,
+        planes=args.planes if mode == "2.5d" else ("axial",),
     )
     warm = torch.zeros(args.sw_batch_size, input_channels(mode=mode, slab_size=args.slab_size),
                        *([patch_size] * spatial_dims(mode)), device=device)
@@ -175,7 +178,8 @@ def print_table(results: dict[str, dict[str, float]], *, shape, args: argparse.N
     modes = list(results)
     mask = "mask file given" if args.with_mask else "body mask derived from the MR"
     print(f"\nMR {shape[0]}x{shape[1]}x{shape[2]} at 1 mm, {mask}; overlap {args.overlap}, sw_batch_size "
-          f"{args.sw_batch_size}, {torch.get_num_threads()} threads, device {args.device}, repeats {args.repeats}")
+          f"{args.sw_batch_size}, {torch.get_num_threads()} threads, device {args.device}, repeats {args.repeats}; "
+          f"2.5D planes {' '.join(args.planes)}, flip TTA {'on' if args.tta else 'off'}")
     print("config        " + "".join(f"{m:>22}" for m in modes))
     print("              " + "".join(
         f"{'P' + str(int(results[m]['patch'])) + ' d' + str(int(results[m]['num_downs'])) + ' ' + str(int(results[m]['windows'])) + ' win':>22}"
@@ -204,6 +208,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--shape", type=int, nargs=3, default=[256, 256, 180], help="MR voxels (1 mm)")
     parser.add_argument("--patch-size-3d", type=int, default=None, help="3D window (default 64)")
+    parser.add_argument("--patch-size-2d", type=int, default=None, help="2D/2.5D window (default 128)")
+    parser.add_argument("--planes", nargs="+", default=["axial"], help="2.5D planes (multi-plane: axial coronal sagittal)")
+    parser.add_argument("--tta", action="store_true", help="flip TTA (a mirrored member per plane)")
     parser.add_argument("--slab-size", type=int, default=5)
     parser.add_argument("--base-channels", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
