@@ -4,15 +4,17 @@
 
 Steps, all through the bundle commands a user runs:
 
-1. head phantoms at 1 mm-like spacing (``--size``, default 128 x 128 x 96 voxels over the phantoms'
-   224 x 224 x 180 mm field of view, i.e. 1.75 x 1.75 x 1.9 mm: what this 2-core CPU affords; use
-   ``--size 224 224 180`` for 1 mm): training and validation subjects from ``--train-seed``, held-out
-   test subjects from ``--test-seed`` (other anatomy, not only other crops);
+1. head phantoms at SynthRAD's 1 mm spacing (``--size``, default 224 x 224 x 180 voxels over the phantoms'
+   224 x 224 x 180 mm field of view; ``--size 128 128 96`` = 1.75 x 1.75 x 1.9 mm for a quicker look):
+   training and validation subjects from ``--train-seed``, held-out test subjects from ``--test-seed``
+   (other anatomy, not only other crops); ``--data`` reuses an earlier run's phantoms;
 2. per recipe (a dict of ``train.json`` overrides, see :data:`RECIPES`): ``train.json --max_minutes M``,
    then ``inference.json`` on the test split and ``evaluate.json`` (which also writes the tissue-lookup
    and bulk-density baselines, fitted on the training split);
-3. ``quality.csv`` (one row per recipe), ``quality.md`` and ``quality.png`` (validation MAE over training
-   minutes per recipe from TensorBoard, held-out MAE at the end, baselines as horizontal lines).
+3. ``quality.csv`` (one row per recipe: MAE, ratio to the lookup, PSNR, bone Dice, MAE per tissue region,
+   the stripe ratio of :func:`stripe_ratio`, inference time), ``quality.md``, ``quality.png`` (validation MAE
+   over training minutes per recipe from TensorBoard, held-out MAE at the end, baselines as horizontal
+   lines) and ``sagittal.png`` (a mid-sagittal slice of each recipe's sCT and error: stripes show there).
 
 Errors are reported as ratios to the tissue lookup's held-out MAE measured in the same run, so they carry
 across machines; minutes are wall clock on whatever else the machine is doing.
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scripts.benchmark_common import (
@@ -101,6 +104,47 @@ def held_out(results_csv: Path) -> dict[str, dict[str, float]]:
     return {method: table[method].to_dict() for method in table.index.get_level_values(0).unique()}
 
 
+def region_mae(results_csv: Path, method: str = "pix2pix") -> dict[str, float]:
+    """Mean over test subjects of ``mae_hu`` per tissue region (``air``, ``soft_tissue``, ``bone``) for ``method``."""
+    df = pd.read_csv(results_csv)
+    rows = df[(df["method"] == method) & (df["metric"] == "mae_hu") & (df["region"].isin(["air", "soft_tissue", "bone"]))]
+    return rows.groupby("region")["value"].mean().to_dict()
+
+
+def canonical(path: Path) -> np.ndarray:
+    """Volume reoriented to the closest RAS axes (nibabel; no resampling): Z runs inferior-superior."""
+    import nibabel as nib
+
+    return np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj, dtype=np.float32)
+
+
+def stripe_ratio(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> float:
+    """Slice-to-slice stripes as a number: mean |error step| between axial slices (along Z) over the mean
+    |error step| in-plane (along X and Y), error = sCT - CT, over voxel pairs inside the body; arrays
+    ``(X, Y, Z)`` in RAS. An axial 2.5D model predicts each slice on its own, so its error jumps between
+    slices (ratio > 1); an error field with no preferred direction gives ~1 on isotropic voxels."""
+    error, body = sct - ct, mask > 0
+    steps = []
+    for axis in range(3):
+        both = np.logical_and(np.take(body, range(1, body.shape[axis]), axis=axis),
+                              np.take(body, range(body.shape[axis] - 1), axis=axis))
+        steps.append(np.abs(np.diff(error, axis=axis))[both].mean())
+    return float(steps[2] / ((steps[0] + steps[1]) / 2))
+
+
+def test_subjects(manifest: Path) -> list[dict]:
+    """``subject_id``, ``ct`` and ``mask`` paths of the manifest's test split."""
+    table = pd.read_csv(manifest)
+    return [{"subject_id": r.subject_id, "ct": manifest.parent / r.ct, "mask": manifest.parent / r.mask}
+            for r in table[table["split"] == "test"].itertuples()]
+
+
+def stripe_ratio_of_run(manifest: Path, predictions: Path) -> float:
+    """:func:`stripe_ratio` averaged over the test subjects of one inference run."""
+    return float(np.mean([stripe_ratio(canonical(predictions / s["subject_id"] / "sct.nii.gz"), canonical(s["ct"]),
+                                       canonical(s["mask"])) for s in test_subjects(manifest)]))
+
+
 def train_recipe(overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float) -> float:
     """Train into ``work`` for ``minutes``; returns the wall-clock minutes of the whole command."""
     return run(bundle("train.json", manifest=manifest, output_dir=work, max_minutes=minutes, **COMMON,
@@ -119,6 +163,7 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
                evaluation_dir=evaluation))
     scores = held_out(evaluation / "results.csv")
     model, lookup, bulk = scores["pix2pix"], scores["tissue_lookup"], scores["bulk_density"]
+    regions = region_mae(evaluation / "results.csv")
     return {
         "recipe": name + ("+tta" if tta else ""),
         "overrides": " ".join(f"{k}={v}" for k, v in overrides.items()) or "(bundle default)",
@@ -127,6 +172,8 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
         "spearman_std_abs_error": model.get("spearman_std_abs_error"),
         "mae_hu": model["mae_hu"], "ratio_to_lookup": model["mae_hu"] / lookup["mae_hu"],
         "psnr_db": model.get("psnr_db"), "dice_bone_250": model.get("dice_bone_250hu"),
+        "mae_air_hu": regions.get("air"), "mae_soft_hu": regions.get("soft_tissue"), "mae_bone_hu": regions.get("bone"),
+        "stripe_ratio": stripe_ratio_of_run(manifest, predictions), "predictions": str(predictions),
         "lookup_mae_hu": lookup["mae_hu"], "bulk_mae_hu": bulk["mae_hu"],
         "bulk_ratio_to_lookup": bulk["mae_hu"] / lookup["mae_hu"],
     }
@@ -134,18 +181,58 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
 
 def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[int, int, int]) -> None:
     header = ["recipe", "overrides", "budget min", "train min (wall)", "iterations", "MAE HU", "ratio to lookup",
-              "PSNR dB", "Dice bone@250", "inference s (all test subjects)", "Spearman ρ(std, \\|error\\|)"]
+              "PSNR dB", "Dice bone@250", "MAE air / soft / bone HU", "stripe ratio", "inference s (all test subjects)",
+              "Spearman ρ(std, \\|error\\|)"]
     body = [[r.recipe, r.overrides, cell(r.budget_min, "{:g}"), cell(r.train_min, "{:.1f}"), str(r.iterations),
              cell(r.mae_hu, "{:.1f}"), cell(r.ratio_to_lookup, "{:.3f}"), cell(r.psnr_db), cell(r.dice_bone_250),
-             cell(r.inference_s, "{:.0f}"), cell(r.spearman_std_abs_error)] for r in rows.itertuples()]
+             " / ".join(cell(v, "{:.0f}") for v in (r.mae_air_hu, r.mae_soft_hu, r.mae_bone_hu)),
+             cell(r.stripe_ratio), cell(r.inference_s, "{:.0f}"), cell(r.spearman_std_abs_error)]
+            for r in rows.itertuples()]
     first = rows.iloc[0]
-    body += [["tissue lookup (baseline)", "", "", "", "", cell(first.lookup_mae_hu, "{:.1f}"), "1.000", "", "", "", ""],
+    body += [["tissue lookup (baseline)", "", "", "", "", cell(first.lookup_mae_hu, "{:.1f}"), "1.000", *[""] * 6],
              ["bulk density (baseline)", "", "", "", "", cell(first.bulk_mae_hu, "{:.1f}"),
-              cell(first.bulk_ratio_to_lookup, "{:.3f}"), "", "", "", ""]]
+              cell(first.bulk_ratio_to_lookup, "{:.3f}"), *[""] * 6]]
     note = (f"{measured_on(command)}; phantoms {'x'.join(map(str, size))} voxels; MAE on held-out test subjects "
             "(other seed), ratio to the tissue lookup's MAE in the same run (lower is better).")
-    lines = [note, "", *markdown_table(header, body)]
+    lines = [note, "", *markdown_table(header, body), "",
+             f"Torch threads per training process: {torch_threads()}. Stripe ratio: mean |error step| between axial "
+             "slices over the in-plane one, inside the body (1 = no slice-to-slice stripes; `stripe_ratio`)."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()  # from OMP_NUM_THREADS, which the bundle commands inherit
+
+
+def sagittal_figure(rows: pd.DataFrame, manifest: Path, path: Path) -> None:
+    """Mid-sagittal slice of the first test subject: CT, then each recipe's sCT and its error (an axial
+    model's stripes show as horizontal bands)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subject = test_subjects(manifest)[0]
+    ct = canonical(subject["ct"])
+    x = ct.shape[0] // 2
+    fig, axes = plt.subplots(2, len(rows) + 1, figsize=(2.6 * (len(rows) + 1), 5.4), squeeze=False)
+    axes[0, 0].imshow(ct[x].T, origin="lower", cmap="gray", vmin=-1000, vmax=1500)
+    axes[0, 0].set_title("CT", fontsize=8)
+    axes[1, 0].axis("off")
+    for column, row in enumerate(rows.itertuples(), start=1):
+        sct = canonical(Path(row.predictions) / subject["subject_id"] / "sct.nii.gz")
+        axes[0, column].imshow(sct[x].T, origin="lower", cmap="gray", vmin=-1000, vmax=1500)
+        axes[0, column].set_title(f"{row.recipe}\nstripe ratio {row.stripe_ratio:.2f}", fontsize=8)
+        axes[1, column].imshow((sct - ct)[x].T, origin="lower", cmap="RdBu_r", vmin=-300, vmax=300)
+        axes[1, column].set_title("sCT - CT (±300 HU)", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{subject['subject_id']}, mid-sagittal (anterior right, superior up)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(curves: Mapping[str, pd.DataFrame], rows: pd.DataFrame, path: Path) -> None:
@@ -164,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs") / f"quality-{datetime.now():%Y%m%d-%H%M%S}")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per recipe (wall clock)")
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=sorted(RECIPES))
-    parser.add_argument("--size", type=int, nargs=3, default=(128, 128, 96), metavar=("X", "Y", "Z"),
+    parser.add_argument("--size", type=int, nargs=3, default=(224, 224, 180), metavar=("X", "Y", "Z"),
                         help="phantom voxels over the 224 x 224 x 180 mm field of view (224 224 180 = 1 mm)")
     parser.add_argument("--tta", action="store_true",
                         help="also run flip-TTA inference for each recipe (a second row <recipe>+tta, with Spearman rho)")
@@ -203,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(args.out / "quality.csv", index=False)  # after every recipe: a crash keeps what ran
         write_markdown(table, args.out / "quality.md", command=command, size=size)
         plot(curves, table, args.out / "quality.png")
+        sagittal_figure(table, manifest, args.out / "sagittal.png")
     print("\n" + (args.out / "quality.md").read_text())
-    print(f"plot: {args.out / 'quality.png'}")
+    print(f"plots: {args.out / 'quality.png'}, {args.out / 'sagittal.png'}")
     return 0
 
 
