@@ -87,6 +87,16 @@ def test_budget_stops_mid_epoch_sets_lr_and_validates_once_at_the_end():
     assert [on for *_, on in log] == [False, False, True, True, True, True]
 
 
+@pytest.mark.parametrize("max_minutes", [1.0, None])
+def test_adversarial_start_fraction_one_is_l1_only_throughout(max_minutes):
+    clock, log = FakeClock(), []
+    progress = TrainingProgress(max_minutes=max_minutes, clock=clock, adversarial_start_fraction=1.0)
+    trainer = make_engine(clock, 10.0, log)
+    progress.attach(trainer)
+    trainer.run(range(3), max_epochs=BUDGET_MAX_EPOCHS if max_minutes else 2)
+    assert len(log) == 6 and not any(on for *_, on in log)
+
+
 def test_no_second_validation_when_the_last_epoch_validated():
     clock, validations = FakeClock(), []
     validator = FakeValidator(validations)
@@ -127,8 +137,9 @@ def test_elapsed_time_survives_a_checkpoint():
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="max_minutes"):
         TrainingProgress(max_minutes=0)
-    with pytest.raises(ValueError, match="adversarial_start_fraction"):
-        TrainingProgress(adversarial_start_fraction=1.0)
+    for fraction in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="adversarial_start_fraction"):
+            TrainingProgress(adversarial_start_fraction=fraction)
 
 
 @pytest.fixture(scope="module")

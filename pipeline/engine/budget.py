@@ -64,7 +64,8 @@ class TrainingProgress:
         validator: run once more at the end of a budgeted run when the last epoch did not validate.
         schedule: ``linear``, ``cosine`` or ``constant`` (see :func:`budget_lr_factor`).
         adversarial_start_fraction: fraction of the training (of the budget, or of ``max_epochs`` *
-            ``epoch_length`` iterations without one) trained with the L1 (+ extras) loss only.
+            ``epoch_length`` iterations without one) trained with the L1 (+ extras) loss only; 1.0 = the
+            whole run (a plain regression network: no discriminator step, no adversarial term).
         clock: seconds, monotonic (injectable for tests).
     """
 
@@ -80,8 +81,8 @@ class TrainingProgress:
     ) -> None:
         if max_minutes is not None and max_minutes <= 0:
             raise ValueError(f"max_minutes must be positive, got {max_minutes}")
-        if not 0.0 <= adversarial_start_fraction < 1.0:
-            raise ValueError(f"adversarial_start_fraction must be in [0, 1), got {adversarial_start_fraction}")
+        if not 0.0 <= adversarial_start_fraction <= 1.0:
+            raise ValueError(f"adversarial_start_fraction must be in [0, 1], got {adversarial_start_fraction}")
         budget_lr_factor(0.0, schedule=schedule)  # validates the name now, not after minutes of training
         self.max_seconds = None if max_minutes is None else 60.0 * float(max_minutes)
         self.optimizers = list(optimizers)
@@ -131,7 +132,7 @@ class TrainingProgress:
 
     def iteration_started(self, engine: Engine) -> None:
         fraction = self.fraction(engine)
-        engine.adversarial_on = fraction >= self.adversarial_start_fraction
+        engine.adversarial_on = fraction >= self.adversarial_start_fraction and self.adversarial_start_fraction < 1.0
         if self.max_seconds is None:
             return  # the config's epoch schedules own the learning rate
         factor = budget_lr_factor(fraction, schedule=self.schedule)
