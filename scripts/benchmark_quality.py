@@ -70,6 +70,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "l1_only": {"adversarial_start_fraction": 1.0},
     "fov224": {"patch_size": 224, "samples_per_volume": 1},
     "planes3": {"planes": "all"},  # multi-plane 2.5D: one network on axial, coronal and sagittal slabs, fused
+    "l1_planes3": {"adversarial_start_fraction": 1.0, "planes": "all"},
 }
 DEFAULT_RECIPES = ("previous_default", "default", "adamw_cosine")
 #: Shared by every recipe: validation every 600 iterations (~2-3 min here), often enough to draw MAE over
