@@ -24,6 +24,7 @@ from pipeline.data.loaders import (
     input_channels,
     make_loader,
     patch_shape,
+    planes_for_mode,
     preprocessing,
     spatial_dims,
     training_transforms,
@@ -242,8 +243,7 @@ def test_multi_plane_patches_are_slabs_along_each_plane(record):
         x, y, z = hits[0]
         np.testing.assert_array_equal(sample["mask"][0].numpy(), view_mask[x:x + PATCH, y:y + PATCH, z + 1])
     assert seen == {"axial", "coronal", "sagittal"}
-    with pytest.raises(ValueError, match="2.5d"):
-        training_transforms(mode="3d", patch_size=PATCH, planes="all")
+    assert planes_for_mode("3d", "all") == ("axial",) and planes_for_mode("2.5d", "all") == ("axial", "coronal", "sagittal")
 
 
 # ---------------------------------------------------------------------------------------------------- records, loaders

@@ -19,8 +19,9 @@ from pipeline.engine.trainer import Pix2PixTrainer, constant_then_linear_decay, 
 from pipeline.sct.model_card import rtsynth_version
 
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
+# the adversarial term on from the start (the default recipe trains L1 only): these runs exercise the whole GAN
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
-        "--samples_per_volume", "2", "--val_interval", "1", "--amp", "false"]
+        "--samples_per_volume", "2", "--val_interval", "1", "--amp", "false", "--adversarial_start_fraction", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,12 @@ def test_inference_bundle_obeys_the_model_card(manifest: Path, tmp_path: Path) -
     run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "1", *TINY)
     card = json.loads((out / "models" / "model_card.json").read_text())
     assert (card["patch_size"], card["num_downs"], card["base_channels"], card["mode"]) == (32, 5, 8, "2.5d")
+    assert card["planes"] == ["axial", "coronal", "sagittal"]  # the default recipe: multi-plane
 
     infer = ["--input", str(manifest), "--split", "test", "--output_dir", str(out)]
     run_bundle_config(str(CONFIGS / "inference.json"), *infer)
     (sct,) = (out / "predictions").glob("*/sct.nii.gz")
+    assert (sct.parent / "sct_std.nii.gz").is_file()  # three planes: their spread is written beside the sCT
     descrip = nib.load(sct).header["descrip"].item().decode()
     assert descrip == f"rtsynth {rtsynth_version()} sCT model {card_hash(card)}"
 
@@ -83,6 +86,8 @@ def test_3d_mode_trains(manifest: Path, tmp_path: Path) -> None:
                *TINY, "--mode", "3d", "--patch_size", "24", "--num_downs", "3")
     state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(v.ndim == 5 for v in state.values())  # 3-D convolutions
+    # no slab axis in 3D: the default planes do not apply, the card says so
+    assert json.loads((out / "models" / "model_card.json").read_text())["planes"] == ["axial"]
 
 
 @pytest.mark.distributed

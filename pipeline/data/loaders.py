@@ -53,6 +53,12 @@ def spatial_dims(mode: str) -> int:
     return 3 if check_mode(mode) == "3d" else 2
 
 
+def planes_for_mode(mode: str, planes: Sequence[str] | str) -> tuple[str, ...]:
+    """The slab planes a mode uses (:mod:`transforms.plane`): the given ones in 2D/2.5D; in 3D there is
+    no slab axis to choose, the network sees the volume as it is (``("axial",)``), whatever was given."""
+    return ("axial",) if check_mode(mode) == "3d" else check_planes(planes)
+
+
 def patch_shape(*, mode: str, patch_size: int, slab_size: int) -> tuple[int, int, int]:
     """The 3-D crop taken from a volume: (P, P, k) for 2D/2.5D (k = 1 for 2D), (P, P, P) for 3D."""
     if check_mode(mode) == "3d":
@@ -116,7 +122,7 @@ def training_transforms(
     """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``),
     then 2.5D slab-to-channels. CT ends in [-1, 1].
 
-    ``planes`` (2.5D only): the slab axis of each sample, drawn per volume from these planes
+    ``planes`` (2D/2.5D; ignored in 3D): the slab axis of each sample, drawn per volume from these planes
     (:mod:`transforms.plane`; ``"all"`` = axial, coronal, sagittal): one network for all of them.
 
     The cached part (everything before the crop) is compact: MR float32, CT int16 HU, mask uint8 and
@@ -125,9 +131,7 @@ def training_transforms(
     """
     keys = ["mr", "ct", "mask"]
     crop = patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size)
-    planes = check_planes(planes)
-    if mode != "2.5d" and planes != ("axial",):
-        raise ValueError(f"planes {list(planes)} need mode '2.5d' (slabs), not {mode!r}")
+    planes = planes_for_mode(mode, planes)
     chain = [
         *preprocessing(target_spacing=target_spacing),
         CompactVolumesd(ct_key="ct", mask_key="mask"),

@@ -25,7 +25,7 @@ from monai.transforms import Compose
 from tqdm.auto import tqdm
 
 from pipeline.data.checks import check_mask_array, check_volume_array
-from pipeline.data.loaders import check_mode, preprocessing
+from pipeline.data.loaders import check_mode, planes_for_mode, preprocessing
 from pipeline.data.manifest import find_subjects, load_split, read_manifest
 from pipeline.engine.handlers import load_generator_state
 from pipeline.errors import InputError, as_flag
@@ -37,7 +37,6 @@ from pipeline.sct.outputs import output_paths, refuse_existing_outputs, write_sc
 from pipeline.sct.tta import mean_and_std_hu, member_count, members_hu, std_path_for
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
-from transforms.plane import check_planes
 from transforms.slab import slabs_to_volume, volume_to_slabs
 from transforms.spatial import invert_to_input_grid
 
@@ -163,9 +162,7 @@ class SCTPredictor:
         planes: Sequence[str] | str = ("axial",),
     ) -> None:
         self.mode = check_mode(mode)
-        self.planes = check_planes(planes)
-        if self.mode != "2.5d" and self.planes != ("axial",):
-            raise ValueError(f"planes {list(self.planes)} need mode '2.5d' (slabs), not {self.mode!r}")
+        self.planes = planes_for_mode(self.mode, planes)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device).eval()
         amp, tta = as_flag(amp, name="amp"), as_flag(tta, name="tta")

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.engine.model_card import card_hash, read_model_card
 from pipeline.errors import InputError, as_flag
 from transforms.intensity import HU_MAX, HU_MIN
+from pipeline.data.loaders import planes_for_mode
 from transforms.plane import check_planes
 
 __all__ = ["MODEL_CARD_NAME", "SETTINGS", "find_model_card", "inference_settings", "rtsynth_version",
@@ -64,7 +65,7 @@ def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing:
         "base_channels": int(base_channels),
         "attention": bool(attention),
         "norm": str(norm),
-        "planes": list(check_planes(planes)),
+        "planes": list(planes_for_mode(mode, planes)),
         "hu_window": [HU_MIN, HU_MAX],
         "mr_normalisation": MR_NORMALISATION,
         "manifest_sha256": _file_hash(manifest),

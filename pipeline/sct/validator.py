@@ -9,10 +9,10 @@ from ignite.metrics import Average
 from monai.engines import Evaluator
 from torch.utils.data import DataLoader
 
+from pipeline.data.loaders import planes_for_mode
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.sct.inference import predict_unit_volume
 from pipeline.sct.tta import members_hu
-from transforms.plane import check_planes
 
 
 class SCTValidator(Evaluator):
@@ -45,7 +45,7 @@ class SCTValidator(Evaluator):
         )
         # DDP wrappers are bypassed: validation needs no gradient sync and must not issue collectives
         self.generator = unwrap_ddp(generator)
-        self.planes = check_planes(planes)
+        self.planes = planes_for_mode(mode, planes)
         self.window = dict(mode=mode, patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size)
 
     def _iteration(self, engine: "SCTValidator", batchdata: dict) -> dict:
