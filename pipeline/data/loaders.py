@@ -19,12 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monai.data import CacheDataset, DataLoader, Dataset
-from monai.transforms import (
-    Compose,
-    EnsureTyped,
-    MapTransform,
-    RandFlipd,
-)
+from monai.transforms import Compose, EnsureTyped, MapTransform
 
 from pipeline.data.checks import check_ct_hu
 from pipeline.io.geometry import check_same_grid, read_geometry
@@ -112,8 +107,9 @@ def training_transforms(
     foreground_fraction: float = 0.9,
     flip_lr: bool = True,
 ) -> Compose:
-    """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``),
-    then 2.5D slab-to-channels. CT ends in [-1, 1].
+    """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``), half
+    of them mirrored left-right (``flip_lr``), then 2.5D slab-to-channels. CT ends in [-1, 1]; the
+    patches are plain float32 tensors.
 
     The cached part (everything before the crop) is compact: MR float32, CT int16 HU, mask uint8 and
     the mask's bounding box, no per-voxel index arrays (:mod:`transforms.crop`). In 2.5D every slice is
@@ -125,12 +121,12 @@ def training_transforms(
         *preprocessing(target_spacing=target_spacing),
         CompactVolumesd(ct_key="ct", mask_key="mask"),
         MaskBoundingBoxd("mask"),
+        # left-right mirror symmetry of the head is a safe augmentation (axis 0 = R-L in RAS)
         RandBodyCropd(keys, label_key="mask", spatial_size=crop, pos_fraction=foreground_fraction,
-                      num_samples=samples_per_volume, replicate_axis=None if mode == "3d" else 2),
+                      num_samples=samples_per_volume, replicate_axis=None if mode == "3d" else 2,
+                      flip_prob=0.5 if flip_lr else 0.0, flip_axis=0),
         HUWindowd("ct"),
     ]
-    if flip_lr:  # left-right mirror symmetry of the head is a safe augmentation (axis 0 = R-L in RAS)
-        chain.append(RandFlipd(keys=keys, prob=0.5, spatial_axis=0))
     if mode != "3d":
         chain.append(SlabToChannelsd("mr", centre_keys=("ct", "mask"), slab_size=crop[-1]))
     return Compose(chain)
