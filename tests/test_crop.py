@@ -79,6 +79,24 @@ def test_in_plane_windows_stay_inside_and_small_volumes_are_edge_padded():
     assert crop["mr"].shape == (1, 6, 6, 5)
 
 
+def test_flips_mirror_every_key_together_at_the_asked_rate():
+    data = MaskBoundingBoxd("mask")(_subject())
+    for flip_prob, low, high in ((0.0, 0.0, 0.0), (0.5, 0.4, 0.6), (1.0, 1.0, 1.0)):
+        samples = _cropper(flip_prob=flip_prob)(data)
+        flipped = []
+        for s in samples:
+            source = np.unravel_index(s["mr"][0].numpy().astype(int), SHAPE)  # each voxel's origin
+            steps = np.diff(source[0], axis=0)  # along the flip axis (R-L): +1 as stored, -1 mirrored
+            assert np.all(steps == steps.flat[0]) and abs(steps.flat[0]) == 1
+            flipped.append(steps.flat[0] == -1)
+            torch.testing.assert_close(s["ct"], s["mr"] * 2)
+            torch.testing.assert_close(s["mask"][0], data["mask"][0][source])
+            assert s["mr"].is_contiguous() and type(s["mr"]) is torch.Tensor
+        assert low <= np.mean(flipped) <= high, flip_prob
+    with pytest.raises(ValueError, match="flip_prob"):
+        _cropper(flip_prob=2.0)
+
+
 def test_compact_volumes_are_int16_hu_and_uint8_mask():
     data = {"mr": torch.rand(1, 4, 4, 4), "ct": torch.tensor([-1000.4, 0.6, 3000.5, 20.0]).reshape(1, 4, 1, 1).expand(1, 4, 4, 4),
             "mask": torch.rand(1, 4, 4, 4)}

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from transforms.crop import mask_bounding_box
+from transforms.crop import RandBodyCropd, mask_bounding_box
 from transforms.plane import (
     PLANES,
-    RandLeftRightFlipd,
     RandPlaned,
     check_planes,
     from_plane,
@@ -67,9 +66,13 @@ def test_rand_planed_permutes_volumes_and_box_together():
 
 
 @pytest.mark.parametrize("plane", PLANES)
-def test_left_right_flip_mirrors_the_patient_in_every_plane(plane):
+def test_the_crops_left_right_flip_mirrors_the_patient_in_every_plane(plane):
     v = volume((4, 5, 6))
-    flip = RandLeftRightFlipd(["mr"], prob=1.0)
-    out = flip({"mr": to_plane(v, plane), "plane": plane})
+    mask = torch.ones_like(v, dtype=torch.uint8)
+    data = {"mr": to_plane(v, plane), "mask": to_plane(mask, plane), "plane": plane}
+    data["mask_box"] = mask_bounding_box(data["mask"])
+    whole = tuple(data["mr"].shape[1:])  # a crop of the whole volume, so only the flip changes it
+    crop = RandBodyCropd(["mr"], label_key="mask", spatial_size=whole, flip_prob=1.0, flip_axis=0)
+    out = crop(data)[0]["mr"]
     expected = to_plane(torch.flip(v, dims=[1]), plane)  # mirrored along RAS x (dim 1 of (C, X, Y, Z))
-    assert torch.equal(torch.as_tensor(out["mr"]), expected)
+    assert torch.equal(out, expected)

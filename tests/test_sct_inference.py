@@ -19,9 +19,11 @@ from scipy.spatial.transform import Rotation
 from networks import Pix2PixUNet
 from pipeline.data.manifest import find_subjects, write_manifest
 from pipeline.data.phantoms.head import write_phantom_dataset
+from pipeline.engine.model_card import write_model_card
 from pipeline.errors import InputError
 from pipeline.io.volumes import read_volume
 from pipeline.sct.inference import SCTPredictor, predict_unit_volume, resolve_inputs, subject_id_from_path
+from pipeline.sct.model_card import MODEL_CARD_NAME, training_card
 from transforms.intensity import HU_AIR, HU_MAX, HU_MIN, normalize_mr, unit_range_to_hu
 from transforms.mask import body_mask_from_mr
 
@@ -408,6 +410,66 @@ def test_phantom_with_a_real_generator(tmp_path, mode):
     values, inside = np.asarray(sct.dataobj), np.asarray(mask.dataobj) > 0
     assert np.all(values[~inside] == HU_AIR)
     assert values.min() >= HU_MIN and values.max() <= HU_MAX and values[inside].std() > 0
+
+
+# ---------------------------------------------------------------------------------------------------- torchrun
+
+
+def _phantom_manifest_with_a_bad_subject(root: Path, *, n: int, bad: int) -> tuple[Path, list[str], str]:
+    """``n`` tiny phantoms, all in the test split, the ``bad``-th (sorted) with an all-NaN MR."""
+    folders = sorted(write_phantom_dataset(root / "data", n=n, size="tiny"))
+    mr = nib.load(folders[bad] / "mr.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(mr.shape, np.nan, np.float32), mr.affine, mr.header), folders[bad] / "mr.nii.gz")
+    manifest = write_manifest(find_subjects(root / "data").assign(split="test"), root / "manifest.csv")
+    good = [folder.name for i, folder in enumerate(folders) if i != bad]
+    return manifest, good, folders[bad].name
+
+
+def _run_inference_bundle(*args: str, launcher: list[str], configs: str) -> subprocess.CompletedProcess:
+    command = [*launcher, "-m", "monai.bundle", "run", "--config_file", configs, *args]
+    return subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # same threads in both runs: same sums
+
+
+@pytest.mark.distributed
+def test_torchrun_shards_subjects_over_ranks_and_rank_zero_reports_every_failure(tmp_path):
+    """``multi_gpu_inference.json`` under torchrun (2 gloo processes) over 5 phantoms, the 4th bad, which falls
+    to rank 1: each good sCT is written once, by the rank it was dealt to, bit-identical to single-process
+    inference; the run exits non-zero and rank 0 prints the one-line listing (rank 1's failure) once."""
+    manifest, good, bad = _phantom_manifest_with_a_bad_subject(tmp_path, n=5, bad=3)
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    torch.save(tiny_generator("2.5d").state_dict(), models / "model.pt")
+    card = training_card(mode="2.5d", patch_size=32, slab_size=5, target_spacing=None, num_downs=4, base_channels=8,
+                         attention=False)
+    write_model_card(models / MODEL_CARD_NAME, card)
+    common = ["--input", str(manifest), "--output_dir", str(tmp_path / "run")]
+
+    single = _run_inference_bundle(*common, "--prediction_dir", str(tmp_path / "single"), launcher=[sys.executable],
+                                   configs=str(BUNDLE_CONFIGS / "inference.json"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "--log-dir", str(tmp_path / "logs"), "--tee", "3"]
+    configs = f"['{BUNDLE_CONFIGS / 'inference.json'}','{BUNDLE_CONFIGS / 'multi_gpu_inference.json'}']"
+    multi = _run_inference_bundle(*common, "--prediction_dir", str(tmp_path / "multi"), launcher=torchrun,
+                                  configs=configs)
+
+    listing = single.stderr.strip().splitlines()[-1]
+    assert single.returncode != 0 and listing.startswith("error: 1 of 5 subject(s) failed") and f"{bad}: mr" in listing
+    assert multi.returncode != 0 and multi.stderr.count(listing) == 1, multi.stderr[-3000:]
+
+    logs = {rank: (tmp_path / "logs").glob(f"*/attempt_0/{rank}/std*.log") for rank in (0, 1)}
+    logs = {rank: "".join(path.read_text() for path in paths) for rank, paths in logs.items()}
+    for i, subject_id in enumerate([*good[:3], bad, *good[3:]]):  # dealt in order: rank i % 2
+        line = f"ERROR - {subject_id}: " if subject_id == bad else f"INFO - {subject_id}: wrote"
+        assert line in logs[i % 2] and line not in logs[1 - i % 2], (subject_id, line)
+    assert listing in logs[0] and listing not in logs[1]
+
+    for subject_id in good:
+        assert (multi.stdout + multi.stderr).count(f"{subject_id}: wrote") == 1
+        expected, written = (nib.load(tmp_path / run / subject_id / "sct.nii.gz") for run in ("single", "multi"))
+        np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(expected.dataobj))
+        assert written.header.binaryblock == expected.header.binaryblock
+    assert sorted(p.parent.name for p in (tmp_path / "multi").glob("*/sct.nii.gz")) == good
 
 
 # ---------------------------------------------------------------------------------------------------- weights

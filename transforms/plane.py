@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable, RandFlipd
+from monai.transforms import MapTransform, Randomizable
 
 #: Plane -> order of the spatial axes (X, Y, Z) = (0, 1, 2) that puts the plane's normal last.
 PLANE_AXES: dict[str, tuple[int, int, int]] = {
@@ -29,8 +29,6 @@ PLANE_AXES: dict[str, tuple[int, int, int]] = {
     "sagittal": (1, 2, 0),  # slices across X (right-left): in-plane Y, Z
 }
 PLANES = tuple(PLANE_AXES)
-#: Spatial axis of left-right (X) in the RAS network grid, before any permutation.
-LEFT_RIGHT_AXIS = 0
 
 
 def check_planes(planes: Sequence[str] | str) -> tuple[str, ...]:
@@ -66,8 +64,8 @@ class RandPlaned(Randomizable, MapTransform):
 
     Needs to run before the crop: the box ``<box_key>`` from :class:`transforms.crop.MaskBoundingBoxd` (a
     ``(3, 2)`` array of voxel bounds) is permuted with the volumes. Volumes become views of the cached
-    arrays (no copy); the crop then copies. ``plane_key`` records the plane so that the left-right flip
-    (:class:`RandLeftRightFlipd`) finds the X axis.
+    arrays (no copy); the crop then copies. ``plane_key`` records the plane so that the crop's left-right
+    flip (:class:`transforms.crop.RandBodyCropd`) finds the X axis.
     """
 
     def __init__(self, keys: KeysCollection, *, planes: Sequence[str] | str = PLANES, box_key: str = "mask_box",
@@ -91,18 +89,3 @@ class RandPlaned(Randomizable, MapTransform):
             d[self.box_key] = np.asarray(d[self.box_key])[list(PLANE_AXES[self._plane])]
         d[self.plane_key] = self._plane
         return d
-
-
-class RandLeftRightFlipd(RandFlipd):
-    """MONAI's ``RandFlipd`` along the patient's left-right axis, wherever :class:`RandPlaned` put it
-    (``plane_key``; axial when absent). Mirroring a crop about its centre equals cropping the mirrored
-    head at the mirrored place, so the flip is a safe augmentation in every plane."""
-
-    def __init__(self, keys: KeysCollection, *, prob: float = 0.5, plane_key: str = "plane") -> None:
-        super().__init__(keys=keys, prob=prob, spatial_axis=LEFT_RIGHT_AXIS)
-        self.plane_key = plane_key
-
-    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
-        plane = data.get(self.plane_key, "axial") if isinstance(data, Mapping) else "axial"
-        self.flipper.spatial_axis = plane_axis_of(LEFT_RIGHT_AXIS, plane)
-        return super().__call__(data, lazy=lazy)

@@ -19,11 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monai.data import CacheDataset, DataLoader, Dataset
-from monai.transforms import (
-    Compose,
-    EnsureTyped,
-    MapTransform,
-)
+from monai.transforms import Compose, EnsureTyped, MapTransform
 
 from pipeline.data.checks import check_ct_hu
 from pipeline.io.geometry import check_same_grid, read_geometry
@@ -31,7 +27,7 @@ from pipeline.io.volumes import GRID_ATOL_MM
 from transforms.crop import CompactVolumesd, MaskBoundingBoxd, RandBodyCropd
 from transforms.intensity import HUWindowd, NormalizeMRd
 from transforms.mask import BodyMaskd
-from transforms.plane import RandLeftRightFlipd, RandPlaned, check_planes
+from transforms.plane import RandPlaned, check_planes
 from transforms.slab import SlabToChannelsd
 from transforms.spatial import load_oriented
 
@@ -119,8 +115,9 @@ def training_transforms(
     flip_lr: bool = True,
     planes: Sequence[str] | str = ("axial",),
 ) -> Compose:
-    """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``),
-    then 2.5D slab-to-channels. CT ends in [-1, 1].
+    """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``), half
+    of them mirrored left-right (``flip_lr``), then 2.5D slab-to-channels. CT ends in [-1, 1]; the
+    patches are plain float32 tensors.
 
     ``planes`` (2D/2.5D; ignored in 3D): the slab axis of each sample, drawn per volume from these planes
     (:mod:`transforms.plane`; ``"all"`` = axial, coronal, sagittal): one network for all of them.
@@ -137,12 +134,13 @@ def training_transforms(
         CompactVolumesd(ct_key="ct", mask_key="mask"),
         MaskBoundingBoxd("mask"),
         *([RandPlaned(keys, planes=planes, box_key="mask_box")] if planes != ("axial",) else []),
+        # left-right mirror symmetry of the head is a safe augmentation (axis 0 = R-L in RAS, wherever
+        # RandPlaned put it)
         RandBodyCropd(keys, label_key="mask", spatial_size=crop, pos_fraction=foreground_fraction,
-                      num_samples=samples_per_volume, replicate_axis=None if mode == "3d" else 2),
+                      num_samples=samples_per_volume, replicate_axis=None if mode == "3d" else 2,
+                      flip_prob=0.5 if flip_lr else 0.0, flip_axis=0),
         HUWindowd("ct"),
     ]
-    if flip_lr:  # left-right mirror symmetry of the head is a safe augmentation (R-L, in whichever plane)
-        chain.append(RandLeftRightFlipd(keys, prob=0.5))
     if mode != "3d":
         chain.append(SlabToChannelsd("mr", centre_keys=("ct", "mask"), slab_size=crop[-1]))
     return Compose(chain)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from pipeline.engine import distributed
 from pipeline.engine.trainer import unwrap_ddp
 from pipeline.io.atomic import atomic_path
 
@@ -33,9 +34,7 @@ def handlers_for_rank(handlers: Sequence | None, *, rank: int | None = None) -> 
     """``handlers`` for this process: all of them on rank 0 (or without ``torch.distributed``), and on
     other ranks only those whose class is not in :data:`RANK_ZERO_HANDLERS` (learning-rate schedules and
     the validation trigger must run on every rank, or the ranks drift apart)."""
-    if rank is None:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
+    rank = distributed.rank() if rank is None else rank
     handlers = list(handlers or [])
     if rank == 0:
         return handlers

@@ -155,22 +155,6 @@ class Pix2PixTrainer(Trainer):
         return output
 
 
-def rank_shard(records: Sequence, *, seed: int = 0) -> list:
-    """This process's share of the training records under ``torch.distributed`` (all of them otherwise).
-
-    Shards have equal sizes (MONAI ``partition_dataset`` with ``even_divisible``: a few records repeat),
-    so every rank runs the same number of iterations, and each rank caches only its own subjects: memory
-    per process does not grow with the number of GPUs. A seeded shuffle spreads centres over ranks.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return list(records)
-    from monai.data import partition_dataset
-
-    shards = partition_dataset(list(records), num_partitions=torch.distributed.get_world_size(), shuffle=True,
-                               seed=seed, even_divisible=True)
-    return shards[torch.distributed.get_rank()]
-
-
 def constant_then_linear_decay(optimizer: torch.optim.Optimizer, *, constant_epochs: int, decay_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Pix2Pix schedule (stepped once per epoch): lr constant for ``constant_epochs``, then linearly
     to zero over ``decay_epochs``."""

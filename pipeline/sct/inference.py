@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from pipeline.data.checks import check_mask_array, check_volume_array
 from pipeline.data.loaders import check_mode, planes_for_mode, preprocessing
 from pipeline.data.manifest import find_subjects, load_split, read_manifest
+from pipeline.engine.distributed import gather_lists, rank, rank_shard
 from pipeline.engine.handlers import load_generator_state
 from pipeline.errors import InputError, as_flag
 from pipeline.io.dicom_series import is_dicom_folder, volume_file
@@ -287,13 +288,17 @@ class SCTPredictor:
         non-zero) after all other sCTs are written. ``skip_existing`` leaves subjects whose outputs are
         already there (finishing a run that was interrupted); otherwise an existing output is refused
         unless ``overwrite``.
+
+        Under ``torchrun`` (``multi_gpu_inference.json``) each rank predicts its own subjects
+        (:func:`pipeline.engine.distributed.rank_shard`: each exactly once), and rank 0 raises the error
+        listing the failures of all ranks once every rank has finished.
         """
         overwrite, skip_existing = as_flag(overwrite, name="overwrite"), as_flag(skip_existing, name="skip_existing")
         if overwrite and skip_existing:
             raise ValueError("overwrite and skip_existing exclude each other")
         records = resolve_inputs(source, split=split)
         written, failures = [], []
-        for record in tqdm(records, desc="sCT", unit="subject", disable=not self.progress):
+        for record in tqdm(rank_shard(records, equal_sizes=False), desc="sCT", unit="subject", disable=not self.progress):
             subject_id = record["subject_id"]
             out = Path(output_dir) / subject_id / "sct.nii.gz"
             targets = output_paths(out, output_format=output_format)
@@ -314,7 +319,8 @@ class SCTPredictor:
                 logger.error("%s", failures[-1])
                 continue
             logger.info("%s: wrote %s", subject_id, written[-1])
-        if failures:
+        failures = gather_lists(failures)  # under torchrun: every rank's, so that rank 0 reports them all
+        if failures and rank() == 0:
             raise InputError(f"{len(failures)} of {len(records)} subject(s) failed, the other sCTs were written: "
                              + " | ".join(failures))
         return written
