@@ -1,105 +1,264 @@
-"""Training throughput of the Pix2Pix engine vs a bare PyTorch loop (same networks, same batches).
+"""Training throughput: the real loop, data loading included, against the bare networks.
 
-    python -m scripts.benchmark_training [--iterations 20] [--modes 2.5d 3d]
+    python -m scripts.benchmark_training [--iterations 40] [--modes 2.5d 3d] [--flops]
 
-Reports samples/s for each configuration and the ratio engine / bare loop (target >= 0.9: MONAI's
-engine and handlers should cost next to nothing). Runs alternate and the best of ``--repeats`` is
-kept: on a shared 2-core machine single runs vary by 10-20 %. Batches are pre-built random tensors of the
-training shapes, so the figure is the network + engine cost, not data loading (CacheDataset keeps
-loading out of the loop in real training).
+Per mode, networks of the bundle's default settings (``CONFIGS``: patch, batch x samples per volume,
+depth; slab 5, base channels 32, masked L1, Adam 5e-4) in three loops:
+
+- ``bare``: a plain PyTorch Pix2Pix iteration on pre-built random batches of the training shapes (the floor);
+- ``engine``: :class:`pipeline.engine.trainer.Pix2PixTrainer` on the same pre-built batches (MONAI's engine);
+- ``real``: the same trainer on the loader the bundle builds (``training_transforms`` + ``make_loader``:
+  CacheDataset, RandBodyCropd with its flips, SlabToChannelsd, collation) over head phantoms written to a
+  temporary folder (``--phantoms`` subjects of ``--phantom-shape`` voxels), data loading in the loop as
+  in training (``num_workers`` 0, the bundle's default).
+
+The trainer runs in turns with a bare loop, one iteration each (:func:`in_turns`), so that both see the
+same load on a shared machine. Reported: samples/s (crops per second; bare from the turns with the real
+loop), real / bare (target >= 0.9) and engine / bare, and the real loader's CPU time per batch on its own.
+
+``--flops`` also counts the FLOPs of one training iteration (``torch.utils.flop_counter.FlopCounterMode``:
+convolutions and matrix products, forward and backward, generator and discriminator; normalisation and
+element-wise work are not counted) and divides by the bare loop's wall-clock time and by the CPU time of
+one bare iteration on one thread (per core: unaffected by other processes): this CPU's achieved FLOP/s
+on the same step. With an assumed sustained GPU throughput this gives a GPU time estimate (bundle docs).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+from ignite.engine import Events
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from networks import ConditionalPatchDiscriminator, Pix2PixGeneratorLoss, Pix2PixUNet
 from networks.losses import discriminator_loss
-from pipeline.data.loaders import input_channels, patch_shape, spatial_dims
-from pipeline.engine.trainer import Pix2PixTrainer, pix2pix_adam
+from pipeline.data.loaders import input_channels, make_loader, patch_shape, spatial_dims, training_transforms
+from pipeline.data.manifest import find_subjects
+from pipeline.data.phantoms.head import write_phantom_dataset
+from pipeline.engine.trainer import Pix2PixTrainer, pix2pix_optimizer, torch_threads
 
-CONFIGS = {  # mode -> (patch size, crops per iteration, num_downs): the bundle's 2.5D default is
-    "2.5d": (64, 16, 6),  # batch_size 2 x samples_per_volume 8
-    "3d": (32, 2, 5),
+#: mode -> the bundle's settings: 2.5D = train.json's defaults; 3D = the bundle docs' 3D line.
+CONFIGS = {
+    "2.5d": {"patch_size": 128, "batch_size": 2, "samples_per_volume": 2, "num_downs": 6},
+    "3d": {"patch_size": 64, "batch_size": 1, "samples_per_volume": 2, "num_downs": 5},
 }
+SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE = 5, 32, 5e-4  # train.json
+MASKED_L1 = True  # train.json: the L1 terms count voxels inside the body only
 
 
-def make_networks(mode: str, *, patch: int, num_downs: int, slab_size: int, base_channels: int):
+def crops_per_iteration(config: dict) -> int:
+    """MONAI's collation flattens each subject's ``samples_per_volume`` crops into the batch."""
+    return config["batch_size"] * config["samples_per_volume"]
+
+
+def make_networks(mode: str, config: dict):
+    """Generator, discriminator and generator loss as train.json builds them (seeded: every loop starts alike)."""
     torch.manual_seed(0)
-    dims, cin = spatial_dims(mode), input_channels(mode=mode, slab_size=slab_size)
-    g = Pix2PixUNet(spatial_dims=dims, in_channels=cin, num_downs=num_downs, base_channels=base_channels)
-    d = ConditionalPatchDiscriminator(spatial_dims=dims, in_channels=cin + 1, base_channels=base_channels)
+    dims, cin = spatial_dims(mode), input_channels(mode=mode, slab_size=SLAB_SIZE)
+    g = Pix2PixUNet(spatial_dims=dims, in_channels=cin, num_downs=config["num_downs"], base_channels=BASE_CHANNELS,
+                    dropout=0.0)
+    d = ConditionalPatchDiscriminator(spatial_dims=dims, in_channels=cin + 1, base_channels=BASE_CHANNELS)
     return g, d, Pix2PixGeneratorLoss(spatial_dims=dims)
 
 
-def make_batches(mode: str, *, patch: int, batch: int, slab_size: int, n: int) -> list[dict]:
-    shape = patch_shape(mode=mode, patch_size=patch, slab_size=slab_size)
+def optimisers(g, d) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    return (pix2pix_optimizer(g.parameters(), lr=LEARNING_RATE), pix2pix_optimizer(d.parameters(), lr=LEARNING_RATE))
+
+
+def prebuilt_batches(mode: str, config: dict, *, iterations: int) -> DataLoader:
+    """Random samples of the training shapes (MR ``(k, P, P)`` / CT and mask ``(1, P, P)`` in 2.5D), batched
+    by a plain DataLoader: ``iterations`` batches of :func:`crops_per_iteration` samples."""
+    shape = patch_shape(mode=mode, patch_size=config["patch_size"], slab_size=SLAB_SIZE)
     spatial = shape if mode == "3d" else shape[:2]
-    cin = input_channels(mode=mode, slab_size=slab_size)
+    cin, batch = input_channels(mode=mode, slab_size=SLAB_SIZE), crops_per_iteration(config)
     gen = torch.Generator().manual_seed(0)
-    return [{"mr": torch.rand(cin, *spatial, generator=gen) * 2 - 1,
-             "ct": torch.rand(1, *spatial, generator=gen) * 2 - 1,
-             "mask": torch.ones(1, *spatial)} for _ in range(n * batch)]
+    samples = [{"mr": torch.rand(cin, *spatial, generator=gen) * 2 - 1,
+                "ct": torch.rand(1, *spatial, generator=gen) * 2 - 1,
+                "mask": (torch.rand(1, *spatial, generator=gen) > 0.2).float()} for _ in range(iterations * batch)]
+    return DataLoader(samples, batch_size=batch, shuffle=False)
 
 
-def bare_loop(g, d, g_loss, loader, iterations: int) -> float:
-    g_opt, d_opt = pix2pix_adam(g.parameters()), pix2pix_adam(d.parameters())
-    start, done = time.perf_counter(), 0
-    for batch in loader:
-        mr, ct = batch["mr"], batch["ct"]
-        fake = g(mr)
-        d_opt.zero_grad(set_to_none=True)
-        logits = d(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
-        discriminator_loss(*logits.chunk(2)).backward()
-        d_opt.step()
-        g_opt.zero_grad(set_to_none=True)
-        g_loss(fake=fake, real=ct, fake_features=d(mr, fake))["total"].backward()
-        g_opt.step()
-        done += 1
-        if done == iterations:
-            break
-    return time.perf_counter() - start
+def real_loader(mode: str, config: dict, *, root: Path, subjects: int, shape: tuple[int, int, int]):
+    """The bundle's training loader (train.json: ``training_transforms`` + ``make_loader``, shuffled, no
+    workers) over ``subjects`` head phantoms of ``shape`` voxels written to ``root``; the cache is filled here."""
+    write_phantom_dataset(root, n=subjects, size=shape)
+    records = find_subjects(root).to_dict("records")
+    transforms = training_transforms(mode=mode, patch_size=config["patch_size"], slab_size=SLAB_SIZE,
+                                     samples_per_volume=config["samples_per_volume"])
+    return make_loader(records, transforms, batch_size=config["batch_size"], shuffle=True)
 
 
-def engine_loop(g, d, g_loss, loader, iterations: int) -> float:
+def bare_step(g, d, g_loss, g_opt, d_opt, batch: dict) -> None:
+    """One Pix2Pix iteration in plain PyTorch, the same work as ``Pix2PixTrainer._iteration``."""
+    mr, ct, mask = batch["mr"], batch["ct"], batch["mask"] if MASKED_L1 else None
+    fake = g(mr)
+    d_opt.zero_grad(set_to_none=True)
+    logits = d(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
+    discriminator_loss(*logits.chunk(2)).backward()
+    d_opt.step()
+    g_opt.zero_grad(set_to_none=True)
+    g_loss(fake=fake, real=ct, fake_features=d(mr, fake), mask=mask)["total"].backward()
+    g_opt.step()
+
+
+def cycle(loader, iterations: int):
+    """``iterations`` batches, starting the loader again when it runs out (an epoch of the real loader is
+    ``subjects / batch_size`` iterations)."""
+    done = 0
+    while True:
+        for batch in loader:
+            yield batch
+            done += 1
+            if done == iterations:
+                return
+
+
+def in_turns(mode: str, config: dict, loader, prebuilt: DataLoader, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of each iteration of :class:`Pix2PixTrainer` (as train.json sets it up) on ``loader`` and of
+    :func:`bare_step` on ``prebuilt``, run in turns: one trainer iteration, then one bare iteration, each
+    with its own networks. Both loops see the same load, so their ratio holds on a shared machine where
+    whole-run times varied by 2x. A trainer iteration counts from the end of the previous bare one: its
+    batch fetch and the engine's events are in it."""
+    g, d, g_loss = make_networks(mode, config)
+    g_opt, d_opt = optimisers(g, d)
     trainer = Pix2PixTrainer(device="cpu", max_epochs=1, epoch_length=iterations, train_data_loader=loader,
-                             generator=g, discriminator=d, g_optimizer=pix2pix_adam(g.parameters()),
-                             d_optimizer=pix2pix_adam(d.parameters()), g_loss=g_loss)
-    start = time.perf_counter()
+                             generator=g, discriminator=d, g_optimizer=g_opt, d_optimizer=d_opt, g_loss=g_loss,
+                             masked_l1=MASKED_L1, amp=True)  # train.json's amp: it only takes effect on CUDA
+    bare_g, bare_d, bare_loss = make_networks(mode, config)
+    bare_g.train(), bare_d.train()
+    bare_optimisers, bare_batches = optimisers(bare_g, bare_d), cycle(prebuilt, iterations)
+    times: dict[str, list[float]] = {"trainer": [], "bare": []}
+    last = [time.perf_counter()]
+
+    def bare_turn(_) -> None:
+        now = time.perf_counter()
+        times["trainer"].append(now - last[0])
+        bare_step(bare_g, bare_d, bare_loss, *bare_optimisers, next(bare_batches))
+        last[0] = time.perf_counter()
+        times["bare"].append(last[0] - now)
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, bare_turn)
     trainer.run()
-    return time.perf_counter() - start
+    return np.array(times["trainer"]), np.array(times["bare"])
+
+
+def loader_cpu_seconds(loader, iterations: int) -> float:
+    """CPU seconds per batch of the loader alone, on one thread as the trainer fetches batches
+    (:class:`pipeline.engine.trainer.SingleThreadedFetch`): other processes on the machine do not change
+    it, unlike wall-clock time."""
+    with torch_threads(1):
+        start = time.thread_time()
+        for _ in cycle(loader, iterations):
+            pass
+        return (time.thread_time() - start) / iterations
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operators run inside it (views included) while not ``paused``: on a GPU each non-view
+    one is a kernel launch, and eager PyTorch spends ~10-20 us of CPU time dispatching each, however small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count, self.paused = 0, False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not self.paused
+        return func(*args, **(kwargs or {}))
+
+
+def iteration_flops(mode: str, config: dict) -> dict[str, int]:
+    """FLOPs of one training iteration (convolutions and matrix products): ``total``, ``forward``,
+    ``backward``, and the forward passes per network (``generator_forward``; ``discriminator_forward``
+    over 3 x the batch: real and fake pairs for D's step, the fake pairs again for G's adversarial term).
+    Backward FLOPs are not split per network: one backward pass runs through D into G. ``operators``: aten
+    operators outside the optimiser steps (:class:`OpCounter`; on CUDA, Adam updates all parameters in a
+    few multi-tensor kernels, on the CPU parameter by parameter, so its count here would mislead)."""
+    g, d, g_loss = make_networks(mode, config)
+    batch = next(iter(prebuilt_batches(mode, config, iterations=1)))
+    g_opt, d_opt = optimisers(g, d)
+    flops, ops = FlopCounterMode(display=False), OpCounter()
+    for optimiser in (g_opt, d_opt):
+        optimiser.register_step_pre_hook(lambda *_: setattr(ops, "paused", True))
+        optimiser.register_step_post_hook(lambda *_: setattr(ops, "paused", False))
+    with flops, ops:
+        bare_step(g, d, g_loss, g_opt, d_opt, batch)
+    counts = {module: {str(op): n for op, n in by_op.items()} for module, by_op in flops.get_flop_counts().items()}
+    forward = "aten.convolution"  # the networks are convolutions only
+    return {"total": flops.get_total_flops(), "forward": counts["Global"].get(forward, 0),
+            "backward": flops.get_total_flops() - counts["Global"].get(forward, 0),
+            "generator_forward": counts[type(g).__name__].get(forward, 0),
+            "discriminator_forward": counts[type(d).__name__].get(forward, 0), "operators": ops.count}
+
+
+def cpu_seconds_per_iteration(mode: str, config: dict, *, iterations: int = 5) -> float:
+    """Fewest CPU seconds of one bare iteration on one thread (after a warm-up one): what a core does per
+    iteration however busy the machine is, unlike wall-clock time."""
+    g, d, g_loss = make_networks(mode, config)
+    g_opt, d_opt = optimisers(g, d)
+    seconds = []
+    with torch_threads(1):
+        for batch in cycle(prebuilt_batches(mode, config, iterations=iterations + 1), iterations + 1):
+            start = time.thread_time()
+            bare_step(g, d, g_loss, g_opt, d_opt, batch)
+            seconds.append(time.thread_time() - start)
+    return min(seconds[1:])
+
+
+def benchmark_mode(mode: str, *, iterations: int, warmup: int, root: Path, subjects: int,
+                   shape: tuple[int, int, int]) -> dict[str, float]:
+    """Mean seconds per iteration (after ``warmup`` iterations) of the trainer on the real loader (``real``)
+    and on pre-built batches (``engine``), each with the bare loop it ran in turns with (``bare_real``,
+    ``bare_engine``: :func:`in_turns`), and the real loader's CPU seconds per batch (``loader``)."""
+    config = CONFIGS[mode]
+    prebuilt = prebuilt_batches(mode, config, iterations=iterations + warmup)
+    loader = real_loader(mode, config, root=root / mode, subjects=subjects, shape=shape)
+    seconds = {}
+    for name, trainer_loader in (("real", loader), ("engine", prebuilt)):
+        trainer, bare = in_turns(mode, config, trainer_loader, prebuilt, iterations + warmup)
+        seconds |= {name: trainer[warmup:].mean(), f"bare_{name}": bare[warmup:].mean()}
+    return seconds | {"loader": loader_cpu_seconds(loader, iterations)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=40)
-    parser.add_argument("--modes", nargs="+", default=list(CONFIGS))
-    parser.add_argument("--slab-size", type=int, default=5)
-    parser.add_argument("--base-channels", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="alternate engine/bare runs, keep the best of each")
+    parser.add_argument("--modes", nargs="+", default=["2.5d"], choices=list(CONFIGS),
+                        help="3d (64^3 crops) takes ~4 s per iteration on 2 cores")
+    parser.add_argument("--warmup", type=int, default=3, help="first iterations left out of the means")
+    parser.add_argument("--phantoms", type=int, default=4, help="head phantoms for the real loader")
+    parser.add_argument("--phantom-shape", type=int, nargs=3, default=[128, 128, 96], metavar=("X", "Y", "Z"))
+    parser.add_argument("--flops", action="store_true", help="FLOPs per iteration and this CPU's FLOP/s")
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
-    print(f"{'mode':6} {'patch':>7} {'batch':>5} {'bare samples/s':>15} {'engine samples/s':>17} {'ratio':>6}")
-    for mode in args.modes:
-        patch, batch, num_downs = CONFIGS[mode]
-        data = make_batches(mode, patch=patch, batch=batch, slab_size=args.slab_size, n=args.iterations + 2)
-        loader = DataLoader(data, batch_size=batch, shuffle=False)
-        times = {"bare": [], "engine": []}
-        g, d, g_loss = make_networks(mode, patch=patch, num_downs=num_downs, slab_size=args.slab_size, base_channels=args.base_channels)
-        bare_loop(g, d, g_loss, loader, 2)  # warm-up (allocator, kernels) for both paths
-        engine_loop(*make_networks(mode, patch=patch, num_downs=num_downs, slab_size=args.slab_size, base_channels=args.base_channels), loader, 2)
-        for repeat in range(args.repeats):
-            order = (("bare", bare_loop), ("engine", engine_loop))
-            for name, fn in order if repeat % 2 == 0 else order[::-1]:  # neither path always runs second
-                g, d, g_loss = make_networks(mode, patch=patch, num_downs=num_downs, slab_size=args.slab_size, base_channels=args.base_channels)
-                times[name].append(fn(g, d, g_loss, loader, args.iterations))
-        bare = args.iterations * batch / min(times["bare"])
-        engine = args.iterations * batch / min(times["engine"])
-        print(f"{mode:6} {patch:>7} {batch:>5} {bare:>15.2f} {engine:>17.2f} {engine / bare:>6.3f}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu; "
+          f"real loader: {args.phantoms} phantoms of {'x'.join(map(str, args.phantom_shape))} voxels")
+    print(f"{'mode':5} {'patch':>5} {'crops':>5} {'bare':>7} {'engine':>7} {'real':>7} {'engine/bare':>11} "
+          f"{'real/bare':>9} {'loader':>8}   (samples/s; loader: CPU ms per batch)")
+    with tempfile.TemporaryDirectory(prefix="benchmark_training_") as tmp:
+        for mode in args.modes:
+            config, crops = CONFIGS[mode], crops_per_iteration(CONFIGS[mode])
+            seconds = benchmark_mode(mode, iterations=args.iterations, warmup=args.warmup, root=Path(tmp),
+                                     subjects=args.phantoms, shape=tuple(args.phantom_shape))
+            rate = {name: crops / s for name, s in seconds.items()}
+            print(f"{mode:5} {config['patch_size']:>5} {crops:>5} {rate['bare_real']:>7.2f} {rate['engine']:>7.2f} "
+                  f"{rate['real']:>7.2f} {rate['engine'] / rate['bare_engine']:>11.3f} "
+                  f"{rate['real'] / rate['bare_real']:>9.3f} {seconds['loader'] * 1e3:>8.1f}")
+            if args.flops:
+                flops = iteration_flops(mode, config)
+                giga, core = {name: n / 1e9 for name, n in flops.items()}, cpu_seconds_per_iteration(mode, config)
+                print(f"      GFLOP per iteration {giga['total']:.2f} (forward {giga['forward']:.2f}: generator "
+                      f"{giga['generator_forward']:.2f}, discriminator {giga['discriminator_forward']:.2f}; backward "
+                      f"{giga['backward']:.2f}); {flops['operators']} aten operators per iteration outside the "
+                      "optimiser steps")
+                print(f"      achieved: {giga['total'] / seconds['bare_real']:.1f} GFLOP/s in the bare loop above "
+                      f"({seconds['bare_real']:.3f} s per iteration, wall clock, {torch.get_num_threads()} threads); "
+                      f"{giga['total'] / core:.1f} GFLOP/s per core ({core:.3f} CPU s per iteration on one thread)")
     return 0
 
 

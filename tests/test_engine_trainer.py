@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 import torch
+from ignite.engine import Events
 
 from bundle_runner import REPO, read_events, tiny_phantom_manifest
 from bundle_runner import run_bundle as run_bundle_config
@@ -153,6 +154,40 @@ def test_l1_warm_up_trains_the_generator_only() -> None:
     assert torch.equal(d.conv.weight, d_before) and d.conv.weight.grad is None  # D neither stepped nor run
     assert g.bias.item() > 0
     assert out["G_total"] == pytest.approx(100 * out["G_l1"], rel=1e-6)
+
+
+class _ThreadsSeen(torch.utils.data.Dataset):
+    """Three samples; records the intra-op thread count each was fetched with."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> dict:
+        self.threads.append(torch.get_num_threads())
+        return {"mr": torch.rand(1, 8, 8), "ct": torch.full((1, 8, 8), 0.5), "mask": torch.ones(1, 8, 8)}
+
+
+@pytest.mark.parametrize("epoch_length", [None, 5])  # 5 > 3 batches: the data iterator restarts mid-epoch
+def test_batches_are_fetched_single_threaded_and_the_iteration_keeps_the_threads(epoch_length) -> None:
+    dataset, during_iterations = _ThreadsSeen(), []
+    g, d = _Constant(), _TinyD()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trainer = Pix2PixTrainer(device="cpu", max_epochs=2, epoch_length=epoch_length,
+                                 train_data_loader=torch.utils.data.DataLoader(dataset, batch_size=1), generator=g,
+                                 discriminator=d, g_optimizer=pix2pix_adam(g.parameters()),
+                                 d_optimizer=pix2pix_adam(d.parameters()))
+        trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: during_iterations.append(torch.get_num_threads()))
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: during_iterations.append(torch.get_num_threads()))
+        trainer.run()
+        assert dataset.threads == [1] * len(dataset.threads) and len(dataset.threads) == 2 * (epoch_length or 3)
+        assert set(during_iterations) == {2} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_constant_then_linear_decay() -> None:

@@ -29,6 +29,7 @@ from pipeline.data.loaders import check_mode, planes_for_mode, preprocessing
 from pipeline.data.manifest import find_subjects, load_split, read_manifest
 from pipeline.engine.distributed import gather_lists, rank, rank_shard
 from pipeline.engine.handlers import load_generator_state
+from pipeline.engine.trainer import torch_threads as _torch_threads
 from pipeline.errors import InputError, as_flag
 from pipeline.io.dicom_series import is_dicom_folder, volume_file
 from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_grid, read_geometry
@@ -50,19 +51,6 @@ def _autocast(device: torch.device, *, amp: bool):
     """fp16 autocast only when asked for and on CUDA: half precision rounds the network output to ~1e-3
     of the unit range (~2 HU), so the default keeps full precision."""
     return torch.autocast("cuda") if amp and device.type == "cuda" else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int):
-    """Run the block with ``count`` intra-op CPU threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    if count != previous:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if count != previous:
-            torch.set_num_threads(previous)
 
 
 @torch.no_grad()
