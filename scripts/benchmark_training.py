@@ -1,6 +1,6 @@
 """Training throughput: the real loop, data loading included, against the bare networks.
 
-    python -m scripts.benchmark_training [--iterations 40] [--modes 2.5d 3d] [--flops]
+    python -m scripts.benchmark_training [--iterations 40] [--modes 2.5d 3d] [--flops] [--cpu-variants]
 
 Per mode, networks of the bundle's default settings (``CONFIGS``: patch, batch x samples per volume,
 depth; slab 5, base channels 32, masked L1, Adam 5e-4) in three loops:
@@ -21,11 +21,16 @@ convolutions and matrix products, forward and backward, generator and discrimina
 element-wise work are not counted) and divides by the bare loop's wall-clock time and by the CPU time of
 one bare iteration on one thread (per core: unaffected by other processes): this CPU's achieved FLOP/s
 on the same step. With an assumed sustained GPU throughput this gives a GPU time estimate (bundle docs).
+
+The loops run the Pix2Pix iteration (generator and discriminator), the heavier of the two recipes.
+``--cpu-variants`` instead times the default recipe's L1-only generator step on one thread in float32,
+with channels-last tensors and under bfloat16 autocast, and how far bf16 moves the output (HU).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +48,7 @@ from pipeline.data.loaders import input_channels, make_loader, patch_shape, spat
 from pipeline.data.manifest import find_subjects
 from pipeline.data.phantoms.head import write_phantom_dataset
 from pipeline.engine.trainer import Pix2PixTrainer, pix2pix_optimizer, torch_threads
+from transforms.intensity import HU_MAX, HU_MIN
 
 #: mode -> the bundle's settings: 2.5D = train.json's defaults; 3D = the bundle docs' 3D line.
 CONFIGS = {
@@ -211,6 +217,40 @@ def cpu_seconds_per_iteration(mode: str, config: dict, *, iterations: int = 5) -
     return min(seconds[1:])
 
 
+def generator_step_variants(mode: str, config: dict, *, iterations: int = 3) -> dict[str, float]:
+    """CPU seconds (one thread, fewest of ``iterations`` after a warm-up) of the default recipe's step
+    (generator forward, L1, backward, Adam) in float32, with channels-last tensors, and under
+    bfloat16 autocast; plus ``bf16_mean_abs_diff_hu``: how far bf16 moves the generator's output from
+    float32 (same weights and input, HU). Candidates for CPU speed that the issue asked to measure."""
+    batch = next(iter(prebuilt_batches(mode, config, iterations=1)))
+    results = {}
+    for name in ("float32", "channels_last", "bfloat16"):
+        g = make_networks(mode, config)[0]
+        optimizer = pix2pix_optimizer(g.parameters(), lr=LEARNING_RATE)
+        mr, ct = batch["mr"], batch["ct"]
+        if name == "channels_last":
+            g, mr = g.to(memory_format=torch.channels_last), mr.contiguous(memory_format=torch.channels_last)
+        seconds = []
+        with torch_threads(1):
+            for _ in range(iterations + 1):
+                start = time.thread_time()
+                with torch.autocast("cpu", dtype=torch.bfloat16) if name == "bfloat16" else contextlib.nullcontext():
+                    fake = g(mr)
+                loss = (fake.float() - ct).abs().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seconds.append(time.thread_time() - start)
+        results[name] = min(seconds[1:])
+    g = make_networks(mode, config)[0].eval()
+    with torch.no_grad():
+        reference = g(batch["mr"])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = g(batch["mr"]).float()
+    results["bf16_mean_abs_diff_hu"] = float((low - reference).abs().mean()) * (HU_MAX - HU_MIN) / 2
+    return results
+
+
 def benchmark_mode(mode: str, *, iterations: int, warmup: int, root: Path, subjects: int,
                    shape: tuple[int, int, int]) -> dict[str, float]:
     """Mean seconds per iteration (after ``warmup`` iterations) of the trainer on the real loader (``real``)
@@ -235,7 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phantoms", type=int, default=4, help="head phantoms for the real loader")
     parser.add_argument("--phantom-shape", type=int, nargs=3, default=[128, 128, 96], metavar=("X", "Y", "Z"))
     parser.add_argument("--flops", action="store_true", help="FLOPs per iteration and this CPU's FLOP/s")
+    parser.add_argument("--cpu-variants", action="store_true",
+                        help="only time the L1 generator step in float32 / channels-last / bf16 autocast (one thread)")
     args = parser.parse_args(argv)
+    if args.cpu_variants:
+        for mode in args.modes:
+            result = generator_step_variants(mode, CONFIGS[mode])
+            print(f"{mode}: CPU s per L1 generator step, one thread: float32 {result['float32']:.3f}, channels-last "
+                  f"{result['channels_last']:.3f} ({result['float32'] / result['channels_last']:.2f}x), bf16 autocast "
+                  f"{result['bfloat16']:.3f} ({result['float32'] / result['bfloat16']:.2f}x); bf16 output differs from "
+                  f"float32 by {result['bf16_mean_abs_diff_hu']:.1f} HU on average")
+        return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu; "
           f"real loader: {args.phantoms} phantoms of {'x'.join(map(str, args.phantom_shape))} voxels")
     print(f"{'mode':5} {'patch':>5} {'crops':>5} {'bare':>7} {'engine':>7} {'real':>7} {'engine/bare':>11} "
