@@ -195,9 +195,9 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[
               cell(first.bulk_ratio_to_lookup, "{:.3f}"), *[""] * 6]]
     note = (f"{measured_on(command)}; phantoms {'x'.join(map(str, size))} voxels; MAE on held-out test subjects "
             "(other seed), ratio to the tissue lookup's MAE in the same run (lower is better).")
-    lines = [note, "", *markdown_table(header, body), "",
-             f"Torch threads per training process: {torch_threads()}. Stripe ratio: mean |error step| between axial "
-             "slices over the in-plane one, inside the body (1 = no slice-to-slice stripes; `stripe_ratio`)."]
+    legend = (f"Torch threads per training process: {torch_threads()}. Stripe ratio: mean |error step| between axial "
+              "slices over the in-plane one, inside the body (1 = no slice-to-slice stripes; `stripe_ratio`).")
+    lines = [note, "", *markdown_table(header, body), "", legend]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

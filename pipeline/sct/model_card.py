@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.loaders import planes_for_mode
 from pipeline.engine.model_card import card_hash, read_model_card
 from pipeline.errors import InputError, as_flag
 from transforms.intensity import HU_MAX, HU_MIN
-from pipeline.data.loaders import planes_for_mode
 from transforms.plane import check_planes
 
 __all__ = ["MODEL_CARD_NAME", "SETTINGS", "find_model_card", "inference_settings", "rtsynth_version",
