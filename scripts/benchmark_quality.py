@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.data.manifest import load_split
 from scripts.benchmark_common import (
     cell,
     markdown_table,
@@ -133,17 +134,10 @@ def stripe_ratio(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> float:
     return float(steps[2] / ((steps[0] + steps[1]) / 2))
 
 
-def test_subjects(manifest: Path) -> list[dict]:
-    """``subject_id``, ``ct`` and ``mask`` paths of the manifest's test split."""
-    table = pd.read_csv(manifest)
-    return [{"subject_id": r.subject_id, "ct": manifest.parent / r.ct, "mask": manifest.parent / r.mask}
-            for r in table[table["split"] == "test"].itertuples()]
-
-
 def stripe_ratio_of_run(manifest: Path, predictions: Path) -> float:
     """:func:`stripe_ratio` averaged over the test subjects of one inference run."""
     return float(np.mean([stripe_ratio(canonical(predictions / s["subject_id"] / "sct.nii.gz"), canonical(s["ct"]),
-                                       canonical(s["mask"])) for s in test_subjects(manifest)]))
+                                       canonical(s["mask"])) for s in load_split(manifest, "test")]))
 
 
 def train_recipe(overrides: Mapping[str, object], *, manifest: Path, work: Path, minutes: float) -> float:
@@ -215,7 +209,7 @@ def sagittal_figure(rows: pd.DataFrame, manifest: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    subject = test_subjects(manifest)[0]
+    subject = load_split(manifest, "test")[0]
     ct = canonical(subject["ct"])
     x = ct.shape[0] // 2
     fig, axes = plt.subplots(2, len(rows) + 1, figsize=(2.6 * (len(rows) + 1), 5.4), squeeze=False)
