@@ -10,8 +10,10 @@ import pytest
 
 from scripts.benchmark_chest import (
     parse_overrides,
+    real_ct_list,
     relocated,
     result_rows,
+    reused_data,
     scores,
     write_manifest,
     write_markdown,
@@ -24,7 +26,8 @@ def _results(path: Path, *, tumours: bool) -> Path:
     rows = []
     for method, psnr, leak in (("pix2pix", 30.0, 0.10), ("se_scaled", 26.0, 0.50)):
         for image, offset in (("2TP901_p000", 0.0), ("2TP901_p001", 2.0)):
-            for metric, value in (("psnr", psnr + offset), ("ssim", 0.90), ("mae", 0.2), ("bone_leak", leak)):
+            for metric, value in (("psnr", psnr + offset), ("ssim", 0.90), ("mae", 0.2), ("bone_leak", leak),
+                                  ("soft_gain", 0.04)):
                 rows.append((method, "2TP901", image, "de_soft", metric, value))
             rows.append((method, "2TP901", image, "de_bone", "psnr", 99.0))  # another region: not in the table
     if tumours:
@@ -69,7 +72,7 @@ def test_markdown_has_one_table_per_test_set_and_empty_cnr_without_tumour_labels
     assert "| 2.00 / 1.33 / 1.50 | 1.50 |" in resize and "| upsample=resize | 900 | 31.00 | 0.900 |" in resize
     real_resize = next(line for line in real.splitlines() if line.startswith("| resize |"))
     cells = [c.strip() for c in real_resize.strip("|").split("|")]
-    assert cells[3] == "31.00" and cells[7:] == [""] * 5  # metrics there, CNR columns empty
+    assert cells[3] == "31.00" and cells[7] == "+0.040" and cells[8:] == [""] * 5  # metrics there, CNR columns empty
     assert "| target (issue 13) |" in real
 
 
@@ -90,6 +93,35 @@ def test_manifests_are_rebased_and_split(tmp_path: Path):
     assert list(table["se"]) == ["trainval/se/a.nii.gz", "trainval/se/b.nii.gz", "real/se/c.nii.gz"]
     assert list(table["split"]) == ["train", "val", "test"]
     assert list(table["tumour_mask"]) == ["trainval/tumour_mask/a.nii.gz", "trainval/tumour_mask/b.nii.gz", ""]
+    # rebased again one folder down (the --real-variants manifests), the splits kept
+    elsewhere = tmp_path / "drr_variants"
+    elsewhere.mkdir()
+    again = relocated(root / "real.csv", elsewhere, None)
+    assert list(again["se"]) == [f"../drr/{p}" for p in table["se"]] and list(again["split"]) == list(table["split"])
+
+
+def test_real_ct_list_separates_the_originals_from_their_deformed_variants(tmp_path: Path):
+    for subject in ("CXR001", "CXR001-D01", "CXR001-D02"):
+        (tmp_path / "cts" / subject).mkdir(parents=True)
+        (tmp_path / "cts" / subject / "ct.nii.gz").write_bytes(b"")
+    originals = pd.read_csv(real_ct_list(tmp_path / "cts", tmp_path / "a.csv"))
+    variants = pd.read_csv(real_ct_list(tmp_path / "cts", tmp_path / "b.csv", variants=True))
+    assert list(originals["subject_id"]) == ["CXR001"]
+    assert sorted(variants["subject_id"]) == ["CXR001-D01", "CXR001-D02"]
+    (tmp_path / "cts" / "CXR001-D01" / "ct.nii.gz").unlink()
+    (tmp_path / "cts" / "CXR001-D02" / "ct.nii.gz").unlink()
+    with pytest.raises(ValueError, match="no deformed variant"):
+        real_ct_list(tmp_path / "cts", tmp_path / "c.csv", variants=True)
+
+
+def test_reused_data_needs_both_manifests_of_an_earlier_run(tmp_path: Path):
+    (tmp_path / "run" / "drr").mkdir(parents=True)
+    (tmp_path / "run" / "drr" / "phantoms.csv").write_text("subject_id\n")
+    with pytest.raises(FileNotFoundError, match="real.csv"):
+        reused_data(tmp_path / "run")
+    (tmp_path / "run" / "drr" / "real.csv").write_text("subject_id\n")
+    assert reused_data(tmp_path / "run") == {"phantoms": tmp_path / "run" / "drr" / "phantoms.csv",
+                                             "real": tmp_path / "run" / "drr" / "real.csv"}
 
 
 def test_overrides_and_cells():
