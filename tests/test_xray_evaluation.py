@@ -23,6 +23,23 @@ def test_metrics_and_bone_suppression() -> None:
     assert bone_suppression(soft + 0.25 * bone, soft, bone, body)["bone_leak"] == pytest.approx(0.25)
 
 
+def test_bone_leak_separates_a_soft_tissue_gain_from_bone_left_in() -> None:
+    """Soft and bone paths rise together in a chest: a soft image 10 % too bright has no bone in it
+    (leak 0, gain 0.1), and bone left in reads as the same leak whatever the gain. The references are
+    the constructions themselves; a slope of the error on bone alone gives 0.1 x slope(soft, bone)
+    for the first."""
+    rng = np.random.default_rng(1)
+    body = np.ones((32, 32), bool)
+    bone = rng.random((32, 32))
+    soft = 2.0 + 3.0 * bone + 0.5 * rng.random((32, 32))  # correlated with bone, as thick paths are
+    gained = bone_suppression(1.1 * soft, soft, bone, body)
+    assert gained["bone_leak"] == pytest.approx(0.0, abs=1e-9) and gained["soft_gain"] == pytest.approx(0.1)
+    both = bone_suppression(0.95 * soft + 0.3 * bone + 0.2, soft, bone, body)
+    assert both["bone_leak"] == pytest.approx(0.3) and both["soft_gain"] == pytest.approx(-0.05)
+    flat = bone_suppression(soft, soft, np.zeros_like(bone), body)  # no bone: leak undefined, not 0
+    assert np.isnan(flat["bone_leak"])
+
+
 def test_tumour_visibility_rows_for_chest_drrs(tmp_path):
     """A tumour under a rib: the true DE-soft image (no rib) shows it with a higher CNR than SE (rib
     stripes around it), reported per tumour in regions tumour and tumour_behind_rib."""
