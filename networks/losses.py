@@ -1,5 +1,5 @@
 """Pix2Pix losses: the halved discriminator loss and the generator's adversarial + lambda * L1 loss
-with optional SSIM, gradient-difference, bone-weighted L1, bone-leak and feature-matching terms.
+with optional SSIM, gradient-difference, bone-weighted L1 and feature-matching terms.
 
 Images are CT in [-1, 1] (``transforms.intensity.hu_to_unit_range``), shape ``(B, C, *spatial)``;
 discriminator outputs are raw logits.
@@ -21,8 +21,8 @@ from torch import nn
 from transforms.intensity import hu_to_unit_range
 
 __all__ = [
-    "ADVERSARIAL_MODES", "bone_leak_fit", "discriminator_loss", "generator_adversarial_loss",
-    "gradient_difference_loss", "Pix2PixGeneratorLoss",
+    "ADVERSARIAL_MODES", "discriminator_loss", "generator_adversarial_loss", "gradient_difference_loss",
+    "Pix2PixGeneratorLoss",
 ]
 
 ADVERSARIAL_MODES = ("vanilla", "lsgan", "hinge")
@@ -97,41 +97,6 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def bone_leak_fit(error: torch.Tensor, soft: torch.Tensor, bone: torch.Tensor,
-                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bone leak and soft-tissue gain of a predicted soft-tissue image, per image: the least-squares fit
-    ``error ~ gain * soft + leak * bone + c`` (weighted by ``weights``, e.g. a 0/1 body mask), where
-    ``error = pred_soft - true_soft`` and ``soft``, ``bone`` are the true DE images.
-
-    ``leak`` is the fraction of the bone signal left in (> 0) or over-subtracted from (< 0) the prediction
-    with a soft-tissue gain error (``gain``) fitted beside it: soft and bone line integrals go up together
-    (thick paths cross both), so a slope of the error on bone alone would also report a gain error that
-    has no bone in it (``1.05 * soft`` would "leak" 5 % times the soft-on-bone slope, ~3 in a chest).
-    Invariant to one affine intensity window applied to all three images. Shared by the evaluation
-    (``pipeline.xray.evaluation``, float64) and the training loss, so the two measure the same thing.
-
-    Args:
-        error, soft, bone: ``(B, ...)``, one image per leading index (any trailing shape).
-        weights: ``(B, ...)`` non-negative, or None for all pixels.
-    Returns:
-        ``(leak, gain)``, each ``(B,)``; NaN for an image whose soft and bone are collinear or constant.
-    """
-    flat = [x.reshape(x.shape[0], -1) for x in (error, soft, bone)]
-    w = torch.ones_like(flat[0]) if weights is None else weights.reshape(weights.shape[0], -1).to(flat[0].dtype)
-    total = w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-    e, s, b = (x - (w * x).sum(dim=1, keepdim=True) / total for x in flat)  # weighted centring = the constant
-    ss, bb, sb = (w * s * s).sum(1), (w * b * b).sum(1), (w * s * b).sum(1)
-    se, be = (w * s * e).sum(1), (w * b * e).sum(1)
-    det = ss * bb - sb * sb
-    # collinear (or constant) soft and bone: the split between gain and leak is undefined
-    ok = det > 1e-9 * ss * bb
-    safe = torch.where(ok, det, torch.ones_like(det))
-    nan = torch.full_like(det, float("nan"))
-    leak = torch.where(ok, (ss * be - sb * se) / safe, nan)
-    gain = torch.where(ok, (bb * se - sb * be) / safe, nan)
-    return leak, gain
-
-
 class Pix2PixGeneratorLoss(nn.Module):
     """Generator loss ``adversarial_weight * adv + l1_weight * L1 + sum(weight * extra)``.
 
@@ -145,12 +110,6 @@ class Pix2PixGeneratorLoss(nn.Module):
             ``bone_threshold_hu`` (HU) count ``bone_factor`` times, others once (weighted mean).
         feature_matching_weight: weight of the mean L1 between D's intermediate features of the real
             and the fake pair (logits excluded): a perceptual loss that needs no pretrained weights.
-        bone_leak_weight: weight of the mean ``|leak|`` of :func:`bone_leak_fit` over the batch, for
-            dual-energy targets: the predicted soft-tissue channel's error regressed on the true soft and
-            bone channels (inside ``mask`` when given). L1 alone leaves a fraction of the bone in the
-            soft-tissue image (the target's quantum noise swamps the small rib residue in L1's gradient);
-            this term asks for an error orthogonal to the bone image.
-        leak_channels: ``(soft, bone)`` channel indices of the targets for ``bone_leak_weight``.
         spatial_dims: 2 or 3 (for SSIM).
 
     Forward (keyword-only): ``fake``, ``real`` (B, C, *spatial) in [-1, 1]; ``fake_features`` =
@@ -158,7 +117,7 @@ class Pix2PixGeneratorLoss(nn.Module):
     as in an L1 warm-up); ``real_features`` = D(condition, real), needed for feature
     matching (detached here); ``mask`` optional 0/1 map shaped like ``real``: the L1 terms (``l1``,
     ``bone_l1``) are averaged inside it only. Returns a dict of scalar tensors: "total",
-    "adversarial", "l1", and "ssim", "gradient", "bone_l1", "bone_leak", "feature_matching" for the enabled extras
+    "adversarial", "l1", and "ssim", "gradient", "bone_l1", "feature_matching" for the enabled extras
     (the terms unweighted, the total weighted).
     """
 
@@ -174,8 +133,6 @@ class Pix2PixGeneratorLoss(nn.Module):
         bone_threshold_hu: float = 250.0,
         bone_factor: float = 5.0,
         feature_matching_weight: float = 0.0,
-        bone_leak_weight: float = 0.0,
-        leak_channels: tuple[int, int] | None = None,
         spatial_dims: int = 2,
     ) -> None:
         super().__init__()
@@ -183,7 +140,6 @@ class Pix2PixGeneratorLoss(nn.Module):
         weights = dict(
             adversarial_weight=adversarial_weight, l1_weight=l1_weight, ssim_weight=ssim_weight,
             gradient_weight=gradient_weight, bone_weight=bone_weight, feature_matching_weight=feature_matching_weight,
-            bone_leak_weight=bone_leak_weight,
         )
         negative = [name for name, value in weights.items() if value < 0]
         if negative:
@@ -199,12 +155,6 @@ class Pix2PixGeneratorLoss(nn.Module):
         self.bone_threshold = float(hu_to_unit_range(torch.tensor(float(bone_threshold_hu))))
         self.bone_factor = float(bone_factor)
         self.feature_matching_weight = float(feature_matching_weight)
-        self.bone_leak_weight = float(bone_leak_weight)
-        if bone_leak_weight > 0:
-            if leak_channels is None or len(leak_channels) != 2 or leak_channels[0] == leak_channels[1]:
-                raise ValueError(f"bone_leak_weight > 0 needs leak_channels = (soft, bone), two channel "
-                                 f"indices, got {leak_channels}")
-        self.leak_channels = None if leak_channels is None else tuple(int(c) for c in leak_channels)
         self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=2.0) if ssim_weight > 0 else None
 
     def forward(
@@ -238,13 +188,6 @@ class Pix2PixGeneratorLoss(nn.Module):
             if self.bone_weight > 0:
                 bone = (real >= self.bone_threshold).float()
                 terms["bone_l1"] = _weighted_mean(abs_error, inside * (1.0 + (self.bone_factor - 1.0) * bone))
-            if self.bone_leak_weight > 0:
-                soft, bone = self.leak_channels
-                if max(soft, bone) >= real.shape[1]:
-                    raise ValueError(f"leak_channels {self.leak_channels} but the targets have {real.shape[1]} channels")
-                leak, _ = bone_leak_fit(fake[:, soft] - real[:, soft], real[:, soft], real[:, bone], inside[:, soft])
-                leak = leak[torch.isfinite(leak)]  # a crop without bone says nothing about leakage
-                terms["bone_leak"] = leak.abs().mean() if leak.numel() else fake.sum() * 0.0
         if self.feature_matching_weight > 0 and fake_features is not None:
             if real_features is None:
                 raise ValueError("feature_matching_weight > 0 needs real_features = D(condition, real)")
@@ -259,7 +202,7 @@ class Pix2PixGeneratorLoss(nn.Module):
         weights = {
             "adversarial": self.adversarial_weight, "l1": self.l1_weight, "ssim": self.ssim_weight,
             "gradient": self.gradient_weight, "bone_l1": self.bone_weight,
-            "bone_leak": self.bone_leak_weight, "feature_matching": self.feature_matching_weight,
+            "feature_matching": self.feature_matching_weight,
         }
         total = sum(weights[name] * value for name, value in terms.items())
         return {"total": total, **terms}

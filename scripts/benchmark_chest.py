@@ -63,7 +63,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "resize": {**CPU, "upsample": "resize"},
     "pixelshuffle": {**CPU, "upsample": "pixelshuffle"},
     "l1_only": {**CPU, "upsample": "transpose", "adversarial_start_fraction": 1.0},
-    "leak10": {**CPU, "upsample": "transpose", "bone_leak_weight": 10.0},
+    "l1_gradient": {**CPU, "upsample": "transpose", "adversarial_start_fraction": 1.0, "gradient_weight": 1e4},
     "resize_warmup_masked": {**CPU, "upsample": "resize", "adversarial_start_fraction": 0.3, "masked_l1": True},
 }
 DEFAULT_RECIPES = ("transpose", "resize", "pixelshuffle")
@@ -72,7 +72,7 @@ DEFAULT_RECIPES = ("transpose", "resize", "pixelshuffle")
 COMMON: dict[str, object] = {"epoch_length": 100, "val_interval": 1}
 #: Overrides that shape the generator: inference must be given the same.
 NETWORK_KEYS = ("num_downs", "base_channels", "dropout", "attention", "upsample")
-PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path")
+PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path", "de_soft_noiseless", "de_bone_noiseless")
 TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT"}
 VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
 

@@ -10,7 +10,6 @@ import torch
 from networks.discriminators import ConditionalPatchDiscriminator
 from networks.losses import (
     Pix2PixGeneratorLoss,
-    bone_leak_fit,
     discriminator_loss,
     generator_adversarial_loss,
     gradient_difference_loss,
@@ -231,58 +230,3 @@ def test_image_terms_stay_float32_under_autocast():
     for name in ("l1", "ssim", "gradient", "bone_l1"):
         assert mixed[name].dtype == torch.float32
         assert float(mixed[name]) == pytest.approx(float(reference[name]), rel=1e-5), name
-
-
-# --- bone leak (dual-energy soft / bone targets) ------------------------------------------------
-
-def _soft_bone(batch: int = 3, size: int = 24) -> torch.Tensor:
-    """(B, 2, H, W) targets: channel 0 soft tissue rising with channel 1 bone, as thick chest paths do."""
-    gen = torch.Generator().manual_seed(0)
-    bone = torch.rand(batch, 1, size, size, generator=gen)
-    soft = 0.5 * bone + 0.3 * torch.rand(batch, 1, size, size, generator=gen) - 0.5
-    return torch.cat([soft, bone], dim=1)
-
-
-def test_bone_leak_fit_returns_the_constructed_leak_and_gain_per_image():
-    real = _soft_bone()
-    soft, bone = real[:, 0], real[:, 1]
-    leaks, gains = torch.tensor([0.0, 0.2, -0.1]), torch.tensor([0.05, 0.0, -0.02])
-    error = gains[:, None, None] * soft + leaks[:, None, None] * bone + 0.3
-    leak, gain = bone_leak_fit(error, soft, bone)
-    assert torch.allclose(leak, leaks, atol=1e-5) and torch.allclose(gain, gains, atol=1e-5)
-    # weights: the pixels outside do not count, whatever they hold
-    weights = torch.zeros_like(soft)
-    weights[:, 4:20, 4:20] = 1.0
-    noisy = torch.where(weights > 0, error, torch.randn_like(error))
-    assert torch.allclose(bone_leak_fit(noisy, soft, bone, weights)[0], leaks, atol=1e-5)
-    # one affine window on all three images (the training targets' [-1, 1] scaling) changes nothing
-    scaled = bone_leak_fit(2.0 * error, 2.0 * soft - 1.0, 2.0 * bone - 1.0)[0]
-    assert torch.allclose(scaled, leaks, atol=1e-5)
-    assert torch.isnan(bone_leak_fit(error, soft, torch.zeros_like(bone))[0]).all()
-
-
-def test_bone_leak_term_is_the_mean_absolute_leak_and_its_gradient_removes_bone():
-    real = _soft_bone()
-    fake = real.clone()
-    fake[:, 0] += 0.3 * real[:, 1]  # 30 % of the bone left in the soft channel
-    loss = Pix2PixGeneratorLoss(l1_weight=0.0, bone_leak_weight=1.0, leak_channels=(0, 1))
-    assert float(loss(fake=fake, real=real, fake_features=None)["bone_leak"]) == pytest.approx(0.3, abs=1e-5)
-    fake.requires_grad_(True)
-    optimizer = torch.optim.SGD([fake], lr=1.0)  # |leak| moves by a fixed ~0.014 per step here
-    for _ in range(40):
-        optimizer.zero_grad()
-        loss(fake=fake, real=real, fake_features=None)["total"].backward()
-        optimizer.step()
-    assert float(loss(fake=fake, real=real, fake_features=None)["bone_leak"]) < 0.03
-    assert torch.equal(fake.grad[:, 1], torch.zeros_like(fake.grad[:, 1]))  # the bone channel is not touched
-
-
-def test_bone_leak_needs_two_distinct_channels_that_exist():
-    with pytest.raises(ValueError, match="leak_channels"):
-        Pix2PixGeneratorLoss(bone_leak_weight=1.0)
-    with pytest.raises(ValueError, match="leak_channels"):
-        Pix2PixGeneratorLoss(bone_leak_weight=1.0, leak_channels=(1, 1))
-    loss = Pix2PixGeneratorLoss(bone_leak_weight=1.0, leak_channels=(0, 2))
-    real = _soft_bone()
-    with pytest.raises(ValueError, match="2 channels"):
-        loss(fake=real, real=real, fake_features=None)

@@ -3,6 +3,7 @@ splits by subject, overwrite refusal, bad input, and (when present) the real che
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -136,6 +137,16 @@ def test_chest_phantoms_with_tumour_masks_tilts_and_seeded_realism(tmp_path):
     assert np.array_equal(se_a, nib.load(again.parent / table["se"][0]).get_fdata())
     with pytest.raises(FileExistsError):
         build_drr_dataset(tmp_path / "cts", tmp_path / "b", config=config, progress=False)
+    # The noiseless references (bone-leak metric) are the expected images: what a dose so high that the
+    # noise vanishes gives for the same views, independently of the zero-noise path that writes them.
+    bright = build_drr_dataset(tmp_path / "cts", tmp_path / "c", progress=False, config=dataclasses.replace(
+        config, realism=RealismConfig(mas_high=5e6, mas_low=2e7)))
+    for key in ("de_soft", "de_bone"):
+        reference = nib.load(manifest.parent / table[f"{key}_noiseless"][0]).get_fdata()
+        noisy = nib.load(manifest.parent / table[key][0]).get_fdata()
+        high_dose = nib.load(bright.parent / table[key][0]).get_fdata()
+        assert np.abs(reference - high_dose).max() < 0.01 * np.abs(reference).max()
+        assert np.abs(noisy - reference).mean() > 10 * np.abs(high_dose - reference).mean()  # 0.5 mAs is noisy
     from scripts.make_drr_dataset import save_figure  # SE | DE soft | DE bone with tumour outlines
 
     assert save_figure(manifest, tmp_path / "fig.png", rows=1).stat().st_size > 1000

@@ -40,6 +40,26 @@ def test_bone_leak_separates_a_soft_tissue_gain_from_bone_left_in() -> None:
     assert np.isnan(flat["bone_leak"])
 
 
+def test_fine_bone_leak_sees_rib_shadows_that_a_smooth_correction_hides_from_the_whole_image_fit() -> None:
+    """Bone = thin ribs + a broad bone load. A prediction that keeps 30 % of the ribs but subtracts a
+    smooth, bone-shaped correction can bring the whole-image leak near 0; the high-passed fit still
+    reports the ribs' 0.3 (the Gaussian removes the broad parts on both sides)."""
+    rows, cols = np.mgrid[:96, :96]
+    body = np.ones((96, 96), bool)
+    ribs = ((rows // 4) % 2 == 0).astype(float)  # 4-px stripes
+    broad = np.exp(-((cols - 48) / 30.0) ** 2)  # spine and mediastinum: smooth
+    bone = 0.5 * ribs + 2.0 * broad
+    soft = 3.0 + 0.005 * cols + 0.2 * np.sin(rows / 15.0)  # smooth anatomy, not bone-shaped
+    left_in = 0.3 * 0.5 * ribs
+    # the smooth correction's size that cancels the ribs' covariance with bone (np.cov: plain statistics)
+    c = np.cov(left_in.ravel(), bone.ravel())[0, 1] / np.cov(broad.ravel(), bone.ravel())[0, 1]
+    gamed = soft + left_in - c * broad
+    scores = bone_suppression(gamed, soft, bone, body, fine_sigma_px=2.0)
+    assert abs(scores["bone_leak"]) < 0.02  # the whole-image fit is fooled ...
+    assert scores["bone_leak_fine"] == pytest.approx(0.3, abs=0.03)  # ... the fine one is not
+    assert "bone_leak_fine" not in bone_suppression(gamed, soft, bone, body)  # no pixel scale: left out
+
+
 def test_tumour_visibility_rows_for_chest_drrs(tmp_path):
     """A tumour under a rib: the true DE-soft image (no rib) shows it with a higher CNR than SE (rib
     stripes around it), reported per tumour in regions tumour and tumour_behind_rib."""
@@ -95,3 +115,33 @@ def test_figure_outlines_projected_tumours_in_red(tmp_path):
     outlined = save_figure([{**record, "tumour_mask": "tumour_mask/S1_p000.nii.gz"}], tmp_path / "outlined.png",
                            label_root=tmp_path, **options)
     assert red_pixels(plain) == 0 and red_pixels(outlined) > 20
+
+
+def test_bone_leak_is_measured_against_the_noiseless_references_when_the_manifest_has_them(tmp_path):
+    """DE subtraction gives the soft and bone images anti-correlated noise (one low-kVp noise field
+    enters both with opposite signs). A perfect denoiser (prediction = noiseless soft) then shows a
+    positive "leak" against the noisy true images, and none against the noiseless references."""
+    from pipeline.io.images2d import save_image_2d
+    from pipeline.xray.evaluation import evaluate_images
+
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[:64, :64]
+    bone_clean = 0.4 * ((rows // 8) % 2 == 0) + 0.02 * cols
+    soft_clean = 2.0 + 0.01 * rows + 0.5 * bone_clean  # thick paths cross more bone
+    low_noise = 0.1 * rng.normal(size=rows.shape)
+    images = {"se": soft_clean + bone_clean, "de_soft": soft_clean - low_noise, "de_bone": bone_clean + low_noise,
+              "de_soft_noiseless": soft_clean, "de_bone_noiseless": bone_clean}
+    for key, image in images.items():
+        save_image_2d(image.astype(np.float32), tmp_path / key / "S1_p000.nii.gz")
+        save_image_2d(soft_clean.astype(np.float32), tmp_path / "pred" / key / "S1_p000.nii.gz")
+    record = {"subject_id": "S1", "image_id": "S1_p000",
+              **{k: str(tmp_path / k / "S1_p000.nii.gz") for k in ("se", "de_soft", "de_bone")}}
+    references = {k: f"{k}/S1_p000.nii.gz" for k in ("de_soft_noiseless", "de_bone_noiseless")}
+
+    def leak(rec):
+        results = evaluate_images([rec], prediction_dir=tmp_path / "pred", image_key="se",
+                                  target_keys=["de_soft", "de_bone"], label_root=tmp_path)
+        return results.query("method == 'pix2pix' and metric == 'bone_leak'")["value"].astype(float).item()
+
+    assert leak(record) > 0.1  # against the noisy images: biased (0.15 here)
+    assert leak({**record, **references}) == pytest.approx(0.0, abs=1e-5)

@@ -260,18 +260,6 @@ def validation_transforms(*, image_key: str, target_keys: Sequence[str], windows
     ])
 
 
-def leak_channels(target_keys: Sequence[str], *, soft_key: str = "de_soft", bone_key: str = "de_bone",
-                  ) -> tuple[int, int]:
-    """``(soft, bone)`` channel indices of ``target_keys`` for the bone-leak loss
-    (:class:`networks.losses.Pix2PixGeneratorLoss` ``leak_channels``); both must be targets."""
-    target_keys = list(target_keys)
-    missing = [k for k in (soft_key, bone_key) if k not in target_keys]
-    if missing:
-        raise ValueError(f"bone_leak_weight > 0 needs {soft_key!r} and {bone_key!r} among target_keys "
-                         f"{target_keys}; missing {missing}")
-    return target_keys.index(soft_key), target_keys.index(bone_key)
-
-
 def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) -> np.ndarray | torch.Tensor:
     """Pixels of the condition image above ``fraction`` x its 99th percentile (physical units).
 
@@ -289,5 +277,5 @@ def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) ->
 __all__: Sequence[str] = [
     "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "IntensityWindow",
     "fit_window", "fit_windows", "load_records", "read_windows", "training_card", "ScaleToUnitd",
-    "training_transforms", "validation_transforms", "leak_channels", "body_mask_2d", "BodyMask2Dd",
+    "training_transforms", "validation_transforms", "body_mask_2d", "BodyMask2Dd",
 ]

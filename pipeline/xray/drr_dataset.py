@@ -50,6 +50,8 @@ from transforms.drr import (
 
 CT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 MANIFEST_NAME = "manifest.csv"
+#: Expected (noise-free) DE images written beside each realistic pair: the bone-leak references.
+NOISELESS_KEYS = ("de_soft_noiseless", "de_bone_noiseless")
 METADATA_NAME = "drr_dataset.json"
 
 
@@ -63,8 +65,11 @@ class DRRDatasetConfig:
     from it; ``max_shift_mm``: isocentre shifts uniform in +-max per axis; ``max_tilt_deg``:
     cranio-caudal beam tilts uniform in +-max (none drawn when 0, so older datasets reproduce).
     ``realism``: scatter, quantum noise and detector blur (:mod:`pipeline.xray.radiograph`), seeded per
-    projection; None = noiseless. A CT with ``tumours.nii.gz`` beside it (chest phantoms) also gets
-    ``tumour_mask`` (projected labels) and ``bone_path`` (bone line integral, g/cm^2) images.
+    projection; None = noiseless. With realism every pair also gets ``de_soft_noiseless`` and
+    ``de_bone_noiseless`` (:data:`NOISELESS_KEYS`: the same chain without quantum noise), the references
+    of the bone-leak metric, never training targets. A CT with ``tumours.nii.gz`` beside it (chest
+    phantoms) also gets ``tumour_mask`` (projected labels) and ``bone_path`` (bone line integral, g/cm^2)
+    images.
     """
 
     projections_per_ct: int = 8
@@ -180,16 +185,23 @@ def sample_geometries(rng: np.random.Generator, config: DRRDatasetConfig, *, pix
 def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: ProjectionGeometry, *,
                 config: DRRDatasetConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
     """One projection: ``{"se", "de_soft", "de_bone", ...}`` float32 (H, W) log images, plus
-    ``bone_path`` (bone line integral, g/cm^2). ``seed``: the realism noise (``config.realism``)."""
+    ``bone_path`` (bone line integral, g/cm^2) and, with realism, :data:`NOISELESS_KEYS`. ``seed``: the
+    realism noise (``config.realism``)."""
     lines = project_line_integrals(densities, affine, geometry)
     images = xray_images(lines, kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high,
                          materials=MATERIAL_NAMES)
-    if config.realism is not None:
-        images = realistic_xray_images(images, config=config.realism, pixel_spacing_mm=geometry.pixel_spacing_mm[0],
-                                       sdd_mm=geometry.sdd_mm, kvp_se=config.kvp_se, kvp_low=config.kvp_low,
-                                       kvp_high=config.kvp_high, seed=seed)
+    if with_realism(config):
+        options = dict(config=config.realism, pixel_spacing_mm=geometry.pixel_spacing_mm[0], sdd_mm=geometry.sdd_mm,
+                       kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high)
+        expected = realistic_xray_images({k: images[k] for k in ("low", "high")}, noiseless=True, **options)
+        images = realistic_xray_images(images, seed=seed, **options)
+        images.update({f"{k}_noiseless": expected[k] for k in ("de_soft", "de_bone")})
     images["bone_path"] = lines[MATERIAL_NAMES.index("bone")]
     return images
+
+
+def with_realism(config: DRRDatasetConfig) -> bool:
+    return config.realism is not None and config.realism.enabled
 
 
 def projected_tumour_labels(labels: np.ndarray, affine: np.ndarray, geometry: ProjectionGeometry) -> np.ndarray:
@@ -249,6 +261,8 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     targets += [out / k / f"{subject}_p{p:03d}.nii.gz" for subject, path in cts
                 if (Path(path).parent / "tumours.nii.gz").exists()
                 for k in ("tumour_mask", "bone_path") for p in range(config.projections_per_ct)]
+    if with_realism(config):
+        targets += [out / k / f"{n}.nii.gz" for k in NOISELESS_KEYS for n in names]
     if extra_manifest is not None:
         targets.append(Path(extra_manifest))
     if not overwrite:
@@ -269,13 +283,14 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         for p, geometry in enumerate(sample_geometries(rng, config, pixel_spacing_mm=pitch)):
             images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + len(rows))
             row = {"subject_id": subject, "projection_id": f"{subject}_p{p:03d}"}
-            if tumours is not None:  # exact values: always NIfTI, whatever the image format
-                extra = {"tumour_mask": projected_tumour_labels(tumours[0], tumours[1], geometry),
-                         "bone_path": images["bone_path"]}
-                for key, image in extra.items():
-                    target = out / key / f"{row['projection_id']}.nii.gz"
-                    save_image_2d(image, target, pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
-                    row[key] = f"{key}/{target.name}"
+            extra = {k: images[k] for k in NOISELESS_KEYS if k in images}
+            if tumours is not None:
+                extra.update({"tumour_mask": projected_tumour_labels(tumours[0], tumours[1], geometry),
+                              "bone_path": images["bone_path"]})
+            for key, image in extra.items():  # exact values (evaluation references): NIfTI, whatever the format
+                target = out / key / f"{row['projection_id']}.nii.gz"
+                save_image_2d(image, target, pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
+                row[key] = f"{key}/{target.name}"
             for key in config.keys:
                 target = out / key / f"{row['projection_id']}{suffix}"
                 if config.image_format == "png":
@@ -295,7 +310,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         warnings.warn(f"{saturated} PNG pixels saturated at {65535 * config.png_scale:.2f}; "
                       "raise png_scale or use NIfTI", stacklevel=2)
     table = pd.DataFrame(rows)
-    for key in ("tumour_mask", "bone_path"):  # subjects without tumour labels: empty cells
+    for key in ("tumour_mask", "bone_path", *NOISELESS_KEYS):  # subjects without tumour labels: empty cells
         if key in table:
             table[key] = table[key].fillna("")
     metadata = {"config": asdict(config), "physics": describe_physics(
@@ -320,6 +335,6 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
 
 
 __all__: Sequence[str] = [
-    "DRRDatasetConfig", "find_cts", "fit_pixel_spacing", "sample_geometries",
+    "NOISELESS_KEYS", "DRRDatasetConfig", "find_cts", "fit_pixel_spacing", "sample_geometries",
     "render_pair", "projected_tumour_labels", "load_densities", "build_drr_dataset",
 ]

@@ -142,13 +142,16 @@ def realistic_log_image(log_primary: np.ndarray | torch.Tensor, *, photons: floa
 def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, config: RealismConfig,
                           pixel_spacing_mm: float, sdd_mm: float = 1500.0, kvp_se: float = 120.0,
                           kvp_low: float = 60.0, kvp_high: float = 120.0, seed: int | None = None,
-                          ) -> dict[str, torch.Tensor]:
+                          noiseless: bool = False) -> dict[str, torch.Tensor]:
     """Apply the realism chain to ``{"se", "low", "high", ...}`` noiseless log images and re-derive
     ``de_soft`` / ``de_bone`` from the noisy low/high pair. Returns float32 tensors ``(H, W)``.
 
     ``seed`` (default ``config.seed``) fixes the noise: the same seed gives the same realisation; the SE
     image and the high-kVp image share their noise field (one exposure when ``kvp_se == kvp_high``).
-    With ``config.enabled`` False the input is returned (as tensors) unchanged.
+    ``noiseless``: the same chain with every noise field zero (scatter, its correction and the detector
+    blur kept): the expected images, the references the bone leak is measured against
+    (:mod:`pipeline.xray.evaluation`). With ``config.enabled`` False the input is returned (as tensors)
+    unchanged.
     """
     out = {k: torch.as_tensor(v) for k, v in images.items()}
     if not config.enabled:
@@ -156,6 +159,10 @@ def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, co
 
     seed = config.seed if seed is None else int(seed)
     shape = tuple(out["high"].shape)
+
+    def normal(index: int) -> np.ndarray:
+        return np.zeros(shape) if noiseless else noise_field(seed, index, shape)
+
     common = {"spr": config.spr, "scatter_sigma_px": config.scatter_sigma_mm / pixel_spacing_mm,
               "psf_sigma_px": config.psf_sigma_mm / pixel_spacing_mm,
               "quantum_efficiency": config.quantum_efficiency}
@@ -164,12 +171,12 @@ def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, co
     for key, (kvp, mas, index) in exposures.items():
         photons = photons_per_pixel(kvp, mas=mas, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm)
         out[key] = torch.from_numpy(realistic_log_image(out[key], photons=photons,
-                                                        normal=noise_field(seed, index, shape),
+                                                        normal=normal(index),
                                                         subtract_scatter=not config.scatter_in_de, **common))
     if "se" in out:  # with kvp_se == kvp_high the same exposure as "high": same counts, scatter kept
         photons = photons_per_pixel(kvp_se, mas=config.mas_high, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm)
         source = noiseless_high if kvp_se == kvp_high else out["se"]
-        out["se"] = torch.from_numpy(realistic_log_image(source, photons=photons, normal=noise_field(seed, 0, shape),
+        out["se"] = torch.from_numpy(realistic_log_image(source, photons=photons, normal=normal(0),
                                                          **common))
     out.update(dual_energy_subtraction(out["low"], out["high"], kvp_low=kvp_low, kvp_high=kvp_high))
     return out
