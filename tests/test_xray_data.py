@@ -67,3 +67,29 @@ def test_body_mask_for_masked_l1_moves_with_the_images(tmp_path: Path) -> None:
         assert torch.equal(sample["mask"][0] > 0, body) and torch.equal(sample["mask"][1] > 0, body)
     assert "mask" not in training_transforms(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows,
                                              divisor=8)(dict(record))
+
+
+def test_a_manifest_mixing_labelled_and_unlabelled_cts_collates(tmp_path: Path) -> None:
+    """Chest phantoms have tumour labels, the real CT's deformed variants do not: their rows leave those
+    cells empty, the loader drops empty keys, and the batch must still form (training and validation)."""
+    import pandas as pd
+
+    from pipeline.data.loaders import make_loader
+    from pipeline.io.images2d import save_image_2d
+    from pipeline.xray.data import validation_transforms
+
+    rows = []
+    for index, subject in enumerate(("2TP001", "CXR001-D01")):
+        name = f"{subject}_p000"
+        for key in ("se", "de_soft", "de_bone") + (("tumour_mask",) if index == 0 else ()):
+            save_image_2d(np.full((8, 8), 1.0 + index, np.float32), tmp_path / key / f"{name}.nii.gz")
+        rows.append({"subject_id": subject, "projection_id": name, "split": "train",
+                     "tumour_mask": f"tumour_mask/{name}.nii.gz" if index == 0 else "",
+                     **{k: f"{k}/{name}.nii.gz" for k in ("se", "de_soft", "de_bone")}})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    records = load_records(tmp_path / "manifest.csv", keys=["se", "de_soft", "de_bone"], split="train")
+    windows = {"image": IntensityWindow(0.0, 4.0), "target": IntensityWindow(0.0, 4.0)}
+    options = dict(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows)
+    for chain, size in ((training_transforms(divisor=8, **options), 2), (validation_transforms(**options), 2)):
+        batch = next(iter(make_loader(records, chain, batch_size=size, shuffle=False)))
+        assert set(batch) == {"se", "target"} and batch["target"].shape == (2, 2, 8, 8)

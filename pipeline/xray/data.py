@@ -38,6 +38,7 @@ from monai.transforms import (
     MapTransform,
     RandFlipd,
     RandSpatialCropd,
+    SelectItemsd,
     SpatialPadd,
 )
 
@@ -235,6 +236,9 @@ def training_transforms(*, image_key: str, target_keys: Sequence[str], windows: 
         ConcatItemsd(target_keys, name=TARGET_KEY, dim=0),
         DeleteItemsd(target_keys),
         EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+        # only what the trainer reads: manifests mixing CTs with and without tumour labels give records
+        # with different extra keys (empty cells are dropped), which the batch collation refuses
+        SelectItemsd(keys),
     ]
     if patch_size:
         chain += [SpatialPadd(keys, spatial_size=(patch_size, patch_size), mode="edge"),
@@ -257,6 +261,7 @@ def validation_transforms(*, image_key: str, target_keys: Sequence[str], windows
         ConcatItemsd(target_keys, name=TARGET_KEY, dim=0),
         DeleteItemsd(target_keys),
         EnsureTyped([image_key, TARGET_KEY], dtype=torch.float32, track_meta=False),
+        SelectItemsd([image_key, TARGET_KEY]),  # as in training: extra keys may differ between records
     ])
 
 
