@@ -27,7 +27,7 @@ def _results(path: Path, *, tumours: bool) -> Path:
     for method, psnr, leak in (("pix2pix", 30.0, 0.10), ("se_scaled", 26.0, 0.50)):
         for image, offset in (("2TP901_p000", 0.0), ("2TP901_p001", 2.0)):
             for metric, value in (("psnr", psnr + offset), ("ssim", 0.90), ("mae", 0.2), ("bone_leak", leak),
-                                  ("soft_gain", 0.04)):
+                                  ("soft_gain", 0.04), ("bone_leak_fine", 0.2)):
                 rows.append((method, "2TP901", image, "de_soft", metric, value))
             rows.append((method, "2TP901", image, "de_bone", "psnr", 99.0))  # another region: not in the table
     if tumours:
@@ -72,7 +72,7 @@ def test_markdown_has_one_table_per_test_set_and_empty_cnr_without_tumour_labels
     assert "| 2.00 / 1.33 / 1.50 | 1.50 |" in resize and "| upsample=resize | 900 | 31.00 | 0.900 |" in resize
     real_resize = next(line for line in real.splitlines() if line.startswith("| resize |"))
     cells = [c.strip() for c in real_resize.strip("|").split("|")]
-    assert cells[3] == "31.00" and cells[7] == "+0.040" and cells[8:] == [""] * 5  # metrics there, CNR columns empty
+    assert cells[3] == "31.00" and cells[7:9] == ["0.200", "+0.040"] and cells[9:] == [""] * 5  # metrics there, CNR columns empty
     assert "| target (issue 13) |" in real
 
 
