@@ -11,6 +11,7 @@ read both)::
 
     OUT/se/CXR001_p000.nii.gz   OUT/de_soft/CXR001_p000.nii.gz   OUT/de_bone/CXR001_p000.nii.gz ...
     OUT/manifest.csv            subject_id, projection_id, se, de_soft, de_bone, split, angle_deg, shift_*_mm
+    with realism also OUT/de_soft_noiseless/..., OUT/de_bone_noiseless/... (bone-leak references, NIfTI)
     OUT/drr_dataset.json        geometry, physics (kVp, mean energies, DE weights), PNG scaling
 
 NIfTI images are float32 ``(H, W)``; 16-bit PNGs store ``round(value / png_scale)`` (default
