@@ -280,14 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="train.json overrides for every recipe (network keys reach inference too)")
     p.add_argument("--size", type=int, default=128, help="DRR detector pixels per side")
-    p.add_argument("--views", type=int, default=24, help="DRR views per training / validation phantom")
+    p.add_argument("--views", type=int, default=48, help="DRR views per training / validation phantom")
     p.add_argument("--test-views", type=int, default=12, help="DRR views per held-out phantom and real CT")
     p.add_argument("--phantom-size", default="default", help="chest phantom grid preset (default: 2.5 mm; tiny)")
     p.add_argument("--real-ct-dir", type=Path, default=Path("data/chest_ct"),
                    help="real chest CTs (<ID>/ct.nii.gz; scripts.get_chest_ct writes one)")
     p.add_argument("--real-volume-spacing", type=float, default=2.0,
                    help="block-average the real CT to at least this spacing (mm) before projecting")
-    p.add_argument("--train-subjects", type=int, default=6)
+    p.add_argument("--train-subjects", type=int, default=12)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
     p.add_argument("--train-seed", type=int, default=0)
