@@ -89,7 +89,7 @@ def test_a_manifest_mixing_labelled_and_unlabelled_cts_collates(tmp_path: Path) 
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     records = load_records(tmp_path / "manifest.csv", keys=["se", "de_soft", "de_bone"], split="train")
     windows = {"image": IntensityWindow(0.0, 4.0), "target": IntensityWindow(0.0, 4.0)}
-    options = dict(image_key="se", target_keys=["de_soft", "de_bone"], windows=windows)
+    options = {"image_key": "se", "target_keys": ["de_soft", "de_bone"], "windows": windows}
     for chain, size in ((training_transforms(divisor=8, **options), 2), (validation_transforms(**options), 2)):
         batch = next(iter(make_loader(records, chain, batch_size=size, shuffle=False)))
         assert set(batch) == {"se", "target"} and batch["target"].shape == (2, 2, 8, 8)

@@ -192,8 +192,9 @@ def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: Projectio
     images = xray_images(lines, kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high,
                          materials=MATERIAL_NAMES)
     if with_realism(config):
-        options = dict(config=config.realism, pixel_spacing_mm=geometry.pixel_spacing_mm[0], sdd_mm=geometry.sdd_mm,
-                       kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high)
+        options = {"config": config.realism, "pixel_spacing_mm": geometry.pixel_spacing_mm[0],
+                   "sdd_mm": geometry.sdd_mm, "kvp_se": config.kvp_se, "kvp_low": config.kvp_low,
+                   "kvp_high": config.kvp_high}
         expected = realistic_xray_images({k: images[k] for k in ("low", "high")}, noiseless=True, **options)
         images = realistic_xray_images(images, seed=seed, **options)
         images.update({f"{k}_noiseless": expected[k] for k in ("de_soft", "de_bone")})

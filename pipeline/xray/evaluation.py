@@ -13,10 +13,10 @@ image; all values in the images' own units, e.g. log attenuation ``-ln(I/I0)``):
 Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among the targets):
 
 - ``bone_leak``: the bone coefficient of the least-squares fit ``pred_soft - true_soft ~ gain * true_soft
-  + leak * true_bone + c`` over body pixels (:func:`bone_leak_fit`): the fraction of the bone signal left in (> 0) or over-subtracted from (< 0) the
-  predicted soft-tissue image. 0 for the true soft image and for any gain of it; exactly 1 for
-  ``soft + bone``. ``bone_leak_se`` is the same for the SE image (~0.65 on the chest phantoms: the
-  120 kVp SE is not ``soft + bone``, scatter and beam hardening weigh them differently).
+  + leak * true_bone + c`` over body pixels (:func:`bone_leak_fit`): the fraction of the bone signal
+  left in (> 0) or over-subtracted from (< 0) the predicted soft-tissue image. 0 for the true soft image
+  and for any gain of it; exactly 1 for ``soft + bone``. ``bone_leak_se`` is the same for the SE image
+  (~0.6 on the chest phantoms: with realism the DE pair is scatter-corrected and SE is not).
 - ``bone_leak_fine``: the same fit after subtracting each image's Gaussian blur (sigma
   :data:`FINE_SIGMA_MM` at the detector, from the record's ``pixel_spacing_mm``; left out without it):
   the leak of rib-sized and smaller structures, what a reader sees as rib shadows. The whole-image
@@ -26,7 +26,7 @@ Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among 
 - ``soft_gain``: the ``gain`` of the same fit: the soft-tissue scale error (0.05 = 5 % too bright where
   tissue is thick). Fitted beside the leak because soft and bone line integrals rise together (thick
   paths cross both; the slope of soft on bone is ~3 in a chest): the slope of the error on bone alone,
-  this module's definition before 0.4.0, reports a gain error as leak (``1.05 * soft`` "leaked" 0.15)
+  this module's definition before bundle 0.3.0, reports a gain error as leak (``1.05 * soft`` "leaked" 0.15)
   and let a scaled SE look almost bone-free (0.23).
 - ``soft_bone_corr``: Pearson correlation of ``pred_soft`` with ``true_bone`` over body pixels, with
   ``soft_bone_corr_true`` (the true soft image; not 0, since thick body paths also cross more bone) and
@@ -222,7 +222,8 @@ def leak_references(record: Mapping[str, Any], truth: Mapping[str, np.ndarray], 
     references (``<key>_noiseless``, written by :mod:`pipeline.xray.drr_dataset` with realism) when it has
     them, else the true (noisy) images. Why: a DE subtraction makes the soft and bone images' quantum
     noise anti-correlated, so regressing a prediction's error on the noisy true images gives even a
-    perfect denoiser a positive "leak" (measured: ~0.15 at rib scale on the chest phantoms)."""
+    perfect denoiser a positive "leak" (0.15 in the constructed unit test; for the chest models the finest-
+    scale leak fell from 0.175 to 0.161 with the noiseless references)."""
     names = (f"{soft_key}_noiseless", f"{bone_key}_noiseless")
     if all(record.get(name) for name in names):
         soft, bone = (_load_reference(record, name, root=root, png_scale=png_scale) for name in names)
