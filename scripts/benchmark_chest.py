@@ -2,7 +2,7 @@
 held-out chest phantoms and on DRRs of the real chest CT.
 
     python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 128]
-        [--views 24] [--test-views 12] [--real-ct-dir data/chest_ct] [--real-variants] [--data RUN]
+        [--views 48] [--test-views 12] [--real-ct-dir data/chest_ct] [--real-variants] [--data RUN]
         [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
@@ -24,8 +24,9 @@ Steps, all through the commands a user runs (printed before they run):
 3. per recipe (a dict of ``train.json`` overrides, :data:`RECIPES`, plus any ``--override KEY=VALUE``):
    ``train.json --max_minutes M``, then ``inference.json`` and ``evaluate.json`` on each test set;
 4. ``chest.csv`` (one row per recipe and test set, the SE-scaled baseline included), ``chest.md`` (DE-soft
-   PSNR / SSIM / MAE, bone leak whole-image and below 10 mm, soft gain, tumour CNR predicted vs true vs SE overall and behind ribs) and
-   ``chest.png`` (validation DE-soft MAE over training minutes per recipe, held-out MAE at the end).
+   PSNR / SSIM / MAE, bone leak whole-image and below 10 mm, soft gain, tumour CNR predicted vs true vs SE
+   overall and behind ribs) and ``chest.png`` (validation DE-soft MAE over training minutes per recipe,
+   held-out MAE at the end).
 
 The real CT has no tumour labels: its CNR columns stay empty. Minutes are wall clock on whatever else the
 machine is doing, hence the iterations column.
@@ -68,7 +69,10 @@ DEFAULT_RECIPES = ("default", "gan")
 COMMON: dict[str, object] = {"epoch_length": 100, "val_interval": 1}
 #: Overrides that shape the generator: inference must be given the same.
 NETWORK_KEYS = ("num_downs", "base_channels", "dropout", "attention", "upsample")
-PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path", "de_soft_noiseless", "de_bone_noiseless")
+#: Image columns of a DRR manifest besides the noiseless references (pipeline.xray.drr_dataset.NOISELESS_KEYS).
+PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path")
+#: DE-soft metrics of the evaluation's results.csv in the table (mean over images).
+SOFT_METRICS = ("psnr", "ssim", "mae", "bone_leak", "bone_leak_fine", "soft_gain")
 TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT"}
 VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
 
@@ -113,8 +117,10 @@ def render(ct_source: Path, out: Path, *, views: int, size: int, pitch: float, s
 def relocated(manifest: Path, root: Path, split: Mapping[str, str] | str | None) -> pd.DataFrame:
     """Rows of a DRR ``manifest`` with image paths relative to ``root`` and ``split`` (one for all, per
     subject ID, or None to keep the manifest's)."""
+    from pipeline.xray.drr_dataset import NOISELESS_KEYS
+
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    for key in (k for k in PATH_KEYS if k in table):
+    for key in (k for k in (*PATH_KEYS, *NOISELESS_KEYS) if k in table):
         table[key] = [os.path.relpath((manifest.parent / v).resolve(), root.resolve()) if v else "" for v in table[key]]
     if split is not None:
         table["split"] = [split if isinstance(split, str) else split[s] for s in table["subject_id"]]
@@ -188,7 +194,7 @@ def scores(results_csv: Path) -> dict[str, dict[str, float]]:
     for method in ("pix2pix", "se_scaled"):
         mine = soft[soft["method"] == method].groupby("metric")["value"].mean()
         row = {"images": int(soft.loc[soft["method"] == method, "image_id"].nunique()),
-               **{name: float(mine.get(name, float("nan"))) for name in ("psnr", "ssim", "mae", "bone_leak", "bone_leak_fine", "soft_gain")}}
+               **{name: float(mine.get(name, float("nan"))) for name in SOFT_METRICS}}
         if method in per_tumour and "true_de_soft" in per_tumour and "se_scaled" in per_tumour:
             tumours = [{"behind_rib": image_id in behind, "cnr_pred": r[method], "cnr_true": r["true_de_soft"],
                         "cnr_se": r["se_scaled"]} for image_id, r in per_tumour.iterrows()]

@@ -180,6 +180,11 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
             noisy_references += not noiseless
             spacing = float(record.get("pixel_spacing_mm") or "nan")
             fine_sigma = FINE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else None
+            # the same for every method: computed once per image
+            se_scores = bone_suppression(image, soft, bone, body)
+            references = {"bone_leak_se": se_scores["bone_leak"],
+                          "soft_bone_corr_true": bone_suppression(soft, soft, bone, body)["soft_bone_corr"],
+                          "soft_bone_corr_se": se_scores["soft_bone_corr"]}
         methods: dict[str, dict[str, np.ndarray]] = {}
         if prediction_dir is not None:
             methods["pix2pix"] = {k: _load_prediction(record, Path(prediction_dir), k, png_scale) for k in target_keys}
@@ -194,10 +199,8 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
                 rows += [{**ids, "region": key, "metric": name, "value": value}
                          for name, value in image_metrics(predicted[key], truth[key], body).items()]
             if with_suppression:
-                suppression = bone_suppression(predicted[soft_key], soft, bone, body, fine_sigma_px=fine_sigma)
-                suppression["bone_leak_se"] = bone_suppression(image, soft, bone, body)["bone_leak"]
-                suppression["soft_bone_corr_true"] = bone_suppression(soft, soft, bone, body)["soft_bone_corr"]
-                suppression["soft_bone_corr_se"] = bone_suppression(image, soft, bone, body)["soft_bone_corr"]
+                suppression = {**bone_suppression(predicted[soft_key], soft, bone, body, fine_sigma_px=fine_sigma),
+                               **references}
                 rows += [{**ids, "region": soft_key, "metric": name, "value": value} for name, value in suppression.items()]
         if soft_key in target_keys and record.get("tumour_mask") and record.get("bone_path"):
             soft_images = {"true_de_soft": truth[soft_key], **{m: p[soft_key] for m, p in methods.items()}}
