@@ -1,7 +1,7 @@
 """Full-volume sCT inference time, split by stage, vs the bare network forward over the same windows.
 
-    python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size 16] [--repeats 1]
-        [--runtimes torch onnx] [--shape 160 192 112] [--planes axial coronal sagittal] [--tta]
+    python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size N] [--repeats 1]
+        [--runtimes torch onnx] [--shape 160 192 112] [--planes axial coronal sagittal] [--tta] [--device cuda]
 
 The MR is a head phantom (``pipeline.data.phantoms.head``, default grid) upsampled with ``scipy.ndimage.zoom`` to
 ``--shape`` (default 256 x 256 x 180) and written at 1 mm on an oblique LPS-like grid (cached in
@@ -41,7 +41,7 @@ from networks import Pix2PixUNet
 from pipeline.data.loaders import input_channels, spatial_dims
 from pipeline.data.phantoms.head import make_phantom_subject
 from pipeline.io.volumes import write_like_reference
-from pipeline.sct.inference import SCTPredictor
+from pipeline.sct.inference import WINDOW_BATCH, SCTPredictor
 from pipeline.sct.onnx_runtime import OnnxGenerator, export_onnx
 
 #: mode -> (patch size, num_downs): the bundle's 2.5D default, and a CPU-sized 3D configuration.
@@ -140,7 +140,8 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
         sw_batch_size=args.sw_batch_size, device=device, progress=False, tta=args.tta,
         planes=args.planes if mode == "2.5d" else ("axial",),
     )
-    warm = torch.zeros(args.sw_batch_size, input_channels(mode=mode, slab_size=args.slab_size),
+    window_batch = args.sw_batch_size or WINDOW_BATCH["cuda" if device.type == "cuda" else "cpu"]
+    warm = torch.zeros(window_batch, input_channels(mode=mode, slab_size=args.slab_size),
                        *([patch_size] * spatial_dims(mode)), device=device)
     with torch.no_grad():  # first call builds the oneDNN kernels: keep it out of both timings
         network.eval()(warm)
@@ -177,8 +178,9 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
 def print_table(results: dict[str, dict[str, float]], *, shape, args: argparse.Namespace) -> None:
     modes = list(results)
     mask = "mask file given" if args.with_mask else "body mask derived from the MR"
+    window_batch = args.sw_batch_size or f"auto ({WINDOW_BATCH['cuda' if args.device.startswith('cuda') else 'cpu']})"
     print(f"\nMR {shape[0]}x{shape[1]}x{shape[2]} at 1 mm, {mask}; overlap {args.overlap}, sw_batch_size "
-          f"{args.sw_batch_size}, {torch.get_num_threads()} threads, device {args.device}, repeats {args.repeats}; "
+          f"{window_batch}, {torch.get_num_threads()} threads, device {args.device}, repeats {args.repeats}; "
           f"2.5D planes {' '.join(args.planes)}, flip TTA {'on' if args.tta else 'off'}")
     print("config        " + "".join(f"{m:>22}" for m in modes))
     print("              " + "".join(
@@ -204,7 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", nargs="+", default=["2.5d", "3d"], choices=list(CONFIGS))
     parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--sw-batch-size", type=int, default=16)
+    parser.add_argument("--sw-batch-size", type=int, default=None,
+                        help="windows per network call (default: the pipeline's, 16 on the CPU, 128 on a GPU)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--shape", type=int, nargs=3, default=[256, 256, 180], help="MR voxels (1 mm)")
     parser.add_argument("--patch-size-3d", type=int, default=None, help="3D window (default 64)")

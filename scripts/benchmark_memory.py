@@ -1,7 +1,8 @@
 """Peak memory of sCT training data against the number of subjects (SynthRAD-sized volumes at 1 mm).
 
-For each N, a fresh process builds the training loader of ``bundles/mri_to_ct`` (the cached,
-deterministic part of the chain for N subjects) and draws a few batches; its peak RSS is recorded. The
+For each N, a fresh process builds the training sampler of ``bundles/mri_to_ct`` on the CPU (the cached,
+deterministic part of the chain for N subjects, moved into the volume bank) and draws a few batches; its
+peak RSS is recorded. The
 slope (MB per subject) is fitted over N and extrapolated to SynthRAD2023 brain (180 subjects). To keep
 the benchmark short, a few phantoms are generated once and listed under N subject IDs (the cache holds
 N copies, as it would for N different subjects).
@@ -27,18 +28,17 @@ SYNTHRAD_SUBJECTS = 180
 
 
 def measure(manifest: Path, *, batches: int) -> dict:
-    """Runs in the child process: build the loader, draw ``batches`` batches, report peak RSS."""
-    from pipeline.data.loaders import make_loader, training_transforms
+    """Runs in the child process: build the sampler, draw ``batches`` batches, report peak RSS."""
+    from pipeline.data.loaders import training_sampler
     from pipeline.data.manifest import load_split
 
     baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     records = load_split(manifest, "train")
-    loader = make_loader(records, training_transforms(mode="2.5d", patch_size=64, slab_size=5, samples_per_volume=8),
-                         batch_size=2, shuffle=True)
-    for index, _ in enumerate(loader):
-        if index + 1 >= batches:
-            break
+    sampler = training_sampler(records, mode="2.5d", patch_size=64, slab_size=5, batch_size=2, samples_per_volume=8,
+                               progress=False)
+    for _ in range(batches):
+        sampler.draw()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"subjects": len(records), "peak_rss_mb": peak_mb, "import_rss_mb": baseline_mb,
             "seconds": time.perf_counter() - start}

@@ -1,6 +1,7 @@
 """Tests for pipeline.data.loaders: mode helpers, the deterministic preprocessing (RAS orientation,
-resampling, body mask, MR normalisation), training patches per mode (shapes, alignment of MR/CT/mask,
-foreground sampling, left-right flips), validation volumes, ``drop_missing`` and ``make_loader``.
+resampling, body mask, MR normalisation), training crops per mode through the bundle's sampler (shapes,
+alignment of MR/CT/mask, foreground sampling, left-right flips, planes), validation volumes, ``drop_missing``
+and ``make_loader``.
 
 Data: two tiny head phantoms (:func:`pipeline.data.phantoms.head.write_phantom_dataset`) listed in a
 manifest (:mod:`pipeline.data.manifest`); expected values come from the NIfTI files read with nibabel.
@@ -27,7 +28,7 @@ from pipeline.data.loaders import (
     planes_for_mode,
     preprocessing,
     spatial_dims,
-    training_transforms,
+    training_sampler,
     validation_transforms,
 )
 from pipeline.data.manifest import assign_splits, find_subjects, load_split, write_manifest
@@ -155,20 +156,33 @@ def test_target_spacing_resamples_every_key_to_the_requested_voxel_size(record):
 # ---------------------------------------------------------------------------------------------------- training patches
 
 
+def edge_padded(volume: np.ndarray, slab_size: int) -> np.ndarray:
+    """``volume`` with ``slab_size // 2`` copies of its first and last slice added along the last axis: every
+    2.5D training slab is a window of it (slabs past the ends replicate the edge slices, as at inference)."""
+    half = slab_size // 2
+    return np.pad(volume, ((0, 0), (0, 0), (half, half)), mode="edge")
+
+
+def crops(record, *, mode="2.5d", slab_size=3, count=3, **options) -> list[dict]:
+    """``count`` training crops of one subject from :func:`training_sampler` (the bundle's path), one dict each."""
+    sampler = training_sampler([record], mode=mode, patch_size=PATCH, slab_size=slab_size, batch_size=1,
+                               samples_per_volume=count, progress=False, **{"flip_lr": False, **options})
+    batch = sampler.draw()
+    return [{key: value[n] for key, value in batch.items()} for n in range(count)]
+
+
 @pytest.mark.parametrize(("mode", "slab_size", "mr_shape", "ct_shape"), [
     ("2d", 5, (1, PATCH, PATCH), (1, PATCH, PATCH)),
     ("2.5d", 3, (3, PATCH, PATCH), (1, PATCH, PATCH)),
     ("3d", 5, (1, PATCH, PATCH, PATCH), (1, PATCH, PATCH, PATCH)),
 ])
 def test_training_patches_have_the_mode_shapes_and_come_from_one_place(record, mode, slab_size, mr_shape, ct_shape):
-    chain = training_transforms(mode=mode, patch_size=PATCH, slab_size=slab_size, samples_per_volume=3, flip_lr=False)
-    chain.set_random_state(seed=0)
-    samples = chain(dict(record))
-    assert isinstance(samples, list) and len(samples) == 3
+    samples = crops(record, mode=mode, slab_size=slab_size, seed=0)
     volumes = validation_transforms()(dict(record))
-    mr = volumes["mr"][0].numpy()
-    ct_unit = (np.clip(volumes["ct"][0].numpy(), -1024, 3000) + 1024) / 4024 * 2 - 1
-    mask = volumes["mask"][0].numpy()
+    k = slab_size if mode == "2.5d" else 1
+    mr = edge_padded(volumes["mr"][0].numpy(), k)
+    ct_unit = edge_padded((np.clip(volumes["ct"][0].numpy(), -1024, 3000) + 1024) / 4024 * 2 - 1, k)
+    mask = edge_padded(volumes["mask"][0].numpy(), k)
     for sample in samples:
         assert tuple(sample["mr"].shape) == mr_shape
         assert tuple(sample["ct"].shape) == ct_shape == tuple(sample["mask"].shape)
@@ -193,20 +207,15 @@ def test_training_patches_have_the_mode_shapes_and_come_from_one_place(record, m
 
 @pytest.mark.parametrize(("fraction", "inside"), [(1.0, 1.0), (0.0, 0.0)])
 def test_foreground_fraction_decides_where_patches_are_centred(record, fraction, inside):
-    chain = training_transforms(mode="2d", patch_size=PATCH, samples_per_volume=6, foreground_fraction=fraction,
-                                flip_lr=False)
-    chain.set_random_state(seed=3)
-    centres = [float(s["mask"][0, PATCH // 2, PATCH // 2]) for s in chain(dict(record))]
-    assert centres == [inside] * 6
+    samples = crops(record, mode="2d", count=6, foreground_fraction=fraction, seed=3)
+    assert [float(s["mask"][0, PATCH // 2, PATCH // 2]) for s in samples] == [inside] * 6
 
 
 def test_left_right_flip_mirrors_mr_ct_and_mask_together(record):
-    chain = training_transforms(mode="2.5d", patch_size=PATCH, slab_size=3, samples_per_volume=10, flip_lr=True)
-    chain.set_random_state(seed=1)
     volumes = validation_transforms()(dict(record))
-    mr, mask = volumes["mr"][0].numpy(), volumes["mask"][0].numpy()
+    mr, mask = edge_padded(volumes["mr"][0].numpy(), 3), edge_padded(volumes["mask"][0].numpy(), 3)
     flipped_seen = unflipped_seen = 0
-    for sample in chain(dict(record)):
+    for sample in crops(record, count=10, flip_lr=True, seed=1):
         patch = np.moveaxis(sample["mr"].numpy(), 0, -1)
         direct = locate(patch, mr)
         mirrored = locate(patch[::-1].copy(), mr)  # axis 0 is R-L after RAS orientation
@@ -224,26 +233,34 @@ def test_left_right_flip_mirrors_mr_ct_and_mask_together(record):
 
 
 def test_multi_plane_patches_are_slabs_along_each_plane(record):
-    chain = training_transforms(mode="2.5d", patch_size=PATCH, slab_size=3, samples_per_volume=1, flip_lr=False,
-                                planes="all")
-    chain.set_random_state(seed=2)
     volumes = validation_transforms()(dict(record))
     mr, mask = volumes["mr"][0].numpy(), volumes["mask"][0].numpy()
     # the plane's in-plane axes, written out: axial (X, Y), coronal (X, Z), sagittal (Y, Z)
     views = {"axial": (mr, mask), "coronal": (mr.transpose(0, 2, 1), mask.transpose(0, 2, 1)),
              "sagittal": (mr.transpose(1, 2, 0), mask.transpose(1, 2, 0))}
+    views = {plane: (edge_padded(m, 3), edge_padded(b, 3)) for plane, (m, b) in views.items()}
     seen = set()
-    for _ in range(24):
-        sample = chain(dict(record))[0]
-        plane = sample["plane"]
+    for sample in crops(record, count=24, planes="all", seed=2):
+        patch = np.moveaxis(sample["mr"].numpy(), 0, -1)
+        found = {plane: locate(patch, view_mr) for plane, (view_mr, _) in views.items()}
+        plane = next(p for p, hits in found.items() if hits)
         seen.add(plane)
-        view_mr, view_mask = views[plane]
-        hits = locate(np.moveaxis(sample["mr"].numpy(), 0, -1), view_mr)
-        assert hits, plane
-        x, y, z = hits[0]
-        np.testing.assert_array_equal(sample["mask"][0].numpy(), view_mask[x:x + PATCH, y:y + PATCH, z + 1])
+        x, y, z = found[plane][0]
+        np.testing.assert_array_equal(sample["mask"][0].numpy(), views[plane][1][x:x + PATCH, y:y + PATCH, z + 1])
     assert seen == {"axial", "coronal", "sagittal"}
     assert planes_for_mode("3d", "all") == ("axial",) and planes_for_mode("2.5d", "all") == ("axial", "coronal", "sagittal")
+
+
+def test_training_batches_without_mask_files_take_the_mask_from_the_mr(manifest):
+    records = [{**r, "mask": None} for r in load_split(manifest, "train")]  # the mask comes from the MR
+    sampler = training_sampler(records, mode="2.5d", patch_size=PATCH, slab_size=3, batch_size=1,
+                               samples_per_volume=4, progress=False)
+    batch = sampler.draw()
+    assert tuple(batch["mr"].shape) == (4, 3, PATCH, PATCH)  # 1 volume x 4 samples per volume
+    assert tuple(batch["ct"].shape) == (4, 1, PATCH, PATCH) == tuple(batch["mask"].shape)
+    assert float(batch["mask"].max()) == 1.0
+    with pytest.raises(ValueError, match="no training subjects"):
+        training_sampler([], mode="2.5d", patch_size=PATCH, batch_size=1, samples_per_volume=1)
 
 
 # ---------------------------------------------------------------------------------------------------- records, loaders
@@ -270,31 +287,6 @@ def test_validation_loader_yields_one_whole_volume_per_batch(manifest):
         ct, _ = canonical(rec["ct"])
         assert tuple(batch["ct"].shape) == (1, 1, *ct.shape)
         np.testing.assert_array_equal(batch["ct"][0, 0].numpy(), ct)
-
-
-def test_training_loader_skips_missing_masks_and_flattens_samples_into_batches(manifest):
-    records = [{**r, "mask": None} for r in load_split(manifest, "train")]  # the mask comes from the MR
-    chain = training_transforms(mode="2.5d", patch_size=PATCH, slab_size=3, samples_per_volume=4)
-    loader = make_loader(records, chain, batch_size=1, shuffle=True, cache=False)
-    assert not isinstance(loader.dataset, CacheDataset)
-    (batch,) = list(loader)
-    assert tuple(batch["mr"].shape) == (4, 3, PATCH, PATCH)  # 1 volume x 4 samples per volume
-    assert tuple(batch["ct"].shape) == (4, 1, PATCH, PATCH) == tuple(batch["mask"].shape)
-    assert float(batch["mask"].max()) == 1.0
-
-
-def test_cached_volumes_survive_training_epochs_unchanged(manifest):
-    """The cache is shared without copies (``copy_cache=False``): random crops and flips must not write into it."""
-    records = load_split(manifest, "train")
-    chain = training_transforms(mode="2d", patch_size=PATCH, samples_per_volume=4, flip_lr=True)
-    loader = make_loader(records, chain, batch_size=1, shuffle=False, cache=True)
-    cached = loader.dataset._cache[0]
-    before = {key: cached[key].clone() for key in ("mr", "ct", "mask")}
-    for _ in range(3):
-        for _batch in loader:
-            pass
-    for key, value in before.items():
-        torch.testing.assert_close(loader.dataset._cache[0][key], value, rtol=0, atol=0)
 
 
 def test_make_loader_sampler_replaces_shuffle(manifest):

@@ -10,7 +10,13 @@ import torch
 from ignite.engine import Engine, Events
 
 from bundle_runner import REPO, run_bundle, tiny_phantom_manifest
-from pipeline.engine.budget import BUDGET_MAX_EPOCHS, TrainingProgress, budget_lr_factor, budget_max_epochs
+from pipeline.engine.budget import (
+    BUDGET_MAX_EPOCHS,
+    TrainingProgress,
+    ValidationSchedule,
+    budget_lr_factor,
+    budget_max_epochs,
+)
 
 TRAIN = str(REPO / "bundles" / "mri_to_ct" / "configs" / "train.json")
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
@@ -46,8 +52,9 @@ def test_budget_max_epochs():
 class FakeValidator(Engine):
     """Runs like MONAI's ``Evaluator``: ``run(global_epoch)`` leaves ``state.epoch == global_epoch``."""
 
-    def __init__(self, record: list) -> None:
+    def __init__(self, record: list, batches: int = 1) -> None:
         super().__init__(lambda engine, batch: None)
+        self.data_loader = [0] * batches  # as MONAI's Evaluator: what it validates on
         self.add_event_handler(Events.COMPLETED, lambda engine: record.append(engine.state.epoch))
 
     def run(self, global_epoch: int = 1) -> None:
@@ -68,10 +75,10 @@ def test_budget_stops_mid_epoch_sets_lr_and_validates_once_at_the_end():
     clock, log, validations = FakeClock(), [], []
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
     validator = FakeValidator(validations)
-    progress = TrainingProgress(max_minutes=1.0, optimizers=[optimizer], validator=validator, clock=clock,
-                                adversarial_start_fraction=0.25)
+    progress = TrainingProgress(max_minutes=1.0, optimizers=[optimizer], clock=clock, adversarial_start_fraction=0.25)
     trainer = make_engine(clock, 10.0, log)  # 10 s per iteration: 6 iterations spend the minute
     progress.attach(trainer)
+    ValidationSchedule(validator=validator, progress=progress, interval=1000).attach(trainer)
     lrs = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: lrs.append(optimizer.param_groups[0]["lr"]))
     completed = []
@@ -100,12 +107,71 @@ def test_adversarial_start_fraction_one_is_l1_only_throughout(max_minutes):
 def test_no_second_validation_when_the_last_epoch_validated():
     clock, validations = FakeClock(), []
     validator = FakeValidator(validations)
-    progress = TrainingProgress(max_minutes=0.5, validator=validator, clock=clock)
+    progress = TrainingProgress(max_minutes=0.5, clock=clock)
     trainer = make_engine(clock, 10.0, [])
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run(e.state.epoch))  # as ValidationHandler
     progress.attach(trainer)
+    ValidationSchedule(validator=validator, progress=progress, interval=1).attach(trainer)
     trainer.run(range(3), max_epochs=BUDGET_MAX_EPOCHS)
     assert validations == [1]
+
+
+def test_validation_every_fraction_of_the_budget_whatever_the_epoch_length():
+    clock, validations = FakeClock(), []
+    progress = TrainingProgress(max_minutes=1.0, clock=clock)
+    trainer = make_engine(clock, 1.0, [])  # 1 s per iteration, epochs of 2 iterations: 30 epochs in the budget
+    progress.attach(trainer)
+    ValidationSchedule(validator=FakeValidator(validations), progress=progress, interval=1,
+                       budget_fraction=0.25).attach(trainer)
+    trainer.run(range(2), max_epochs=BUDGET_MAX_EPOCHS)
+    # the first epoch end at or after 15 s, 30 s, 45 s; and at the end (60 s, epoch 30)
+    assert validations == [8, 15, 23, 30]
+
+
+def test_validation_every_interval_epochs_without_a_budget():
+    clock, validations = FakeClock(), []
+    progress = TrainingProgress(clock=clock)
+    trainer = make_engine(clock, 1.0, [])
+    progress.attach(trainer)
+    ValidationSchedule(validator=FakeValidator(validations), progress=progress, interval=3,
+                       budget_fraction=0.25).attach(trainer)  # no budget: the fraction does not apply
+    trainer.run(range(2), max_epochs=10)
+    assert validations == [3, 6, 9]
+
+
+def test_a_resumed_budget_continues_the_validation_schedule():
+    clock, validations = FakeClock(), []
+    progress = TrainingProgress(max_minutes=1.0, clock=clock)
+    trainer = make_engine(clock, 1.0, [])
+    progress.attach(trainer)
+    progress.load_state_dict({"elapsed_seconds": 40.0})  # as the checkpoint loader does at STARTED
+    ValidationSchedule(validator=FakeValidator(validations), progress=progress, interval=1,
+                       budget_fraction=0.25).attach(trainer)
+    trainer.run(range(2), max_epochs=BUDGET_MAX_EPOCHS)
+    assert validations == [3, 10]  # 45 s (epoch 3 ends at 46 s), then the end (60 s)
+
+
+def test_without_validation_data_the_last_model_is_saved(tmp_path, caplog):
+    clock, validations = FakeClock(), []
+    model = torch.nn.Linear(2, 1)
+    progress = TrainingProgress(max_minutes=0.1, clock=clock)
+    trainer = make_engine(clock, 1.0, [])
+    progress.attach(trainer)
+    schedule = ValidationSchedule(validator=FakeValidator(validations, batches=0), progress=progress,
+                                  model=model, model_path=str(tmp_path / "model.pt"))
+    schedule.attach(trainer)
+    with caplog.at_level("WARNING"):
+        trainer.run(range(2), max_epochs=BUDGET_MAX_EPOCHS)
+    assert validations == [] and "training without validation" in caplog.text
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert torch.equal(saved["weight"], model.weight)
+
+
+def test_bad_validation_options_are_refused():
+    progress = TrainingProgress()
+    with pytest.raises(ValueError, match="val_interval"):
+        ValidationSchedule(validator=FakeValidator([]), progress=progress, interval=0)
+    with pytest.raises(ValueError, match="val_budget_fraction"):
+        ValidationSchedule(validator=FakeValidator([]), progress=progress, budget_fraction=1.5)
 
 
 def test_without_budget_nothing_changes():
@@ -171,3 +237,20 @@ def test_bundle_with_a_budget_stops_checkpoints_validates_and_resumes(manifest: 
     resumed = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert resumed["progress"]["elapsed_seconds"] >= 6.0
     assert resumed["trainer"]["iteration"] > iterations
+
+
+def test_bundle_without_a_val_split_trains_and_keeps_the_last_model(manifest: Path, tmp_path: Path):
+    import pandas as pd
+
+    table = pd.read_csv(manifest)
+    table.loc[table["split"] == "val", "split"] = "train"
+    no_val = manifest.parent / "no_val.csv"  # beside it: the manifest's paths are relative to its folder
+    table.to_csv(no_val, index=False)
+    out = tmp_path / "run"
+    log = run_bundle(TRAIN, "--manifest", str(no_val), "--output_dir", str(out), "--epochs", "2", "--epoch_length", "2",
+                     "--val_interval", "1", *TINY)
+    assert "no validation subjects: training without validation" in log
+    assert "Traceback" not in log
+    last = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)["generator"]
+    model = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(model) == set(last) and all(torch.equal(model[k], last[k]) for k in model)

@@ -1,4 +1,5 @@
-"""Multi-plane 2.5D transforms: axis permutations, their inverse, the box, and the left-right flip."""
+"""Multi-plane 2.5D: axis permutations and their inverse (the training crops along each plane are tested with
+the crop sampler, tests/test_data_crop_sampler.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from transforms.crop import RandBodyCropd, mask_bounding_box
-from transforms.plane import (
-    PLANES,
-    RandPlaned,
-    check_planes,
-    from_plane,
-    plane_axis_of,
-    to_plane,
-)
+from transforms.plane import PLANES, check_planes, from_plane, to_plane
 
 
 def volume(shape=(2, 3, 4)) -> torch.Tensor:
@@ -37,42 +30,9 @@ def test_from_plane_inverts_to_plane(plane):
     assert torch.equal(from_plane(to_plane(v, plane), plane), v)
 
 
-def test_left_right_axis_after_each_plane():
-    assert [plane_axis_of(0, p) for p in ("axial", "coronal", "sagittal")] == [0, 0, 2]
-
-
 def test_check_planes():
     assert check_planes("all") == ("axial", "coronal", "sagittal")
     assert check_planes("coronal") == ("coronal",)
     for bad in (["axial", "axial"], ["oblique"], []):
         with pytest.raises(ValueError, match="planes"):
             check_planes(bad)
-
-
-def test_rand_planed_permutes_volumes_and_box_together():
-    mask = torch.zeros(1, 10, 12, 14, dtype=torch.uint8)
-    mask[0, 2:5, 3:9, 1:13] = 1
-    data = {"mr": mask.float(), "mask": mask, "mask_box": mask_bounding_box(mask)}
-    seen = set()
-    transform = RandPlaned(["mr", "mask"], planes="all")
-    transform.set_random_state(0)
-    for _ in range(30):
-        out = transform(data)
-        seen.add(out["plane"])
-        np.testing.assert_array_equal(out["mask_box"], mask_bounding_box(out["mask"]))
-        assert torch.equal(out["mr"], to_plane(mask.float(), out["plane"]))
-    assert seen == set(PLANES)
-    assert torch.equal(data["mask"], mask)  # the cached input is not modified
-
-
-@pytest.mark.parametrize("plane", PLANES)
-def test_the_crops_left_right_flip_mirrors_the_patient_in_every_plane(plane):
-    v = volume((4, 5, 6))
-    mask = torch.ones_like(v, dtype=torch.uint8)
-    data = {"mr": to_plane(v, plane), "mask": to_plane(mask, plane), "plane": plane}
-    data["mask_box"] = mask_bounding_box(data["mask"])
-    whole = tuple(data["mr"].shape[1:])  # a crop of the whole volume, so only the flip changes it
-    crop = RandBodyCropd(["mr"], label_key="mask", spatial_size=whole, flip_prob=1.0, flip_axis=0)
-    out = crop(data)[0]["mr"]
-    expected = to_plane(torch.flip(v, dims=[1]), plane)  # mirrored along RAS x (dim 1 of (C, X, Y, Z))
-    assert torch.equal(out, expected)

@@ -13,14 +13,10 @@ the same voxels looks like (resample with ``target_spacing`` for such data).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable
 
 #: Plane -> order of the spatial axes (X, Y, Z) = (0, 1, 2) that puts the plane's normal last.
 PLANE_AXES: dict[str, tuple[int, int, int]] = {
@@ -52,40 +48,3 @@ def from_plane(volume: torch.Tensor, plane: str) -> torch.Tensor:
     """Inverse of :func:`to_plane`: back to ``(C, X, Y, Z)``."""
     inverse = np.argsort(PLANE_AXES[plane])
     return volume.permute(0, *(1 + int(a) for a in inverse))
-
-
-def plane_axis_of(axis: int, plane: str) -> int:
-    """Where spatial ``axis`` of the RAS grid sits (0-based, spatial) after :func:`to_plane`."""
-    return PLANE_AXES[plane].index(axis)
-
-
-class RandPlaned(Randomizable, MapTransform):
-    """Put one of ``planes``' normals last in ``keys`` (each ``(C, X, Y, Z)``), chosen at random per call.
-
-    Needs to run before the crop: the box ``<box_key>`` from :class:`transforms.crop.MaskBoundingBoxd` (a
-    ``(3, 2)`` array of voxel bounds) is permuted with the volumes. Volumes become views of the cached
-    arrays (no copy); the crop then copies. ``plane_key`` records the plane so that the crop's left-right
-    flip (:class:`transforms.crop.RandBodyCropd`) finds the X axis.
-    """
-
-    def __init__(self, keys: KeysCollection, *, planes: Sequence[str] | str = PLANES, box_key: str = "mask_box",
-                 plane_key: str = "plane") -> None:
-        MapTransform.__init__(self, keys)
-        self.planes = check_planes(planes)
-        self.box_key, self.plane_key = box_key, plane_key
-        self._plane = self.planes[0]
-
-    def randomize(self, data: Any = None) -> None:
-        self._plane = self.planes[self.R.randint(len(self.planes))]
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        self.randomize()
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-            d[key] = to_plane(array, self._plane)  # a plain tensor: the MR affine no longer describes it
-        if self.box_key in d:
-            d[self.box_key] = np.asarray(d[self.box_key])[list(PLANE_AXES[self._plane])]
-        d[self.plane_key] = self._plane
-        return d

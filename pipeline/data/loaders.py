@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose, EnsureTyped, MapTransform
 
 from pipeline.data.checks import check_ct_hu
+from pipeline.data.crop_sampler import BodyCropSampler, VolumeBank
 from pipeline.io.geometry import check_same_grid, read_geometry
 from pipeline.io.volumes import GRID_ATOL_MM
-from transforms.crop import CompactVolumesd, MaskBoundingBoxd, RandBodyCropd
-from transforms.intensity import HUWindowd, NormalizeMRd
+from transforms.crop import CompactVolumesd, MaskBoundingBoxd
+from transforms.intensity import NormalizeMRd
 from transforms.mask import BodyMaskd
-from transforms.plane import RandPlaned, check_planes
-from transforms.slab import SlabToChannelsd
+from transforms.plane import check_planes
 from transforms.spatial import load_oriented
 
 MODES = ("2d", "2.5d", "3d")
@@ -104,46 +105,57 @@ def preprocessing(*, target_spacing: Sequence[float] | None = None, with_ct: boo
     ]
 
 
-def training_transforms(
+def training_cache_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
+    """What is computed once per training subject and kept: :func:`preprocessing`, then the compact form
+    (MR float32, CT int16 HU, mask uint8, :class:`transforms.crop.CompactVolumesd`) and the mask's bounding
+    box (``mask_box``), the input of :class:`pipeline.data.crop_sampler.VolumeBank`."""
+    return Compose([*preprocessing(target_spacing=target_spacing), CompactVolumesd(ct_key="ct", mask_key="mask"),
+                    MaskBoundingBoxd("mask")])
+
+
+def training_sampler(
+    records: list[dict],
     *,
     mode: str,
     patch_size: int,
     slab_size: int = 5,
-    samples_per_volume: int = 8,
+    batch_size: int = 2,
+    samples_per_volume: int = 2,
     target_spacing: Sequence[float] | None = None,
+    planes: Sequence[str] | str = ("axial",),
     foreground_fraction: float = 0.9,
     flip_lr: bool = True,
-    planes: Sequence[str] | str = ("axial",),
-) -> Compose:
-    """Preprocessing, then random patches centred mostly inside the body (``foreground_fraction``), half
-    of them mirrored left-right (``flip_lr``), then 2.5D slab-to-channels. CT ends in [-1, 1]; the
-    patches are plain float32 tensors.
+    device: torch.device | str = "cpu",
+    storage: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> BodyCropSampler:
+    """Endless training batches of ``batch_size * samples_per_volume`` crops cut on ``device``
+    (:mod:`pipeline.data.crop_sampler`): every subject of ``records`` is preprocessed once
+    (:func:`training_cache_transforms`, in threads, MONAI ``CacheDataset``) into a
+    :class:`~pipeline.data.crop_sampler.VolumeBank` on the device (or pinned host memory, ``storage``).
 
-    ``planes`` (2D/2.5D; ignored in 3D): the slab axis of each sample, drawn per volume from these planes
-    (:mod:`transforms.plane`; ``"all"`` = axial, coronal, sagittal): one network for all of them.
-
-    The cached part (everything before the crop) is compact: MR float32, CT int16 HU, mask uint8 and
-    the mask's bounding box, no per-voxel index arrays (:mod:`transforms.crop`). In 2.5D every slice is
+    Crops are centred inside the body with probability ``foreground_fraction``, mirrored left-right with
+    probability 0.5 (``flip_lr``; the head's mirror symmetry: axis X of the RAS grid, wherever the plane puts
+    it), along a slab plane drawn per crop from ``planes`` (2D/2.5D; ignored in 3D). In 2.5D every slice is
     a training centre: slabs past the first and last slice replicate the edge slice, as at inference.
+    Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
+    ``(N, 1, P, P, P)`` each.
     """
-    keys = ["mr", "ct", "mask"]
-    crop = patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size)
-    planes = planes_for_mode(mode, planes)
-    chain = [
-        *preprocessing(target_spacing=target_spacing),
-        CompactVolumesd(ct_key="ct", mask_key="mask"),
-        MaskBoundingBoxd("mask"),
-        *([RandPlaned(keys, planes=planes, box_key="mask_box")] if planes != ("axial",) else []),
-        # left-right mirror symmetry of the head is a safe augmentation (axis 0 = R-L in RAS, wherever
-        # RandPlaned put it)
-        RandBodyCropd(keys, label_key="mask", spatial_size=crop, pos_fraction=foreground_fraction,
-                      num_samples=samples_per_volume, replicate_axis=None if mode == "3d" else 2,
-                      flip_prob=0.5 if flip_lr else 0.0, flip_axis=0),
-        HUWindowd("ct"),
-    ]
-    if mode != "3d":
-        chain.append(SlabToChannelsd("mr", centre_keys=("ct", "mask"), slab_size=crop[-1]))
-    return Compose(chain)
+    records = drop_missing(records)
+    if not records:
+        raise ValueError("no training subjects (the manifest's train split is empty)")
+    # preprocessed in threads; the bank then takes each subject's volumes over and the cache lets them go
+    dataset = CacheDataset(records, training_cache_transforms(target_spacing=target_spacing), cache_rate=1.0,
+                           num_workers=None, progress=progress, copy_cache=False)
+    subjects = [dict(dataset[i]) for i in range(len(dataset))]
+    del dataset
+    bank = VolumeBank(subjects, device=device, storage=storage, free_inputs=True)
+    return BodyCropSampler(
+        bank, spatial_size=patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size),
+        replicate_axis=None if mode == "3d" else 2, planes=planes_for_mode(mode, planes), batch_size=batch_size,
+        samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
+        seed=seed, channels_slab=mode != "3d")
 
 
 def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
@@ -166,7 +178,10 @@ def make_loader(
     num_workers: int = 0,
     sampler=None,
 ) -> DataLoader:
-    """CacheDataset keeps the deterministic preprocessing in memory, so only cropping runs per epoch."""
+    """CacheDataset keeps the deterministic preprocessing in memory, so only the random part runs per epoch
+    (validation volumes; the X-ray task's 2-D pairs; sCT training crops come from :func:`training_sampler`).
+    Workers, when asked for, persist across epochs: without that, a loader shorter than an epoch forked them
+    all again each time it ran out (every iteration when there are fewer samples than ``batch_size``)."""
     records = drop_missing(records)
     if cache:
         # copy_cache=False: the random part (crop, then flip of the crop) never modifies the cached
@@ -180,4 +195,5 @@ def make_loader(
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
+        persistent_workers=num_workers > 0,
     )

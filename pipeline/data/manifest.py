@@ -330,22 +330,26 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def load_split(manifest_path: str | os.PathLike, split: str) -> list[dict[str, str]]:
+def load_split(manifest_path: str | os.PathLike, split: str, *, allow_empty: bool = False) -> list[dict[str, str]]:
     """Records of one split for MONAI datasets: ``{"subject_id", "mr"[, "ct"][, "mask"]}`` with absolute
     paths; a key is absent when the manifest has no such file for that subject.
 
     Raises:
-        ValueError: ``split`` unknown, the manifest has no ``split`` column, or the split is empty.
+        ValueError: ``split`` unknown.
+        InputError: the manifest has no ``split`` column, or the split is empty (unless ``allow_empty``:
+            then ``[]``, e.g. training without a validation split).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     df = read_manifest(manifest_path)
     if "split" not in df:
-        raise ValueError(f"manifest {manifest_path} has no split column")
+        raise InputError(f"manifest {manifest_path} has no split column")
     rows = df[df["split"] == split]
     if rows.empty:
+        if allow_empty:
+            return []
         present = ", ".join(f"{s} {n}" for s, n in df["split"].value_counts().items())
-        raise ValueError(f"manifest {manifest_path} has no subjects in split {split!r} (has: {present})")
+        raise InputError(f"manifest {manifest_path} has no subjects in split {split!r} (has: {present})")
     if split in ("train", "val") and "ct" in rows:
         missing = [str(r["subject_id"]) for r in rows.to_dict("records") if not path_given(r.get("ct"))]
         if missing:

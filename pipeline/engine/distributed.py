@@ -45,6 +45,28 @@ def rank_shard(records: Sequence, *, seed: int = 0, equal_sizes: bool = True) ->
     return shards[rank()]
 
 
+def validation_shard(records: Sequence) -> list:
+    """This process's validation subjects: each subject on one rank (:func:`rank_shard`, dealt in order) when
+    there are at least as many subjects as ranks; otherwise every rank validates all of them. Either way the
+    mean over subjects reduced over the ranks (ignite's metrics all-reduce their sums and counts) is the
+    mean over all subjects, and every rank has work: a rank without a batch could not join the reduction."""
+    records = list(records)
+    return rank_shard(records, equal_sizes=False) if len(records) >= world_size() else records
+
+
+def broadcast_float(value: float, *, source: int = 0) -> float:
+    """``value`` as rank ``source`` has it, on every rank (``value`` itself without a process group). A
+    collective: every rank must call it. E.g. rank 0's clock decides a time budget for all ranks, so that
+    they run the same iterations, learning rates and last iteration."""
+    if not is_distributed():
+        return float(value)
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(tensor, src=source)
+    return float(tensor.item())
+
+
 def gather_lists(items: Sequence) -> list:
     """Every rank's ``items`` (picklable), concatenated in rank order; ``items`` itself without a process group.
 

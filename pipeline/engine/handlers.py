@@ -51,6 +51,11 @@ def _state(obj):
     return unwrap_ddp(obj).state_dict()
 
 
+def save_model_state(model: torch.nn.Module, path: str | Path) -> Path:
+    """A network's weights (unwrapped from DDP) as a bare state dict, written atomically (``models/model.pt``)."""
+    return atomic_torch_save(_state(model), path)
+
+
 def load_generator_state(path: str | Path) -> dict:
     """Generator weights from either file this module writes: ``model.pt`` (a bare state dict, see
     :class:`BestModelSaver`) or ``latest.pt`` (a dict with a ``"generator"`` entry). Tensors only
@@ -97,7 +102,7 @@ class BestModelSaver:
 
     def __call__(self, engine: Engine) -> None:
         if engine.state.best_metric_epoch == engine.state.epoch:
-            atomic_torch_save(_state(self.model), self.path)
+            save_model_state(self.model, self.path)
             logger.info("best %s %.2f at epoch %d: saved %s", engine.state.key_metric_name,
                         engine.state.best_metric, engine.state.epoch, self.path)
 

@@ -94,7 +94,12 @@ class Pix2PixTrainer(Trainer):
         g_loss: :class:`networks.losses.Pix2PixGeneratorLoss` (lambda = 100 by default).
         adversarial_mode: "vanilla", "lsgan" or "hinge" for the discriminator loss.
         masked_l1: average L1 terms inside the body mask only.
-        amp: mixed precision; only takes effect on CUDA.
+        amp: mixed precision, CUDA only (:func:`autocast_dtype`): bfloat16 autocast where the GPU supports it
+            (no loss scaling needed), else float16 with a ``GradScaler``; the CPU always trains in float32.
+        channels_last: networks and batches in channels-last memory format (an option for GPUs, whose
+            convolutions may be faster so; measured 1.00x on this project's CPU).
+        compile: run the networks through ``torch.compile`` (an option: compilation costs minutes up front).
+            Checkpoints keep the plain modules' weights.
     """
 
     def __init__(
@@ -116,9 +121,12 @@ class Pix2PixTrainer(Trainer):
         epoch_length: int | None = None,
         train_handlers: Sequence | None = None,
         amp: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
         non_blocking: bool = False,
     ) -> None:
         device = torch.device(device)
+        amp_dtype = autocast_dtype(device, amp=as_flag(amp, name="amp"))
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -127,11 +135,19 @@ class Pix2PixTrainer(Trainer):
             non_blocking=non_blocking,
             prepare_batch=default_prepare_batch,
             handlers=train_handlers,
-            amp=as_flag(amp, name="amp") and device.type == "cuda",
+            amp=amp_dtype is not None,
             decollate=False,
         )
+        self.amp_dtype = amp_dtype
+        self.memory_format = None
+        if as_flag(channels_last, name="channels_last"):
+            self.memory_format = torch.channels_last  # 2-D networks; a 3-D batch switches to channels_last_3d
         self.generator = generator
         self.discriminator = discriminator
+        # what the iteration calls; checkpoints and validation keep using the plain modules
+        compiled = as_flag(compile, name="compile")
+        self.generator_forward = torch.compile(generator) if compiled else generator
+        self.discriminator_forward = torch.compile(discriminator) if compiled else discriminator
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
         self.g_loss = g_loss if g_loss is not None else Pix2PixGeneratorLoss(adversarial_mode=adversarial_mode)
@@ -140,12 +156,26 @@ class Pix2PixTrainer(Trainer):
         self.adversarial_on = True  # False during an L1 warm-up (set by pipeline.engine.budget.TrainingProgress)
         self.keys = (image_key, target_key, mask_key)
         SingleThreadedFetch().attach(self)
-        # one scaler per optimiser so an overflow in D does not skip G's step
-        self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # one scaler per optimiser so an overflow in D does not skip G's step; bfloat16 has float32's range
+        # and needs none
+        scaling = amp_dtype == torch.float16
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
 
     def _autocast(self):
-        return torch.autocast("cuda") if self.amp else contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    def _to_memory_format(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Channels-last batches (and, on the first call, networks) when asked for; unchanged otherwise."""
+        if self.memory_format is None:
+            return list(tensors)
+        if tensors[0].ndim == 5:
+            self.memory_format = torch.channels_last_3d
+        if not getattr(self, "_networks_formatted", False):
+            self.generator.to(memory_format=self.memory_format)
+            self.discriminator.to(memory_format=self.memory_format)
+            self._networks_formatted = True
+        return [t.contiguous(memory_format=self.memory_format) for t in tensors]
 
     def _discriminator_step(self, mr: torch.Tensor, ct: torch.Tensor, fake: torch.Tensor) -> dict:
         """One D step on real pairs vs generated pairs (G frozen via detach); returns the loss parts."""
@@ -153,7 +183,7 @@ class Pix2PixTrainer(Trainer):
         with self._autocast():
             # one forward over real and fake pairs: a single DDP forward per backward, and instance
             # norm works per sample so stacking changes nothing
-            logits = self.discriminator(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
+            logits = self.discriminator_forward(torch.cat([mr, mr]), torch.cat([ct, fake.detach()]))[-1]
             real_logits, fake_logits = logits.chunk(2)
             d_parts = discriminator_loss(real_logits, fake_logits, mode=self.adversarial_mode, reduction_parts=True)
         self.d_scaler.scale(d_parts["total"]).backward()
@@ -161,16 +191,17 @@ class Pix2PixTrainer(Trainer):
         self.d_scaler.update()
         return d_parts
 
-    def _iteration(self, engine: "Pix2PixTrainer", batchdata: dict) -> dict[str, float]:
+    def _iteration(self, engine: Pix2PixTrainer, batchdata: dict) -> dict[str, float]:
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
         to = dict(device=engine.state.device, non_blocking=engine.non_blocking)
         image_key, target_key, mask_key = engine.keys
         mr, ct = plain_tensor(batchdata[image_key]).to(**to), plain_tensor(batchdata[target_key]).to(**to)
         mask = plain_tensor(batchdata[mask_key]).to(**to) if engine.masked_l1 and mask_key in batchdata else None
-        g, d = engine.generator, engine.discriminator
-        g.train()
-        d.train()
+        mr, ct = engine._to_memory_format(mr, ct)
+        engine.generator.train()
+        engine.discriminator.train()
+        g, d = engine.generator_forward, engine.discriminator_forward
 
         with engine._autocast():
             fake = g(mr)
@@ -199,6 +230,14 @@ class Pix2PixTrainer(Trainer):
         output["lr_G"] = engine.g_optimizer.param_groups[0]["lr"]
         output["lr_D"] = engine.d_optimizer.param_groups[0]["lr"]
         return output
+
+
+def autocast_dtype(device: torch.device | str, *, amp: bool) -> torch.dtype | None:
+    """The mixed-precision type of a training run: None (float32) without ``amp`` or off CUDA; bfloat16 on a
+    GPU that supports it (Ampere and later: float32's exponent range, so no loss scaling); float16 otherwise."""
+    if not amp or torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def constant_then_linear_decay(optimizer: torch.optim.Optimizer, *, constant_epochs: int, decay_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -31,7 +31,7 @@ class SCTValidator(Evaluator):
         patch_size: int,
         slab_size: int = 5,
         overlap: float = 0.5,
-        sw_batch_size: int = 16,
+        sw_batch_size: int | None = None,
         planes: Sequence[str] | str = ("axial",),
         val_handlers: Sequence | None = None,
     ) -> None:

@@ -1,0 +1,247 @@
+"""Training crops cut on the training device: every crop of an iteration in one batched draw.
+
+Why not a ``DataLoader`` of per-sample MONAI transforms (what this replaced): on a GPU the crops, flips,
+plane permutations and slabs were cut on the CPU, one small copy at a time, and with fewer subjects than
+``batch_size`` the loader restarted (forking its workers) every iteration: an H200 was busy 0-3 % of the
+time. Here the cached volumes of all subjects lie one after another in three flat tensors
+(:class:`VolumeBank`: MR float32, CT int16 HU, mask uint8) on the training device, or in pinned host memory
+when an explicit estimate says they do not fit; :class:`BodyCropSampler` then draws an iteration's crops
+with a few index computations and one gather per image:
+
+- subjects drawn with replacement, ``batch_size`` per iteration with ``samples_per_volume`` crops each, so
+  an iteration always has ``batch_size * samples_per_volume`` crops, whatever the number of subjects;
+- crop centres inside the body mask with probability ``pos_fraction``, else outside it: rejection sampling
+  with ``probes`` random points per crop, inside the mask's bounding box or anywhere in the volume (no
+  per-voxel index arrays, which would cost 8 bytes per voxel). When none of a crop's probes lands on the
+  asked side (a region under ~10 % of the sampled box: 0.9 ** 32 = 3 %), its first probe is kept;
+- a plane per crop (the slab axis, :data:`transforms.plane.PLANE_AXES`) and a left-right flip along the
+  patient's x axis, wherever the plane put it;
+- windows shifted inside the volume in-plane (edge voxels replicated when the volume is smaller than the
+  patch); along the 2.5D slab axis the edge slices are replicated, exactly as inference builds its slabs
+  (:func:`transforms.slab.volume_to_slabs`), so the first and last ``k // 2`` slices are centres too;
+- slab to channels, CT from int16 HU to [-1, 1] (:func:`transforms.intensity.hu_to_unit_range`), the
+  mask as float: the batch the generator takes.
+
+Random draws come from one ``torch.Generator`` on the storage device, seeded: the same seed gives the
+same crops on the same kind of device, and :meth:`BodyCropSampler.state_dict` goes into the checkpoint so
+that a resumed run continues the stream instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from transforms.intensity import hu_to_unit_range
+from transforms.plane import PLANE_AXES, check_planes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BodyCropSampler", "VolumeBank", "bank_bytes", "choose_storage"]
+
+#: Bytes per voxel of the bank: MR float32 + CT int16 + mask uint8.
+BYTES_PER_VOXEL = 4 + 2 + 1
+#: Share of the device's free memory the bank may take; the rest is for the networks and their activations.
+DEVICE_FRACTION = 0.5
+#: Random points tried per crop centre.
+PROBES = 32
+
+
+def bank_bytes(shapes: Sequence[Sequence[int]]) -> int:
+    """Memory of a :class:`VolumeBank` holding volumes of these spatial ``shapes`` (X, Y, Z)."""
+    return BYTES_PER_VOXEL * sum(math.prod(int(n) for n in shape) for shape in shapes)
+
+
+def choose_storage(nbytes: int, device: torch.device, *, storage: str = "auto",
+                   device_fraction: float = DEVICE_FRACTION) -> torch.device:
+    """Where the bank lives: ``device`` itself (``storage="device"``, and on the CPU always), or host memory
+    (``"host"``); ``"auto"`` picks the training device when ``nbytes`` fit in ``device_fraction`` of its free
+    memory (``torch.cuda.mem_get_info``), else host memory."""
+    if storage not in ("auto", "device", "host"):
+        raise ValueError(f"crop storage must be 'auto', 'device' or 'host', got {storage!r}")
+    device = torch.device(device)
+    if device.type != "cuda" or storage == "device":
+        return device
+    if storage == "host":
+        return torch.device("cpu")
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if nbytes <= device_fraction * free else torch.device("cpu")
+
+
+class VolumeBank:
+    """The training volumes of all subjects, flattened one after another.
+
+    Args:
+        subjects: per subject ``mr`` ``(1, X, Y, Z)`` float32 (normalised to [-1, 1]), ``ct`` ``(1, X, Y, Z)``
+            int16 HU, ``mask`` ``(1, X, Y, Z)`` uint8 and ``mask_box`` ``(3, 2)`` voxel bounds
+            (:class:`transforms.crop.CompactVolumesd`, :class:`transforms.crop.MaskBoundingBoxd`).
+        device: the training device; the bank is stored there or in host memory (:func:`choose_storage`);
+            host storage for a CUDA device is pinned, so batches go over with asynchronous copies.
+        free_inputs: remove each subject's images from its dict once they are copied, so that the host never
+            holds the volumes twice (a SynthRAD-sized bank is ~13 GB; the storage's pages are only taken as
+            they are written).
+
+    Attributes: ``mr``, ``ct``, ``mask`` (flat), ``offsets`` ``(S,)``, ``shapes`` ``(S, 3)``, ``strides``
+    ``(S, 3)`` and ``boxes`` ``(S, 3, 2)`` (int64, on the storage device), ``storage`` and ``device``.
+    """
+
+    def __init__(self, subjects: Sequence[dict[str, Any]], *, device: torch.device | str = "cpu",
+                 storage: str = "auto", device_fraction: float = DEVICE_FRACTION, free_inputs: bool = False) -> None:
+        if not subjects:
+            raise ValueError("no training subjects: the bank needs at least one volume")
+        self.device = torch.device(device)
+        shapes = [tuple(int(n) for n in torch.as_tensor(s["mr"]).shape[1:]) for s in subjects]
+        self.nbytes = bank_bytes(shapes)
+        self.storage = choose_storage(self.nbytes, self.device, storage=storage, device_fraction=device_fraction)
+        pin = self.storage.type == "cpu" and self.device.type == "cuda"
+        voxels = [math.prod(shape) for shape in shapes]
+        total = sum(voxels)
+        empty = dict(device=self.storage, pin_memory=pin)
+        self.mr = torch.empty(total, dtype=torch.float32, **empty)
+        self.ct = torch.empty(total, dtype=torch.int16, **empty)
+        self.mask = torch.empty(total, dtype=torch.uint8, **empty)
+        boxes, start = [], 0
+        for subject, count in zip(subjects, voxels):
+            for name, flat in (("mr", self.mr), ("ct", self.ct), ("mask", self.mask)):
+                volume = torch.as_tensor(subject[name]).as_subclass(torch.Tensor)
+                flat[start:start + count].copy_(volume.reshape(-1).to(flat.dtype))
+                if free_inputs:
+                    del subject[name], volume
+            boxes.append(torch.as_tensor(subject["mask_box"], dtype=torch.int64))
+            start += count
+        as_index = dict(dtype=torch.int64, device=self.storage)
+        self.shapes = torch.tensor(shapes, **as_index)
+        self.offsets = torch.tensor([0, *voxels[:-1]], **as_index).cumsum(0)
+        self.strides = torch.stack([self.shapes[:, 1] * self.shapes[:, 2], self.shapes[:, 2],
+                                    torch.ones_like(self.shapes[:, 0])], dim=1)
+        self.boxes = torch.stack(boxes).to(self.storage)
+        logger.info("training volumes of %d subject(s): %.2f GB on %s%s", len(shapes), self.nbytes / 1e9,
+                    self.storage, " (pinned host memory: too little free on the training device)" if pin else "")
+
+    def __len__(self) -> int:
+        return int(self.shapes.shape[0])
+
+
+class BodyCropSampler:
+    """Endless training batches cut from a :class:`VolumeBank` (see the module docstring).
+
+    Args:
+        bank: the volumes.
+        spatial_size: the crop in the plane's axes, ``(P, P, k)`` (2D: k = 1; 2.5D: k = the slab) or
+            ``(P, P, P)`` (3D), as :func:`pipeline.data.loaders.patch_shape` gives it.
+        replicate_axis: the crop axis whose windows replicate edge slices past the volume (2 for 2D/2.5D
+            slabs; None in 3D: every window is shifted inside).
+        planes: slab planes drawn per crop (2D/2.5D); ``("axial",)`` keeps the RAS axes as they are.
+        batch_size, samples_per_volume: subjects drawn per iteration (with replacement) and crops per subject.
+        pos_fraction: probability that a crop is centred inside the mask.
+        flip_prob: probability of a left-right (RAS x) mirror per crop, every image alike.
+        seed: of the generator on the storage device.
+        channels_slab: 2D/2.5D: the slab's slices become MR channels ``(N, k, P, P)`` and CT and mask keep
+            the centre slice ``(N, 1, P, P)``; in 3D (False) every image is ``(N, 1, P, P, P)``.
+
+    Each batch is ``{"mr", "ct", "mask"}`` float32 on the training device: MR as cached ([-1, 1]), CT in
+    [-1, 1], mask 0/1.
+    """
+
+    def __init__(self, bank: VolumeBank, *, spatial_size: Sequence[int], replicate_axis: int | None = 2,
+                 planes: Sequence[str] | str = ("axial",), batch_size: int = 2, samples_per_volume: int = 2,
+                 pos_fraction: float = 0.9, flip_prob: float = 0.5, seed: int = 0, probes: int = PROBES,
+                 channels_slab: bool = True) -> None:
+        for name, value in (("pos_fraction", pos_fraction), ("flip_prob", flip_prob)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if int(batch_size) < 1 or int(samples_per_volume) < 1:
+            raise ValueError(f"batch_size and samples_per_volume must be >= 1, got {batch_size}, {samples_per_volume}")
+        self.bank = bank
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.replicate_axis = replicate_axis
+        self.planes = check_planes(planes)
+        self.batch_size, self.samples_per_volume = int(batch_size), int(samples_per_volume)
+        self.pos_fraction, self.flip_prob = float(pos_fraction), float(flip_prob)
+        self.probes = int(probes)
+        self.channels_slab = bool(channels_slab)
+        self.seed = int(seed)
+        self.generator = torch.Generator(device=bank.storage).manual_seed(self.seed)
+        # plane -> order of the RAS axes that puts its normal last, one row per allowed plane
+        self._orders = torch.tensor([PLANE_AXES[p] for p in self.planes], dtype=torch.int64, device=bank.storage)
+
+    @property
+    def crops_per_batch(self) -> int:
+        return self.batch_size * self.samples_per_volume
+
+    # --- checkpoint entry: the random stream continues after a resume -------------------------------------
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
+
+    # --- draws --------------------------------------------------------------------------------------------
+    def _uniform(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator, device=self.bank.storage)
+
+    def _centres(self, subjects: torch.Tensor) -> torch.Tensor:
+        """``(N, 3)`` RAS voxel centres: inside the mask with probability ``pos_fraction`` (drawn in its box),
+        else outside (drawn anywhere); the first of ``probes`` random points on the asked side."""
+        bank, n = self.bank, subjects.shape[0]
+        inside = self._uniform(n) < self.pos_fraction
+        shape, box = bank.shapes[subjects], bank.boxes[subjects]
+        low = torch.where(inside[:, None], box[..., 0], 0)
+        high = torch.where(inside[:, None], box[..., 1], shape)
+        points = low[:, None] + (self._uniform(n, self.probes, 3) * (high - low)[:, None]).long()
+        points = torch.minimum(points, high[:, None] - 1)  # float rounding must not reach the upper bound
+        linear = bank.offsets[subjects][:, None] + (points * bank.strides[subjects][:, None]).sum(-1)
+        wanted = (bank.mask.take(linear) > 0) == inside[:, None]
+        first = wanted.to(torch.uint8).argmax(dim=1)  # the first probe on the asked side (0 if none is)
+        return points[torch.arange(n, device=points.device), first]
+
+    def _index(self) -> torch.Tensor:
+        """Flat bank indices of this draw's crops, ``(N, *spatial_size)``."""
+        bank = self.bank
+        subjects = torch.randint(len(bank), (self.batch_size,), generator=self.generator, device=bank.storage)
+        subjects = subjects.repeat_interleave(self.samples_per_volume)
+        n = subjects.shape[0]
+        centres = self._centres(subjects)
+        orders = self._orders[torch.randint(len(self.planes), (n,), generator=self.generator, device=bank.storage)]
+        flips = self._uniform(n) < self.flip_prob
+        shape, strides = bank.shapes[subjects], bank.strides[subjects]
+        index = bank.offsets[subjects].view(n, 1, 1, 1)
+        for axis, size in enumerate(self.spatial_size):
+            ras = orders[:, axis]  # the RAS axis this crop axis runs along
+            length = shape.gather(1, ras[:, None])[:, 0]
+            start = centres.gather(1, ras[:, None])[:, 0] - size // 2
+            if axis != self.replicate_axis:  # shift the window inside the volume where it fits
+                start = torch.where(length >= size, torch.minimum(start.clamp(min=0), length - size), start)
+            steps = torch.arange(size, device=bank.storage)
+            mirrored = flips & (ras == 0)  # the left-right flip mirrors the patient's x axis, wherever it went
+            steps = torch.where(mirrored[:, None], size - 1 - steps, steps)
+            positions = torch.minimum((start[:, None] + steps).clamp(min=0), length[:, None] - 1)  # edges replicate
+            view = [n, 1, 1, 1]
+            view[axis + 1] = size
+            index = index + (positions * strides.gather(1, ras[:, None])).view(view)
+        return index
+
+    def draw(self) -> dict[str, torch.Tensor]:
+        """One iteration's batch (see the class docstring for shapes)."""
+        bank = self.bank
+        index = self._index()
+        # take() on flat indices: 2-6x faster than advanced indexing on the CPU (a strided index most of all)
+        if self.channels_slab:  # (N, P, P, k): slices to channels; CT and mask at the centre slice
+            mr = bank.mr.take(index).permute(0, 3, 1, 2)
+            centre = index[..., index.shape[-1] // 2].contiguous()
+        else:
+            mr, centre = bank.mr.take(index)[:, None], index
+        ct = hu_to_unit_range(bank.ct.take(centre).to(torch.float32))
+        mask = bank.mask.take(centre).to(torch.float32)
+        batch = {"mr": mr.contiguous(), "ct": ct[:, None], "mask": mask[:, None]}
+        if bank.storage != bank.device:  # pinned host memory -> device, asynchronously
+            batch = {key: value.pin_memory().to(bank.device, non_blocking=True) for key, value in batch.items()}
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            yield self.draw()

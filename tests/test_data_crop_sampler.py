@@ -1,0 +1,225 @@
+"""Batched training crops on the training device (pipeline.data.crop_sampler).
+
+Every MR voxel of the test volumes holds a unique value (its flat index over all subjects), so each crop
+voxel tells where it came from: subject, x, y, z. Expectations are written with numpy slicing of the
+original arrays, independently of the sampler's index arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data.crop_sampler import BodyCropSampler, VolumeBank, bank_bytes, choose_storage
+from transforms.crop import mask_bounding_box
+from transforms.intensity import unit_range_to_hu
+from transforms.plane import PLANES, to_plane
+from transforms.slab import volume_to_slabs
+
+SHAPES = [(20, 18, 9), (14, 16, 11)]
+
+
+def make_subjects(shapes=SHAPES):
+    """Subjects whose MR voxel values are unique across all of them; CT = a function of the position."""
+    subjects, start = [], 0
+    for shape in shapes:
+        count = int(np.prod(shape))
+        mr = torch.arange(start, start + count, dtype=torch.float32).reshape(1, *shape)
+        start += count
+        mask = torch.zeros(1, *shape, dtype=torch.uint8)
+        mask[0, 4:shape[0] - 4, 3:shape[1] - 3, :] = 1
+        ct = ((mr.to(torch.int64) % 4000) - 1000).to(torch.int16)
+        subjects.append({"mr": mr, "ct": ct, "mask": mask, "mask_box": mask_bounding_box(mask)})
+    return subjects
+
+
+def locate(values: torch.Tensor, subjects) -> np.ndarray:
+    """``(..., 4)`` array of (subject, x, y, z) for MR values."""
+    flat = values.numpy().astype(np.int64)
+    sizes = np.cumsum([0] + [int(np.prod(s["mr"].shape[1:])) for s in subjects])
+    subject = np.searchsorted(sizes, flat, side="right") - 1
+    out = np.zeros(flat.shape + (4,), dtype=np.int64)
+    out[..., 0] = subject
+    for index, s in enumerate(subjects):
+        here = subject == index
+        out[here, 1:] = np.stack(np.unravel_index(flat[here] - sizes[index], s["mr"].shape[1:]), axis=-1)
+    return out
+
+
+def sampler(subjects=None, **options) -> BodyCropSampler:
+    subjects = make_subjects() if subjects is None else subjects
+    settings = dict(spatial_size=(6, 6, 5), replicate_axis=2, batch_size=4, samples_per_volume=2, pos_fraction=0.75,
+                    flip_prob=0.0, seed=0)
+    return BodyCropSampler(VolumeBank(subjects), **{**settings, **options})
+
+
+def test_batches_have_the_network_shapes_and_every_image_comes_from_the_same_place():
+    subjects = make_subjects()
+    batch = sampler(subjects).draw()
+    assert batch["mr"].shape == (8, 5, 6, 6) and batch["ct"].shape == (8, 1, 6, 6) == batch["mask"].shape
+    assert all(v.dtype == torch.float32 and v.is_contiguous() for v in batch.values())
+    where = locate(batch["mr"], subjects)  # (N, k, P, P, 4)
+    for n in range(8):
+        s, x, y, z = where[n, 2].reshape(-1, 4).T  # the centre slice of the slab
+        assert len(set(s)) == 1
+        expected_ct = subjects[s[0]]["ct"][0].numpy()[x, y, z].reshape(6, 6)
+        expected_mask = subjects[s[0]]["mask"][0].numpy()[x, y, z].reshape(6, 6)
+        np.testing.assert_allclose(unit_range_to_hu(batch["ct"][n, 0]).numpy(), expected_ct, atol=1e-3)
+        np.testing.assert_array_equal(batch["mask"][n, 0].numpy(), expected_mask)
+        # channel j is slab offset j - k // 2 along z, every other coordinate the same
+        np.testing.assert_array_equal(where[n, :, :, :, 1:3], np.broadcast_to(where[n, 2, :, :, 1:3], (5, 6, 6, 2)))
+
+
+def test_an_iteration_always_has_batch_times_samples_crops_whatever_the_number_of_subjects():
+    one = make_subjects(SHAPES[:1])
+    draws = sampler(one, batch_size=8, samples_per_volume=4)
+    assert draws.crops_per_batch == 32 and draws.draw()["mr"].shape[0] == 32
+    subjects = make_subjects()
+    seen = set()
+    for _ in range(10):
+        where = locate(sampler(subjects, seed=len(seen)).draw()["mr"][:, 2, 3, 3], subjects)
+        assert np.all(where[0::2, 0] == where[1::2, 0])  # samples_per_volume crops of one subject in a row
+        seen |= set(where[:, 0].tolist())
+    assert seen == {0, 1}
+
+
+def test_centres_inside_the_mask_at_the_asked_rate_and_every_slice_is_a_centre():
+    subjects = make_subjects()
+    inside, slices = [], {0: set(), 1: set()}
+    # one-voxel windows in-plane: never shifted, so the crop's voxel is the drawn centre
+    draws = sampler(subjects, spatial_size=(1, 1, 5), batch_size=50, samples_per_volume=4)
+    for _ in range(3):
+        for s, x, y, z in locate(draws.draw()["mr"][:, 2, 0, 0], subjects):
+            inside.append(bool(subjects[s]["mask"][0, x, y, z]))
+            slices[s].add(int(z))
+    assert 0.70 < np.mean(inside) < 0.80  # pos_fraction 0.75, 600 draws
+    assert slices[0] == set(range(9)) and slices[1] == set(range(11))  # end slices too
+    for fraction in (1.0, 0.0):
+        mask = sampler(subjects, spatial_size=(1, 1, 5), pos_fraction=fraction, batch_size=50).draw()["mask"]
+        assert torch.all(mask == fraction)
+
+
+def test_end_slabs_replicate_edge_slices_exactly_as_inference_builds_them():
+    subjects = make_subjects(SHAPES[:1])
+    draws = sampler(subjects, batch_size=100, samples_per_volume=2, pos_fraction=1.0)
+    slabs = volume_to_slabs(subjects[0]["mr"], slab_size=5)  # (Z, k, X, Y): what inference feeds the network
+    checked = 0
+    for crop in draws.draw()["mr"]:
+        _, x, y, z = locate(crop[2, 0, 0], subjects)
+        if z in (0, 1, 7, 8):
+            torch.testing.assert_close(crop, slabs[z][:, x:x + 6, y:y + 6])
+            checked += 1
+    assert checked > 0
+
+
+def test_in_plane_windows_stay_inside_and_small_volumes_replicate_their_edges():
+    subjects = make_subjects(SHAPES[:1])
+    for crop in sampler(subjects, pos_fraction=0.0, batch_size=25).draw()["mr"]:  # background centres reach the edges
+        where = locate(crop[2], subjects)
+        assert len(np.unique(where[..., 1])) == 6 and len(np.unique(where[..., 2])) == 6  # no repeated rows
+    small = make_subjects([(4, 4, 9)])
+    crop = sampler(small, batch_size=1, samples_per_volume=1).draw()["mr"][0]
+    assert crop.shape == (5, 6, 6)
+    xs = locate(crop[2], small)[..., 1]
+    # a window around the centre c (0..3) with the edge voxels replicated: clip(c - 3 ... c + 2)
+    assert any(np.array_equal(xs[:, 0], np.clip(np.arange(c - 3, c + 3), 0, 3)) for c in range(4)), xs[:, 0]
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_the_left_right_flip_mirrors_the_patient_in_every_plane(plane):
+    subjects = make_subjects([(6, 6, 6)])
+    subjects[0]["mask"][:] = 1
+    subjects[0]["mask_box"] = mask_bounding_box(subjects[0]["mask"])
+    crops = sampler(subjects, planes=[plane], flip_prob=1.0, batch_size=30,
+                    samples_per_volume=1).draw()["mr"]  # whole slices in-plane: only the flip and the plane shape them
+    view = to_plane(torch.flip(subjects[0]["mr"], dims=[1]), plane)[0]  # mirrored along RAS x, normal last
+    for crop in crops:
+        centre = [j for j in range(6) if torch.equal(crop[2], view[:, :, j])]
+        assert len(centre) == 1, plane
+        for channel in range(5):
+            torch.testing.assert_close(crop[channel], view[:, :, min(max(centre[0] + channel - 2, 0), 5)])
+
+
+def test_flips_mirror_every_image_together_at_the_asked_rate():
+    subjects = make_subjects()
+    for flip_prob, low, high in ((0.0, 0.0, 0.0), (0.5, 0.4, 0.6), (1.0, 1.0, 1.0)):
+        batch = sampler(subjects, flip_prob=flip_prob, batch_size=100, seed=3).draw()
+        where = locate(batch["mr"][:, 2], subjects)  # (N, P, P, 4)
+        steps = np.diff(where[..., 1], axis=1)  # along crop axis 0 = R-L in the axial plane
+        assert np.all(np.abs(steps) == 1)
+        mirrored = steps[:, 0, 0] == -1
+        assert low <= mirrored.mean() <= high, flip_prob
+        for n in np.flatnonzero(mirrored)[:5]:
+            s, x, y, z = where[n].reshape(-1, 4).T
+            expected = subjects[s[0]]["mask"][0].numpy()[x, y, z]
+            np.testing.assert_array_equal(batch["mask"][n, 0].numpy().ravel(), expected)
+
+
+def test_multi_plane_crops_are_slabs_along_each_plane():
+    subjects = make_subjects()
+    where = locate(sampler(subjects, planes="all", batch_size=60).draw()["mr"], subjects)  # (N, k, P, P, 4)
+    seen = set()
+    for crop in where:
+        varying = [axis for axis in (1, 2, 3) if len(np.unique(crop[..., axis])) > 1]
+        slab_axis = [axis for axis in (1, 2, 3) if len(np.unique(crop[:, 0, 0, axis])) > 1]
+        # the slab runs along one RAS axis, the in-plane axes along the other two
+        if slab_axis:
+            seen.add({1: "sagittal", 2: "coronal", 3: "axial"}[slab_axis[0]])
+        assert len(varying) == 3
+    assert seen == set(PLANES)
+
+
+def test_draws_are_seeded_and_a_restored_state_continues_the_stream():
+    subjects = make_subjects()
+    first, second = sampler(subjects, seed=7), sampler(subjects, seed=7)
+    assert torch.equal(first.draw()["mr"], second.draw()["mr"])
+    assert not torch.equal(sampler(subjects, seed=8).draw()["mr"], sampler(subjects, seed=7).draw()["mr"])
+    state = first.state_dict()
+    expected = first.draw()["mr"]
+    resumed = sampler(subjects, seed=0)
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.draw()["mr"], expected)
+
+
+def test_memory_estimate_and_storage_choice(monkeypatch):
+    assert bank_bytes([(10, 10, 10), (2, 3, 4)]) == 7 * (1000 + 24)
+    assert choose_storage(10**12, torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    cuda = torch.device("cuda:0")
+    assert choose_storage(3 * 2**30, cuda) == cuda  # fits in half of the free memory
+    assert choose_storage(5 * 2**30, cuda) == torch.device("cpu")  # does not: pinned host memory
+    assert choose_storage(5 * 2**30, cuda, storage="device") == cuda
+    assert choose_storage(1, cuda, storage="host") == torch.device("cpu")
+    with pytest.raises(ValueError, match="storage"):
+        choose_storage(1, cuda, storage="gpu")
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="pos_fraction"):
+        sampler(pos_fraction=1.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        sampler(batch_size=0)
+    with pytest.raises(ValueError, match="no training subjects"):
+        VolumeBank([])
+
+
+def test_3d_crops_are_cubes_shifted_inside_the_volume():
+    subjects = make_subjects()
+    batch = sampler(subjects, spatial_size=(6, 6, 6), replicate_axis=None, channels_slab=False, flip_prob=0.5).draw()
+    assert batch["mr"].shape == (8, 1, 6, 6, 6) == batch["ct"].shape == batch["mask"].shape
+    for n, where in enumerate(locate(batch["mr"][:, 0], subjects)):
+        s, x, y, z = where.reshape(-1, 4).T
+        assert len(set(s)) == 1 and all(len(np.unique(a)) == 6 for a in (x, y, z))  # inside: nothing replicated
+        np.testing.assert_allclose(unit_range_to_hu(batch["ct"][n, 0]).numpy().ravel(),
+                                   subjects[s[0]]["ct"][0].numpy()[x, y, z], atol=1e-3)
+
+
+def test_the_bank_can_take_the_volumes_over_without_changing_a_crop():
+    kept, freed = make_subjects(), make_subjects()
+    options = dict(spatial_size=(6, 6, 5), batch_size=4, samples_per_volume=2, seed=4)
+    reference = BodyCropSampler(VolumeBank(kept), **options).draw()
+    bank = VolumeBank(freed, free_inputs=True)
+    assert all(set(subject) == {"mask_box"} for subject in freed)  # the host holds the volumes once
+    batch = BodyCropSampler(bank, **options).draw()
+    assert all(torch.equal(batch[key], reference[key]) for key in reference)
