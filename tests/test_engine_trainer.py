@@ -16,7 +16,7 @@ from ignite.engine import Events
 from bundle_runner import REPO, read_events, tiny_phantom_manifest
 from bundle_runner import run_bundle as run_bundle_config
 from pipeline.engine.model_card import card_hash
-from pipeline.engine.trainer import Pix2PixTrainer, constant_then_linear_decay, pix2pix_adam
+from pipeline.engine.trainer import Pix2PixTrainer, autocast_dtype, constant_then_linear_decay, pix2pix_adam
 from pipeline.sct.model_card import rtsynth_version
 
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
@@ -125,14 +125,40 @@ class _TinyD(torch.nn.Module):
         return [self.conv(torch.cat([condition, target], 1))]
 
 
-def _one_batch_trainer():
+def _one_batch_trainer(**options):
     """A trainer over one batch (MR random, CT constant 0.5), its networks and D's weights before training."""
     g, d = _Constant(), _TinyD()
     batch = {"mr": torch.rand(2, 1, 8, 8), "ct": torch.full((2, 1, 8, 8), 0.5), "mask": torch.ones(2, 1, 8, 8)}
     d_before = d.conv.weight.detach().clone()
     trainer = Pix2PixTrainer(device="cpu", max_epochs=1, train_data_loader=[batch], generator=g, discriminator=d,
-                             g_optimizer=pix2pix_adam(g.parameters()), d_optimizer=pix2pix_adam(d.parameters()))
+                             g_optimizer=pix2pix_adam(g.parameters()), d_optimizer=pix2pix_adam(d.parameters()),
+                             **options)
     return trainer, g, d, d_before
+
+
+def test_mixed_precision_is_bfloat16_where_the_gpu_has_it_and_float32_on_the_cpu(monkeypatch) -> None:
+    assert autocast_dtype("cpu", amp=True) is None and autocast_dtype("cuda", amp=False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("cuda:0", amp=True) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype("cuda", amp=True) == torch.float16
+    trainer = _one_batch_trainer(amp=True)[0]  # amp asked for, on the CPU: float32, no loss scaling
+    assert trainer.amp_dtype is None and not trainer.g_scaler.is_enabled() and not trainer.amp
+
+
+def test_channels_last_trains_the_same_and_compile_keeps_the_plain_modules() -> None:
+    torch.manual_seed(0)
+    plain, g_plain, d_plain, _ = _one_batch_trainer()
+    torch.manual_seed(0)
+    formatted, g_last, d_last, _ = _one_batch_trainer(channels_last=True)
+    for trainer in (plain, formatted):
+        trainer.run()
+    assert d_last.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(d_last.conv.weight, d_plain.conv.weight)
+    torch.testing.assert_close(g_last.bias, g_plain.bias)
+    compiled, g, d, _ = _one_batch_trainer(compile=True)  # not run here: compiling takes minutes on a CPU
+    assert compiled.generator is g and compiled.generator_forward is not g
+    assert set(compiled.generator_forward.state_dict()) != set(g.state_dict())  # why checkpoints keep g itself
 
 
 def test_iteration_updates_generator_and_discriminator() -> None:
