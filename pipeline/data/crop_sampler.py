@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -142,6 +142,8 @@ class BodyCropSampler:
         seed: of the generator on the storage device.
         channels_slab: 2D/2.5D: the slab's slices become MR channels ``(N, k, P, P)`` and CT and mask keep
             the centre slice ``(N, 1, P, P)``; in 3D (False) every image is ``(N, 1, P, P, P)``.
+        augment: applied to each batch's MR crops with the sampler's generator (2D/2.5D), e.g.
+            :class:`pipeline.data.augment.MRIntensityAugmentation`; CT and mask stay as they are.
 
     Each batch is ``{"mr", "ct", "mask"}`` float32 on the training device: MR as cached ([-1, 1]), CT in
     [-1, 1], mask 0/1.
@@ -150,7 +152,7 @@ class BodyCropSampler:
     def __init__(self, bank: VolumeBank, *, spatial_size: Sequence[int], replicate_axis: int | None = 2,
                  planes: Sequence[str] | str = ("axial",), batch_size: int = 2, samples_per_volume: int = 2,
                  pos_fraction: float = 0.9, flip_prob: float = 0.5, seed: int = 0, probes: int = PROBES,
-                 channels_slab: bool = True) -> None:
+                 channels_slab: bool = True, augment: Callable[..., torch.Tensor] | None = None) -> None:
         for name, value in (("pos_fraction", pos_fraction), ("flip_prob", flip_prob)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -164,6 +166,9 @@ class BodyCropSampler:
         self.pos_fraction, self.flip_prob = float(pos_fraction), float(flip_prob)
         self.probes = int(probes)
         self.channels_slab = bool(channels_slab)
+        if augment is not None and not self.channels_slab:
+            raise ValueError("MR augmentation works on 2D/2.5D crops; 3D mode takes none")
+        self.augment = augment
         self.seed = int(seed)
         self.generator = torch.Generator(device=bank.storage).manual_seed(self.seed)
         # plane -> order of the RAS axes that puts its normal last, one row per allowed plane
@@ -235,6 +240,8 @@ class BodyCropSampler:
             centre = index[..., index.shape[-1] // 2].contiguous()
         else:
             mr, centre = bank.mr.take(index)[:, None], index
+        if self.augment is not None:
+            mr = self.augment(mr, generator=self.generator)
         ct = hu_to_unit_range(bank.ct.take(centre).to(torch.float32))
         mask = bank.mask.take(centre).to(torch.float32)
         batch = {"mr": mr.contiguous(), "ct": ct[:, None], "mask": mask[:, None]}

@@ -22,6 +22,7 @@ import torch
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose, EnsureTyped, MapTransform
 
+from pipeline.data.augment import augmentation_for
 from pipeline.data.checks import check_ct_hu
 from pipeline.data.crop_sampler import BodyCropSampler, VolumeBank
 from pipeline.io.geometry import check_same_grid, read_geometry
@@ -128,6 +129,7 @@ def training_sampler(
     device: torch.device | str = "cpu",
     storage: str = "auto",
     seed: int = 0,
+    mr_augmentation: str | None = None,
     progress: bool = True,
 ) -> BodyCropSampler:
     """Endless training batches of ``batch_size * samples_per_volume`` crops cut on ``device``
@@ -139,6 +141,8 @@ def training_sampler(
     probability 0.5 (``flip_lr``; the head's mirror symmetry: axis X of the RAS grid, wherever the plane puts
     it), along a slab plane drawn per crop from ``planes`` (2D/2.5D; ignored in 3D). In 2.5D every slice is
     a training centre: slabs past the first and last slice replicate the edge slice, as at inference.
+    ``mr_augmentation`` (``"intensity"``, 2D/2.5D): the MR crops are changed as another scanner or sequence
+    could have changed them (:mod:`pipeline.data.augment`), on the device, from the sampler's seeded stream.
     Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
     ``(N, 1, P, P, P)`` each.
     """
@@ -155,7 +159,7 @@ def training_sampler(
         bank, spatial_size=patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size),
         replicate_axis=None if mode == "3d" else 2, planes=planes_for_mode(mode, planes), batch_size=batch_size,
         samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
-        seed=seed, channels_slab=mode != "3d")
+        seed=seed, channels_slab=mode != "3d", augment=augmentation_for(mr_augmentation))
 
 
 def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
