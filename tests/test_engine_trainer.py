@@ -296,3 +296,20 @@ def test_pix2pix_optimizer_adam_and_adamw() -> None:
     assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
     with pytest.raises(ValueError, match="adamw"):
         pix2pix_optimizer(params, name="sgd")
+
+
+def test_an_endless_batch_source_needs_an_epoch_length() -> None:
+    from pipeline.errors import InputError
+
+    def endless():
+        while True:
+            yield {"mr": torch.rand(1, 1, 8, 8), "ct": torch.zeros(1, 1, 8, 8), "mask": torch.ones(1, 1, 8, 8)}
+
+    g, d = _Constant(), _TinyD()
+    options = dict(device="cpu", max_epochs=1, generator=g, discriminator=d, g_optimizer=pix2pix_adam(g.parameters()),
+                   d_optimizer=pix2pix_adam(d.parameters()))
+    with pytest.raises(InputError, match="epoch_length"):
+        Pix2PixTrainer(train_data_loader=endless(), **options)
+    trainer = Pix2PixTrainer(train_data_loader=endless(), epoch_length=3, **options)
+    trainer.run()
+    assert trainer.state.iteration == 3

@@ -25,7 +25,7 @@ from monai.engines.utils import default_prepare_batch
 from torch.utils.data import DataLoader
 
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
-from pipeline.errors import as_flag
+from pipeline.errors import InputError, as_flag
 
 
 def plain_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +126,10 @@ class Pix2PixTrainer(Trainer):
         non_blocking: bool = False,
     ) -> None:
         device = torch.device(device)
+        if epoch_length is None and not hasattr(train_data_loader, "__len__"):
+            # an endless source (the sCT crop sampler) would make one epoch that never ends: no checkpoint,
+            # no validation
+            raise InputError("--epoch_length is needed: training batches are drawn endlessly (e.g. 100)")
         amp_dtype = autocast_dtype(device, amp=as_flag(amp, name="amp"))
         super().__init__(
             device=device,
