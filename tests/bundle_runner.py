@@ -31,7 +31,7 @@ def readme_commands(heading: str, readme: Path = REPO / "README.md") -> list[lis
     would (continuation lines joined, comments dropped): so a test runs what the README tells users to type."""
     text = readme.read_text(encoding="utf-8")
     start = text.index(f"\n## {heading}\n")
-    block = re.search(r"```bash\n(.*?)```", text[start:], flags=re.S)
+    block = re.search(r"```bash\n(.*?)```", text[start:], flags=re.DOTALL)
     assert block, f"no bash block under {heading!r}"
     joined = re.sub(r"\\\n\s*", " ", block.group(1))
     return [shlex.split(line) for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]

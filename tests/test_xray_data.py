@@ -120,8 +120,8 @@ def test_the_model_card_records_the_split_and_a_resumed_run_keeps_it(tmp_path: P
     from pipeline.xray.data import DEFAULT_SPLIT_SETTINGS, split_settings, training_card
 
     split = {"val_fraction": 0.2, "test_fraction": 0.1, "seed": 3}
-    options = dict(card_path=tmp_path / "card.json", image_key="mr", target_keys=["ct"],
-                   windows={"image": [0, 1], "target": [0, 1]})
+    options = {"card_path": tmp_path / "card.json", "image_key": "mr", "target_keys": ["ct"],
+               "windows": {"image": [0, 1], "target": [0, 1]}}
     card = training_card([], split=split, **options)
     assert card["split"] == split
     write_model_card(tmp_path / "card.json", card)

@@ -168,8 +168,8 @@ def test_any_pair_keys_from_a_folder_of_8bit_images(tmp_path):
             Image.fromarray(np.stack([image] * 3, -1)).save(data / key / f"B{i}_p000.png")  # RGB, as Kaggle's
         (predictions / "ct").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.where(head, ct.astype(int) + 5, 0).astype(np.uint8)).save(predictions / "ct" / f"B{i}_p000.png")
-    options = dict(dataset=data, prediction_dir=predictions, image_key="mr", target_keys=["ct"], soft_key=None,
-                   bone_key=None, val_fraction=0.2, test_fraction=0.3, seed=1)
+    options = {"dataset": data, "prediction_dir": predictions, "image_key": "mr", "target_keys": ["ct"],
+               "soft_key": None, "bone_key": None, "val_fraction": 0.2, "test_fraction": 0.3, "seed": 1}
     paths = run_evaluation(output_dir=tmp_path / "evaluation", **options)
     results = pd.read_csv(paths["results.csv"], keep_default_na=False)
     assert set(results["method"]) == {"pix2pix", "mr_scaled"} and set(results["region"]) == {"ct"}

@@ -300,6 +300,12 @@ def test_png_and_jpeg_inputs_give_8bit_png_at_the_input_scale(tmp_path):
     np.testing.assert_allclose(load_image_2d(tmp_path / "png" / "ct" / "A_p000.nii.gz")[0], inputs["A_p000"] / 255.0,
                                atol=1e-6)
     assert np.abs(load_image_2d(tmp_path / "png" / "ct" / "A_p000.jpg", png_scale=1.0)[0] - inputs["A_p000"]).max() > 0
+    wide = np.random.default_rng(5).integers(0, 65536, (12, 20)).astype(np.uint16)  # 16-bit in, 16-bit out
+    Image.fromarray(wide).save(tmp_path / "D_p000.png")
+    predictor.predict_inputs(tmp_path / "D_p000.png", output_dir=tmp_path / "16", split="test")  # one file: no split
+    with Image.open(tmp_path / "16" / "ct" / "D_p000.png") as png:
+        assert png.mode.startswith("I;16")
+        np.testing.assert_array_equal(np.asarray(png), wide)
 
 
 def test_a_bad_input_does_not_cost_the_good_ones(tmp_path):

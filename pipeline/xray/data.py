@@ -219,7 +219,7 @@ def read_windows(card: Mapping[str, Any]) -> dict[str, IntensityWindow]:
 def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.PathLike, image_key: str,
                   target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
                   png_scale: float | Mapping[str, float] | None = None,
-                  split: Mapping[str, float | int] | None = None) -> dict[str, Any]:
+                  split: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The model card for this training run, computed without writing anything (configs resolve it;
     :func:`pipeline.engine.model_card.write_model_card` stores it when training starts).
 

@@ -58,8 +58,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from pipeline.errors import InputError, as_flag
 from pipeline.engine.model_card import read_model_card
+from pipeline.errors import InputError, as_flag
 from pipeline.io.images2d import image_info, load_image_2d
 from pipeline.report import metrics, tables
 from pipeline.xray import visibility

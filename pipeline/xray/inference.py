@@ -30,15 +30,24 @@ from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.errors import InputError, as_flag
 from pipeline.io.atomic import atomic_path
 from pipeline.io.images2d import (
+    IMAGE_SUFFIXES,
     ImageInfo,
     find_images,
     image_info,
+    image_stem,
     image_suffix,
     load_image_2d,
     save_image_2d,
     subject_from_image_id,
 )
-from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow, load_records, read_windows, select_split, split_settings
+from pipeline.xray.data import (
+    MODEL_CARD_NAME,
+    IntensityWindow,
+    load_records,
+    read_windows,
+    select_split,
+    split_settings,
+)
 from pipeline.xray.drr_dataset import MANIFEST_NAME
 
 logger = logging.getLogger(__name__)
@@ -80,12 +89,16 @@ def _pixel_spacing(path: Path) -> tuple[float, float]:
 def find_inputs(source: str | os.PathLike, *, image_key: str, split: str | None = None, val_fraction: float = 0.1,
                 test_fraction: float = 0.1, seed: int = 0) -> list[dict[str, Any]]:
     """Records ``{"subject_id", "image_id", image_key: path}`` of ``split`` from a manifest CSV (or a folder
-    holding ``manifest.csv``), a folder with an ``image_key`` sub-folder, or a folder of image files.
+    holding ``manifest.csv``), a folder with an ``image_key`` sub-folder, a folder of image files, or one
+    image file (predicted whatever ``split``).
 
     A folder has no split column: its subjects are split by :func:`pipeline.xray.data.select_split` with
     the given settings, as training split the same folder (None or ``all``: every image).
     """
     source = Path(source)
+    if source.is_file() and image_suffix(source) in IMAGE_SUFFIXES:
+        return [{"subject_id": subject_from_image_id(image_stem(source)), "image_id": image_stem(source),
+                 image_key: str(source)}]
     if source.is_file() or (source / MANIFEST_NAME).is_file() or (source / image_key).is_dir():
         return load_records(source, keys=[image_key], split=split, val_fraction=val_fraction,
                             test_fraction=test_fraction, seed=seed, check_files=False)
