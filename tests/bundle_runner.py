@@ -1,8 +1,11 @@
-"""Shared by the bundle tests: run a MONAI bundle command as a user would, read TensorBoard back."""
+"""Shared by the bundle tests: run a MONAI bundle command as a user would, take commands from the README,
+read TensorBoard back."""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,13 +13,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_bundle(config: str, *args: str, launcher: list[str] | None = None) -> str:
-    """``python -m monai.bundle run --config_file CONFIG ARGS`` from the repository root; returns the log."""
-    cmd = [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args]
+def run_command(cmd: list[str]) -> str:
+    """Run ``cmd`` from the repository root (one torch thread); assert it succeeds; returns the log."""
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
+
+
+def run_bundle(config: str, *args: str, launcher: list[str] | None = None) -> str:
+    """``python -m monai.bundle run --config_file CONFIG ARGS`` from the repository root; returns the log."""
+    return run_command([*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args])
+
+
+def readme_commands(heading: str, readme: Path = REPO / "README.md") -> list[list[str]]:
+    """The commands of the first ``bash`` block under the ``## heading`` of ``readme``, each split as a shell
+    would (continuation lines joined, comments dropped): so a test runs what the README tells users to type."""
+    text = readme.read_text(encoding="utf-8")
+    start = text.index(f"\n## {heading}\n")
+    block = re.search(r"```bash\n(.*?)```", text[start:], flags=re.DOTALL)
+    assert block, f"no bash block under {heading!r}"
+    joined = re.sub(r"\\\n\s*", " ", block.group(1))
+    return [shlex.split(line) for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def read_events(log_dir: Path) -> tuple[set[str], set[str]]:

@@ -1,11 +1,16 @@
-"""The xray_dual_energy bundle (SE -> DE Pix2Pix) run as users run it, plus its data/metric helpers.
+"""The xray_dual_energy bundle (SE -> DE Pix2Pix) run as users run it, plus its data/metric helpers, and
+the README's 2-D image-pair workflow (MR/CT slices as PNG and JPEG, grey and RGB) run from its own commands.
 
-Tiny data: 2 tiny phantoms x 3 projections on a 32 x 32 detector (one CT for training, one held out).
+Tiny data: 2 tiny phantoms x 3 projections on a 32 x 32 detector (one CT for training, one held out);
+5 tiny head phantoms x 2 slices of 64 x 64 for the image pairs.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bundle_runner import REPO, read_events
+from bundle_runner import REPO, read_events, readme_commands, run_command
 from bundle_runner import run_bundle as run_bundle_config
 from networks import Pix2PixUNet
 from pipeline.io.images2d import load_image_2d
@@ -158,3 +163,65 @@ def test_upsample_option_reaches_the_generator(config: str) -> None:
     parser.update({"upsample": "transpose"})
     generator = parser.get_parsed_content("generator_def" if config == "train.json" else "network_def", lazy=False)
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in generator.modules())
+
+
+def _mix_formats(pairs: Path) -> None:
+    """Re-save every subject's first slice pair (``_p000``) as greyscale PNG; the rest stays RGB JPG."""
+    for path in sorted(pairs.glob("*/*_p000.jpg")):
+        with Image.open(path) as rgb:
+            grey = rgb.convert("L")
+        grey.save(path.with_suffix(".png"))
+        path.unlink()
+
+
+def test_readme_image_pair_commands_run_from_training_to_evaluation(tmp_path: Path) -> None:
+    """The commands of the README's "2D image pairs" section, as written there, on a tiny folder: paths
+    moved to tmp_path, 5 tiny phantoms x 2 slices of 64 x 64, 2 iterations of a small network. Each
+    subject's first slice pair is re-saved as greyscale PNG and the second stays RGB JPG, so the folder
+    mixes both formats and colour models. Inference must write only the test subjects' images, as 8-bit
+    greyscale PNG; evaluation scores each of them; a colour image gives one error line and costs no other."""
+    moved = {"data/phantoms": str(tmp_path / "phantoms"), "data/brain_pairs": str(tmp_path / "pairs"),
+             "runs/brain_pairs": str(tmp_path / "run")}
+    smaller = {"scripts.make_phantoms": ["--size", "tiny"], "scripts.make_image_pairs": ["--size", "64", "--slices", "2"]}
+    commands = readme_commands("2D image pairs (e.g. the Kaggle brain MR/CT sets)")
+    assert [c[:3] for c in commands] == [["python", "-m", "scripts.make_phantoms"], ["python", "-m", "scripts.make_image_pairs"],
+                                         *[["python", "-m", "monai.bundle"]] * 3]
+    for module, *args in (cmd[2:] for cmd in commands):
+        args = [moved.get(a, a) for a in args]
+        if module in smaller:  # the scripts run in this process: two interpreter start-ups fewer
+            args = ["5" if a == "12" else a for a in args] + smaller[module]  # --n 12 -> 5 phantoms
+            assert importlib.import_module(module).main(args) == 0
+            if module == "scripts.make_image_pairs":
+                _mix_formats(tmp_path / "pairs")
+            continue
+        if args[2].endswith("train.json"):
+            args = args[: args.index("--max_minutes")] + ["--epochs", "1", "--epoch_length", "2", *TINY]
+        else:
+            args += NET
+        run_command([sys.executable, "-m", module, *args])
+
+    pairs, run = tmp_path / "pairs", tmp_path / "run"
+    assert {p.suffix for p in pairs.glob("*/*")} == {".png", ".jpg"}
+    tested = load_records(pairs, keys=["mr", "ct"], split="test")  # the training split's test subjects
+    assert len({r["subject_id"] for r in tested}) == 1 and len(tested) == 2
+    assert {Path(r["mr"]).suffix for r in tested} == {".png", ".jpg"}
+    assert sorted(p.name for p in (run / "predictions" / "ct").iterdir()) == sorted(f"{r['image_id']}.png" for r in tested)
+    for record in tested:
+        with Image.open(run / "predictions" / "ct" / f"{record['image_id']}.png") as png:
+            assert png.mode == "L" and png.size == (64, 64)  # 8-bit grey, the input's size
+    results = pd.read_csv(run / "evaluation" / "results.csv", keep_default_na=False)
+    ours = results[results["method"] == "pix2pix"]
+    assert set(ours["region"]) == {"ct"} and set(ours["metric"]) == {"mae", "psnr", "ssim"}
+    assert sorted(ours["image_id"].unique()) == sorted(r["image_id"] for r in tested)
+    assert (run / "evaluation" / "figure.png").is_file() and "mr_scaled" in set(results["method"])
+
+    colour = np.asarray(Image.open(pairs / "mr" / f"{tested[1]['image_id']}.jpg")).copy()
+    colour[..., 0] = 255  # a red-tinted picture is not a greyscale scan
+    Image.fromarray(colour).save(pairs / "mr" / f"{tested[1]['image_id']}.jpg")
+    infer = commands[3][3:] + NET + ["--prediction_dir", str(tmp_path / "again")]
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", *[moved.get(a, a) for a in infer]], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: 1 of 2 image(s) failed, the other 1 predictions were written: {tested[1]['subject_id']}: ")
+    assert [p.name for p in (tmp_path / "again" / "ct").iterdir()] == [f"{tested[0]['image_id']}.png"]

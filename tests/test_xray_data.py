@@ -93,3 +93,43 @@ def test_a_manifest_mixing_labelled_and_unlabelled_cts_collates(tmp_path: Path) 
     for chain, size in ((training_transforms(divisor=8, **options), 2), (validation_transforms(**options), 2)):
         batch = next(iter(make_loader(records, chain, batch_size=size, shuffle=False)))
         assert set(batch) == {"se", "target"} and batch["target"].shape == (2, 2, 8, 8)
+
+
+def test_a_folder_is_split_by_subject_with_the_one_split_function(tmp_path: Path) -> None:
+    from pipeline.data.manifest import subject_splits
+    from pipeline.errors import InputError
+    from pipeline.xray.data import select_split
+
+    records = [{"subject_id": f"S{i}", "image_id": f"S{i}_p{k}"} for i in range(12) for k in range(3)]
+    reference = subject_splits([f"S{i}" for i in range(12)], val_fraction=0.25, test_fraction=0.25, seed=5)
+    for split in ("train", "val", "test"):
+        chosen = select_split(records, split, source="DIR", val_fraction=0.25, test_fraction=0.25, seed=5)
+        assert {r["subject_id"] for r in chosen} == {s for s, v in reference.items() if v == split}
+        assert len(chosen) == 3 * sum(v == split for v in reference.values())  # every slice of a subject
+    for everything in (None, "all", "null", "ALL"):
+        assert len(select_split(records, everything, source="DIR")) == 36
+    labelled = [{**r, "split": "test" if r["subject_id"] == "S0" else "train"} for r in records]
+    assert len(select_split(labelled, "test", source="DIR")) == 3  # a split column wins
+    with pytest.raises(InputError, match=r"^DIR: no images in split 'val' \(splits: test, train; --split all"):
+        select_split(labelled, "val", source="DIR")
+
+
+def test_the_model_card_records_the_split_and_a_resumed_run_keeps_it(tmp_path: Path) -> None:
+    from pipeline.engine.model_card import write_model_card
+    from pipeline.errors import InputError
+    from pipeline.xray.data import DEFAULT_SPLIT_SETTINGS, split_settings, training_card
+
+    split = {"val_fraction": 0.2, "test_fraction": 0.1, "seed": 3}
+    options = {"card_path": tmp_path / "card.json", "image_key": "mr", "target_keys": ["ct"],
+               "windows": {"image": [0, 1], "target": [0, 1]}}
+    card = training_card([], split=split, **options)
+    assert card["split"] == split
+    write_model_card(tmp_path / "card.json", card)
+    assert training_card([], split=split, **options) == card  # resumed: the same
+    with pytest.raises(InputError, match="--seed 0: the model was trained with seed 3"):
+        training_card([], split={**split, "seed": 0}, **options)
+    assert split_settings(card) == split and split_settings(card, seed=3, val_fraction=None) == split
+    assert split_settings({"image_key": "se"}) == DEFAULT_SPLIT_SETTINGS  # cards before 0.4.0, or none:
+    assert split_settings(None, seed=2, test_fraction=None) == {**DEFAULT_SPLIT_SETTINGS, "seed": 2}  # as given
+    with pytest.raises(InputError, match="--val_fraction 0.1: the model was trained with val_fraction 0.2"):
+        split_settings(card, val_fraction=0.1)

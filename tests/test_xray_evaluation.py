@@ -1,8 +1,9 @@
-"""X-ray evaluation: image metrics and the bone-suppression numbers."""
+"""X-ray / 2-D pair evaluation: image metrics, the bone-suppression numbers, any pair keys from a folder."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.xray.evaluation import bone_suppression, image_metrics
@@ -145,3 +146,42 @@ def test_bone_leak_is_measured_against_the_noiseless_references_when_the_manifes
 
     assert leak(record) > 0.1  # against the noisy images: biased (0.15 here)
     assert leak({**record, **references}) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_any_pair_keys_from_a_folder_of_8bit_images(tmp_path):
+    """MR -> CT slices as 8-bit PNG/JPEG: per-image MAE, PSNR and SSIM in the long table for the model and
+    the scaled-input baseline, the table's units from the files, the figure input | predicted | true |
+    error, and missing predictions refused up front naming them."""
+    from PIL import Image
+
+    from pipeline.errors import InputError
+    from pipeline.xray.evaluation import run_evaluation
+
+    rows, cols = np.mgrid[:32, :32]
+    head = (rows - 16) ** 2 + (cols - 16) ** 2 < 144
+    data, predictions = tmp_path / "pairs", tmp_path / "run" / "predictions"
+    for i in range(10):
+        mr = np.where(head, 90 + 3 * i + (cols % 7) * 10, 0).astype(np.uint8)
+        ct = np.where(head, 60 + 2 * i + (rows % 5) * 12, 0).astype(np.uint8)
+        for key, image in (("mr", mr), ("ct", ct)):
+            (data / key).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.stack([image] * 3, -1)).save(data / key / f"B{i}_p000.png")  # RGB, as Kaggle's
+        (predictions / "ct").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.where(head, ct.astype(int) + 5, 0).astype(np.uint8)).save(predictions / "ct" / f"B{i}_p000.png")
+    options = {"dataset": data, "prediction_dir": predictions, "image_key": "mr", "target_keys": ["ct"],
+               "soft_key": None, "bone_key": None, "val_fraction": 0.2, "test_fraction": 0.3, "seed": 1}
+    paths = run_evaluation(output_dir=tmp_path / "evaluation", **options)
+    results = pd.read_csv(paths["results.csv"], keep_default_na=False)
+    assert set(results["method"]) == {"pix2pix", "mr_scaled"} and set(results["region"]) == {"ct"}
+    ours = results[results["method"] == "pix2pix"].pivot(index="image_id", columns="metric", values="value")
+    assert len(ours) == 3 and set(ours.columns) == {"mae", "psnr", "ssim"}  # 3 test subjects of 10
+    assert np.allclose(ours["mae"], 5 / 255)  # +5 grey levels inside the head (the body mask)
+    assert (ours["ssim"] < 1).all() and (ours["psnr"] > 20).all()
+    markdown = paths["summary.md"].read_text()
+    assert "mr → ct evaluation" in markdown and "grey levels / 255" in markdown and "(test split)" in markdown
+    with Image.open(paths["figure.png"]) as figure:
+        assert figure.width >= 4 * 2.4 * 100 - 20  # four panels: mr | predicted ct | true ct | error ct
+    tested = sorted(ours.index)
+    (predictions / "ct" / f"{tested[0]}.png").unlink()
+    with pytest.raises(InputError, match=rf"no prediction for 1 of 3 held-out image\(s\) .*ct/{tested[0]}"):
+        run_evaluation(output_dir=tmp_path / "again", **options)

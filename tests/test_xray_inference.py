@@ -1,8 +1,10 @@
 """Tests for pipeline.xray.inference: ``predict_unit_image`` (edge padding to the divisor and cropping
 back, eval mode and no gradients during the call, training mode restored), ``find_inputs`` (manifest,
-key sub-folder, plain folder), and ``DEPredictor`` with identity-like generators: intensity windows map
-predictions back to physical units, weights and windows come from the checkpoint and model card, and
-``predict_inputs`` writes one image per target key plus ``predictions.csv`` without overwriting.
+key sub-folder, plain folder; the split a folder gets is training's), ``output_format`` (like the input),
+and ``DEPredictor`` with identity-like generators: intensity windows map predictions back to physical
+units, weights, windows and split settings come from the checkpoint and model card, and
+``predict_inputs`` writes one image per target key plus ``predictions.csv`` without overwriting, PNG/JPEG
+inputs as 8-bit PNG at their own scale, and carries on past a bad input.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import torch
 from PIL import Image
 
 from pipeline.engine.handlers import atomic_torch_save
-from pipeline.io.images2d import load_image_2d, save_image_2d
-from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow
-from pipeline.xray.inference import DEPredictor, find_inputs, predict_unit_image
+from pipeline.errors import InputError
+from pipeline.io.images2d import ImageInfo, load_image_2d, save_image_2d
+from pipeline.xray.data import MODEL_CARD_NAME, IntensityWindow, load_records
+from pipeline.xray.inference import DEPredictor, find_inputs, output_format, predict_unit_image
 
 WINDOWS = {"image": IntensityWindow(0.0, 4.0), "target": IntensityWindow(0.0, 2.0)}
 
@@ -141,11 +144,11 @@ def test_find_inputs_from_a_manifest_with_splits(tmp_path):
 
 
 def test_find_inputs_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a manifest CSV nor a folder"):
+    with pytest.raises(InputError, match="neither a manifest CSV nor a folder"):
         find_inputs(tmp_path / "missing", image_key="se")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.md").write_text("x")
-    with pytest.raises(ValueError, match="no PNG/NIfTI images"):
+    with pytest.raises(InputError, match=r"no images \(PNG, JPEG or NIfTI\); found only .md files"):
         find_inputs(tmp_path / "empty", image_key="se")
 
 
@@ -172,11 +175,12 @@ def test_predict_image_checks_windows_and_shape():
             predictor.predict_image(bad)
 
 
-def write_model(folder, *, gain: float, image_key: str = "se", target_keys=("de_soft", "de_bone")):
+def write_model(folder, *, gain: float, image_key: str = "se", target_keys=("de_soft", "de_bone"), split=None):
     models = folder / "models"
-    atomic_torch_save(PlusMinus(gain).state_dict(), models / "model.pt")
+    atomic_torch_save((PlusMinus(gain) if len(target_keys) == 2 else Gain(gain)).state_dict(), models / "model.pt")
     card = {"image_key": image_key, "target_keys": list(target_keys),
-            "windows": {k: w.as_list() for k, w in WINDOWS.items()}}
+            "windows": {k: w.as_list() for k, w in (WINDOWS if split is None else UNIT_WINDOWS).items()},
+            **({"split": split} if split else {})}
     (models / MODEL_CARD_NAME).write_text(json.dumps(card), encoding="utf-8")
     return models / "model.pt"
 
@@ -230,3 +234,128 @@ def test_predict_inputs_writes_each_target_and_a_table(tmp_path):
     with pytest.raises(ValueError, match="png_scale"):
         DEPredictor(generator=PlusMinus(), divisor=8, windows=WINDOWS).predict_inputs(
             inputs, output_dir=tmp_path / "other", formats=("png",))
+
+
+# ------------------------------------------------------------------------------------- 2-D image pairs (PNG / JPEG)
+
+
+class Gain(torch.nn.Module):
+    """One output channel, ``gain * x``: with equal windows an identity, so outputs can be compared exactly."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(gain))
+
+    def forward(self, x):
+        return self.gain * x
+
+
+UNIT_WINDOWS = {"image": IntensityWindow(0.0, 1.0), "target": IntensityWindow(0.0, 1.0)}
+
+
+def grey_counts(seed: int, shape=(12, 20)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+def test_output_format_follows_the_input():
+    png8, png16 = ImageInfo("png", ".png", (4, 4), 8, 3), ImageInfo("png", ".png", (4, 4), 16, 1)
+    jpeg, nifti = ImageInfo("jpeg", ".jpeg", (4, 4), 8, 3), ImageInfo("nifti", ".nii", (4, 4), None, 1)
+    assert output_format("input", png8, png_scale=None) == (".png", 8)
+    assert output_format("input", png16, png_scale=None) == (".png", 16)
+    assert output_format("input", jpeg, png_scale=None) == (".png", 8)  # lossless, not a second JPEG
+    assert output_format("input", nifti, png_scale=None) == (".nii", None)
+    assert output_format("png", png8, png_scale=None) == (".png", 8)
+    assert output_format("jpg", jpeg, png_scale=None) == (".jpg", 8)
+    assert output_format("nii.gz", jpeg, png_scale=None) == (".nii.gz", None)
+    assert output_format("png", nifti, png_scale=0.001) == (".png", 16)
+    with pytest.raises(InputError, match="png for NIfTI input needs --png_scale"):
+        output_format("png", nifti, png_scale=None)
+    with pytest.raises(InputError, match="jpg holds 8 bits; the input is 16-bit"):
+        output_format("jpg", png16, png_scale=None)
+
+
+def test_png_and_jpeg_inputs_give_8bit_png_at_the_input_scale(tmp_path):
+    """8-bit in, 8-bit out at the same scale (an identity model writes back the input's counts), whatever
+    the colour model; JPEG in gives a lossless PNG by default; png, jpg and NIfTI on request."""
+    inputs = {"A_p000": grey_counts(0), "B_p000": grey_counts(1), "C_p000": grey_counts(2)}
+    folder = tmp_path / "in" / "mr"
+    folder.mkdir(parents=True)
+    Image.fromarray(inputs["A_p000"]).save(folder / "A_p000.png")
+    Image.fromarray(np.stack([inputs["B_p000"]] * 3, -1)).save(folder / "B_p000.png")
+    Image.fromarray(np.stack([inputs["C_p000"]] * 3, -1)).save(folder / "C_p000.jpg", quality=90)
+    predictor = DEPredictor(generator=Gain(), image_key="mr", target_keys=["ct"], divisor=4, windows=UNIT_WINDOWS)
+    out = tmp_path / "out"
+    table = pd.read_csv(predictor.predict_inputs(tmp_path / "in", output_dir=out))
+    assert table["ct"].tolist() == ["ct/A_p000.png", "ct/B_p000.png", "ct/C_p000.png"]
+    for name, counts in inputs.items():
+        with Image.open(out / "ct" / f"{name}.png") as png:
+            assert png.mode == "L"
+            written = np.asarray(png)
+        expected = counts if name != "C_p000" else np.asarray(Image.open(folder / "C_p000.jpg").convert("L"))
+        np.testing.assert_array_equal(written, expected)
+    # the issue's case: --formats "['png']" on 8-bit input, no png_scale
+    table = pd.read_csv(predictor.predict_inputs(folder, output_dir=tmp_path / "png", formats=["png", "jpg", "nii.gz"]))
+    assert table.columns.tolist() == ["subject_id", "image_id", "input", "ct", "ct_jpg", "ct_nii_gz"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "ct" / "A_p000.png")), inputs["A_p000"])
+    np.testing.assert_allclose(load_image_2d(tmp_path / "png" / "ct" / "A_p000.nii.gz")[0], inputs["A_p000"] / 255.0,
+                               atol=1e-6)
+    assert np.abs(load_image_2d(tmp_path / "png" / "ct" / "A_p000.jpg", png_scale=1.0)[0] - inputs["A_p000"]).max() > 0
+    wide = np.random.default_rng(5).integers(0, 65536, (12, 20)).astype(np.uint16)  # 16-bit in, 16-bit out
+    Image.fromarray(wide).save(tmp_path / "D_p000.png")
+    predictor.predict_inputs(tmp_path / "D_p000.png", output_dir=tmp_path / "16", split="test")  # one file: no split
+    with Image.open(tmp_path / "16" / "ct" / "D_p000.png") as png:
+        assert png.mode.startswith("I;16")
+        np.testing.assert_array_equal(np.asarray(png), wide)
+
+
+def test_a_bad_input_does_not_cost_the_good_ones(tmp_path):
+    folder = tmp_path / "mr"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(grey_counts(i)).save(folder / f"S{i}_p000.png")
+    colour = np.stack([grey_counts(9)] * 3, -1)
+    colour[..., 0] = 255  # a red-tinted picture, not a greyscale scan
+    Image.fromarray(colour).save(folder / "S1_p000.png")
+    predictor = DEPredictor(generator=Gain(), image_key="mr", target_keys=["ct"], divisor=4, windows=UNIT_WINDOWS)
+    with pytest.raises(InputError, match=r"^1 of 3 image\(s\) failed, the other 2 predictions were written: "
+                                         r"S1: .*S1_p000.png: colour image"):
+        predictor.predict_inputs(folder, output_dir=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "ct").iterdir()) == ["S0_p000.png", "S2_p000.png"]
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv")["image_id"].tolist() == ["S0_p000", "S2_p000"]
+
+
+def pair_folder(root, n_subjects: int = 10, slices: int = 2):
+    """``root/{mr,ct}/S<i>_p<k>.png``: tiny 8-bit pairs of ``n_subjects`` subjects."""
+    for key in ("mr", "ct"):
+        (root / key).mkdir(parents=True, exist_ok=True)
+        for i in range(n_subjects):
+            for k in range(slices):
+                Image.fromarray(grey_counts(100 * i + k, (8, 8))).save(root / key / f"S{i}_p{k:03d}.png")
+    return root
+
+
+def test_split_selects_the_subjects_training_used(tmp_path):
+    """A folder has no split column: inference and evaluation split it as training does (the one split
+    function, same settings), from the folder, its key sub-folder, or the key folder itself."""
+    root = pair_folder(tmp_path / "pairs")
+    for split in ("train", "val", "test"):
+        trained = [r["image_id"] for r in load_records(root, keys=["mr", "ct"], split=split, seed=4)]
+        assert trained, split
+        for source in (root, root / "mr"):
+            assert [r["image_id"] for r in find_inputs(source, image_key="mr", split=split, seed=4)] == trained
+    assert len(find_inputs(root, image_key="mr", split="all")) == 20 == len(find_inputs(root, image_key="mr"))
+    assert len(find_inputs(root, image_key="mr", split="null")) == 20  # what the CLI hands over for --split null
+    with pytest.raises(InputError, match="no images in split 'tset'"):
+        find_inputs(root, image_key="mr", split="tset")
+
+
+def test_split_settings_come_from_the_model_card(tmp_path):
+    root = pair_folder(tmp_path / "pairs")
+    checkpoint = write_model(tmp_path / "run", gain=1.0, image_key="mr", target_keys=["ct"],
+                             split={"val_fraction": 0.2, "test_fraction": 0.3, "seed": 7})
+    predictor = DEPredictor(generator=Gain(), image_key="mr", target_keys=["ct"], divisor=4).load_weights(checkpoint)
+    table = pd.read_csv(predictor.predict_inputs(root, output_dir=tmp_path / "out", split="test"))
+    expected = load_records(root, keys=["mr", "ct"], split="test", val_fraction=0.2, test_fraction=0.3, seed=7)
+    assert table["image_id"].tolist() == [r["image_id"] for r in expected] and len(expected) == 6
+    with pytest.raises(InputError, match=r"--seed 0: the model was trained with seed 7 \(model card\)"):
+        predictor.predict_inputs(root, output_dir=tmp_path / "other", split="test", seed=0)

@@ -38,8 +38,9 @@ def save_png(fig: Figure, out_path: str | os.PathLike, *, overwrite: bool, dpi: 
 def save_image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str, Sequence[float]]]], path: str | os.PathLike, *,
                     overwrite: bool, panel_inches: float = 2.6) -> Path:
     """Grey-scale grid of 2-D images, one list of ``(image, title, (lo, hi))`` panels per row; written
-    atomically. Used for the DRR and dual-energy figures. A panel may carry a 4th element, a label
-    image of the same shape whose regions (> 0) are outlined in red (e.g. projected tumours)."""
+    atomically. Used for the DRR and 2-D pair figures. A panel may carry a 4th element, a label
+    image of the same shape whose regions (> 0) are outlined in red (e.g. projected tumours; None: none),
+    and a 5th, a matplotlib colour map instead of grey (e.g. ``"RdBu_r"`` for a signed error)."""
     columns = max(len(row) for row in rows)
     fig = Figure(figsize=(panel_inches * columns, panel_inches * len(rows)))
     axes = fig.subplots(len(rows), columns, squeeze=False)
@@ -48,7 +49,7 @@ def save_image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str, Sequence[floa
             axes[r, c].axis("off")
             if c < len(row):
                 image, title, (lo, hi) = row[c][:3]
-                axes[r, c].imshow(image, cmap="gray", vmin=lo, vmax=hi)
+                axes[r, c].imshow(image, cmap=row[c][4] if len(row[c]) > 4 else "gray", vmin=lo, vmax=hi)
                 outline = row[c][3] if len(row[c]) > 3 else None
                 if outline is not None and np.any(outline):
                     axes[r, c].contour(np.asarray(outline) > 0, levels=[0.5], colors="r", linewidths=0.6)

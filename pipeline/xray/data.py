@@ -14,12 +14,18 @@ window for all targets: DE soft and DE bone are parts of the same high-kVp log s
 (``soft + bone ~ SE``), so one scale keeps their ratio. The margin keeps the largest training values away
 from tanh's asymptote.
 
+Splits: records without a ``split`` column (a folder of pairs) are split by subject with the one split
+function of :mod:`pipeline.data.manifest` (:func:`select_split`); training records its settings in the
+model card, and inference and evaluation take them from there (:func:`split_settings`), so ``--split
+test`` names the same subjects in all three.
+
 Shapes seen by the networks: condition ``(B, 1, H, W)``, target ``(B, len(target_keys), H, W)``
 (targets concatenated as channels, MONAI ``ConcatItemsd``, under :data:`TARGET_KEY`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,9 +48,17 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from pipeline.data.manifest import subject_splits
+from pipeline.data.manifest import SPLITS, subject_splits
 from pipeline.engine.model_card import read_model_card
-from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
+from pipeline.errors import InputError
+from pipeline.io.images2d import (
+    LoadPairedImaged,
+    check_pair_headers,
+    find_paired_images,
+    load_image_2d,
+    read_paired_manifest,
+    scale_for,
+)
 from pipeline.xray.drr_dataset import MANIFEST_NAME
 
 #: Key of the concatenated target channels in a sample dict.
@@ -52,6 +66,8 @@ TARGET_KEY = "target"
 DEFAULT_IMAGE_KEY = "se"
 DEFAULT_TARGET_KEYS: tuple[str, ...] = ("de_soft", "de_bone")
 MODEL_CARD_NAME = "xray_model.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,15 +115,49 @@ def fit_window(images: Sequence[np.ndarray], *, percentiles: tuple[float, float]
     return IntensityWindow(_round_out(lo, up=False), _round_out(p_hi + margin * span, up=True))
 
 
+#: ``--split`` values that select every record (``null``: what the bundle CLI hands over for ``--split null``).
+ALL_SPLITS = ("all", "null", "none", "")
+#: How a folder or manifest without a ``split`` column is split by subject, unless configured otherwise.
+DEFAULT_SPLIT_SETTINGS = {"val_fraction": 0.1, "test_fraction": 0.1, "seed": 0}
+
+
+def select_split(records: Sequence[Mapping[str, Any]], split: str | None, *, source: str | os.PathLike,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> list[dict[str, Any]]:
+    """The records of ``split`` (None or one of :data:`ALL_SPLITS`: all of them).
+
+    Records without a ``split`` value are split by subject with the one split function,
+    :func:`pipeline.data.manifest.subject_splits` (seeded, no subject in two splits): training, inference
+    and evaluation given the same folder and settings select the same subjects. Raises :class:`InputError`
+    when the split selects nothing.
+    """
+    records = [dict(r) for r in records]
+    if split is None or str(split).strip().lower() in ALL_SPLITS:
+        return records
+    if not all(r.get("split") for r in records):
+        splits = subject_splits([r["subject_id"] for r in records], val_fraction=val_fraction,
+                                test_fraction=test_fraction, seed=seed)
+        records = [{**r, "split": splits[r["subject_id"]]} for r in records]
+        counts = {name: len({r["subject_id"] for r in records if r["split"] == name}) for name in SPLITS}
+        logger.info("%s: %s subjects split by name (val_fraction %s, test_fraction %s, seed %s); using %r",
+                    source, " / ".join(f"{n} {name}" for name, n in counts.items()), val_fraction, test_fraction,
+                    seed, split)
+    chosen = [r for r in records if r["split"] == split]
+    if not chosen:
+        found = sorted({r["split"] for r in records})
+        raise InputError(f"{source}: no images in split {split!r} (splits: {', '.join(found)}; "
+                         f"--split all for every image)")
+    return chosen
+
+
 def load_records(source: str | os.PathLike, *, keys: Sequence[str], split: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                  check_files: bool = True) -> list[dict[str, Any]]:
-    """Pair records (``subject_id``, ``image_id``, one path per key) of one ``split`` (None: all).
+    """Pair records (``subject_id``, ``image_id``, one path per key) of one ``split`` (:func:`select_split`).
 
     ``source``: a manifest CSV; a folder holding ``manifest.csv`` (a DRR dataset); or a folder with one
-    sub-folder per key (files matched by name). Without a ``split`` column, subjects are split by
-    :func:`pipeline.data.manifest.subject_splits` (seeded, by subject: no subject in two splits).
-    Raises ``ValueError`` when the split selects nothing.
+    sub-folder per key (files matched by name). ``check_files`` reads every image's header first
+    (:func:`pipeline.io.images2d.check_pair_headers`): a bad file is refused before anything starts.
+    Problems are :class:`InputError`.
     """
     source = Path(source)
     if source.is_dir() and (source / MANIFEST_NAME).is_file():
@@ -117,16 +167,33 @@ def load_records(source: str | os.PathLike, *, keys: Sequence[str], split: str |
     elif source.is_dir():
         records = find_paired_images(source, keys=keys)
     else:
-        raise FileNotFoundError(f"{source}: neither a manifest CSV nor a folder")
-    if split is not None:
-        if not all(r.get("split") for r in records):
-            splits = subject_splits([r["subject_id"] for r in records], val_fraction=val_fraction,
-                                   test_fraction=test_fraction, seed=seed)
-            records = [{**r, "split": splits[r["subject_id"]]} for r in records]
-        records = [r for r in records if r["split"] == split]
-        if not records:
-            raise ValueError(f"{source}: no pairs in split {split!r}")
+        raise InputError(f"{source}: neither a manifest CSV nor a folder")
+    records = select_split(records, split, source=source, val_fraction=val_fraction, test_fraction=test_fraction,
+                           seed=seed)
+    if check_files:
+        check_pair_headers(records, keys=keys)
     return records
+
+
+def split_settings(card: Mapping[str, Any] | None, **given: float | int | None) -> dict[str, Any]:
+    """The split settings (``val_fraction``, ``test_fraction``, ``seed``) inference and evaluation use.
+
+    With a card that recorded them (training since bundle 0.4.0): the card's; a given value (not None)
+    that differs is refused (:class:`InputError` naming both values), since the folder would be split
+    into other subjects than in training and training images would be scored as held out. Without one
+    (no card, or an older card): the given values, else :data:`DEFAULT_SPLIT_SETTINGS`.
+    """
+    unknown = set(given) - set(DEFAULT_SPLIT_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown split setting(s) {sorted(unknown)}")
+    recorded = (card or {}).get("split")
+    if not recorded:
+        return {**DEFAULT_SPLIT_SETTINGS, **{k: v for k, v in given.items() if v is not None}}
+    for name, value in given.items():
+        if value is not None and float(value) != float(recorded[name]):
+            raise InputError(f"--{name} {value}: the model was trained with {name} {recorded[name]} (model card); "
+                             f"the same folder would be split into other subjects. Leave --{name} out")
+    return {**DEFAULT_SPLIT_SETTINGS, **recorded}
 
 
 def fit_windows(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
@@ -136,11 +203,11 @@ def fit_windows(records: Sequence[Mapping[str, Any]], *, image_key: str, target_
     step = max(1, len(records) // max_images)
     chosen = list(records)[::step]
 
-    def scale(key: str):
-        return png_scale.get(key) if isinstance(png_scale, Mapping) else png_scale
+    def load(record: Mapping[str, Any], key: str) -> np.ndarray:
+        return load_image_2d(record[key], png_scale=scale_for(png_scale, key), subject_id=record.get("subject_id"))
 
-    images = [load_image_2d(r[image_key], png_scale=scale(image_key)) for r in chosen]
-    targets = [load_image_2d(r[k], png_scale=scale(k)) for r in chosen for k in target_keys]
+    images = [load(r, image_key) for r in chosen]
+    targets = [load(r, k) for r in chosen for k in target_keys]
     return {"image": fit_window(images), "target": fit_window(targets)}
 
 
@@ -151,30 +218,38 @@ def read_windows(card: Mapping[str, Any]) -> dict[str, IntensityWindow]:
 
 def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.PathLike, image_key: str,
                   target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
-                  png_scale: float | Mapping[str, float] | None = None) -> dict[str, Any]:
+                  png_scale: float | Mapping[str, float] | None = None,
+                  split: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The model card for this training run, computed without writing anything (configs resolve it;
     :func:`pipeline.engine.model_card.write_model_card` stores it when training starts).
 
     A card already at ``card_path`` (a resumed run) is reused, so the scale never changes mid-training;
     it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes the
-    windows instead of fitting them on ``records``; it must agree with an existing card.
+    windows instead of fitting them on ``records``; it must agree with an existing card. ``split``
+    (``val_fraction``, ``test_fraction``, ``seed``) is recorded so that inference and evaluation split a
+    folder into the same subjects (:func:`split_settings`); a resumed run must use the same.
     """
     card_path = Path(card_path)
     fixed = None if windows is None else {k: IntensityWindow(*v) for k, v in windows.items()}
+    split = None if split is None else {"val_fraction": float(split["val_fraction"]),
+                                        "test_fraction": float(split["test_fraction"]), "seed": int(split["seed"])}
     if card_path.exists():
         card = read_model_card(card_path)
+        if split is not None:
+            split_settings(card, **split)
         if card["image_key"] != image_key or list(card["target_keys"]) != list(target_keys):
-            raise ValueError(f"{card_path}: model card is for {card['image_key']} -> {card['target_keys']}, not "
+            raise InputError(f"{card_path}: model card is for {card['image_key']} -> {card['target_keys']}, not "
                              f"{image_key} -> {list(target_keys)}; use another output_dir")
         if fixed is not None and fixed != read_windows(card):
-            raise ValueError(f"{card_path}: stored windows {card['windows']} differ from the configured "
+            raise InputError(f"{card_path}: stored windows {card['windows']} differ from the configured "
                              f"{ {k: w.as_list() for k, w in fixed.items()} }")
         return card
     fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
     return {"image_key": image_key, "target_keys": list(target_keys),
             "windows": {k: w.as_list() for k, w in fitted.items()},
             "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
-            "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)"}
+            "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)",
+            **({"split": split} if split is not None else {})}
 
 
 class ScaleToUnitd(MapTransform):
@@ -280,7 +355,7 @@ def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) ->
 
 
 __all__: Sequence[str] = [
-    "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "IntensityWindow",
-    "fit_window", "fit_windows", "load_records", "read_windows", "training_card", "ScaleToUnitd",
+    "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "ALL_SPLITS", "DEFAULT_SPLIT_SETTINGS",
+    "IntensityWindow", "fit_window", "fit_windows", "select_split", "load_records", "split_settings", "read_windows", "training_card", "ScaleToUnitd",
     "training_transforms", "validation_transforms", "body_mask_2d", "BodyMask2Dd",
 ]

@@ -1,7 +1,9 @@
-"""Evaluation of 2-D paired predictions (SE -> DE): image metrics, bone suppression, baseline, figure.
+"""Evaluation of 2-D paired predictions (SE -> DE, or any pair such as MR -> CT slices): image metrics,
+bone suppression, baseline, figure.
 
-Per held-out image and target key, inside the body (:func:`pipeline.xray.data.body_mask_2d` of the SE
-image; all values in the images' own units, e.g. log attenuation ``-ln(I/I0)``):
+Per held-out image and target key, inside the body (:func:`pipeline.xray.data.body_mask_2d` of the
+input image, e.g. SE or MR; all values in the images' own units, e.g. log attenuation ``-ln(I/I0)``, or
+grey levels / 255 for 8-bit PNG/JPEG):
 
 - ``mae``: mean |pred - true|;
 - ``psnr``: ``10 log10(R^2 / MSE)``, both images clipped to the true image's [min, max], ``R`` its
@@ -33,13 +35,15 @@ Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among 
   ``soft_bone_corr_se`` (the SE image) for reference. It needs no true soft image, but mixes anatomy
   with leakage, so ``bone_leak`` is the primary number.
 
-Baseline ``se_scaled``: each target predicted as ``a_k * SE`` with ``a_k`` the least-squares factor over
-the training split (what a network that learnt nothing but the mean split would do).
+Baseline ``<image_key>_scaled`` (``se_scaled``): each target predicted as ``a_k * SE`` with ``a_k`` the
+least-squares factor over the training split (what a network that learnt nothing but the mean split
+would do).
 
-Outputs (atomic; refused up front when present unless ``overwrite``): ``results.csv``, ``summary.csv``,
-``summary.md`` in the one long format of :mod:`pipeline.report.tables` (``image_id`` filled, ``region``
-= the target key, e.g. ``de_soft``, metric ``mae``/``psnr``/``ssim`` and the bone-suppression numbers)
-and ``figure.png`` (SE | predicted | true per target for the first held-out images).
+Outputs (atomic; refused up front when present unless ``overwrite``, as are missing predictions):
+``results.csv``, ``summary.csv``, ``summary.md`` in the one long format of :mod:`pipeline.report.tables`
+(``image_id`` filled, ``region`` = the target key, e.g. ``de_soft`` or ``ct``, metric ``mae``/``psnr``/
+``ssim`` and the bone-suppression numbers) and ``figure.png`` (input | predicted | true | error per target
+for the first held-out images).
 """
 
 from __future__ import annotations
@@ -54,15 +58,17 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from pipeline.engine.model_card import read_model_card
 from pipeline.errors import InputError, as_flag
-from pipeline.io.images2d import load_image_2d
+from pipeline.io.images2d import image_info, load_image_2d
 from pipeline.report import metrics, tables
 from pipeline.xray import visibility
-from pipeline.xray.data import body_mask_2d, load_records
+from pipeline.xray.data import body_mask_2d, load_records, split_settings
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png")
+#: Where a prediction is looked for, in this order (the float NIfTI first when several formats were written).
+PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
 #: Scale (mm at the detector) below which ``bone_leak_fine`` measures the leak: a rib is ~10-20 mm wide.
 FINE_SIGMA_MM = 10.0
 SSIM_BORDER = 3
@@ -127,12 +133,17 @@ def fit_se_baseline(records: Sequence[Mapping[str, Any]], *, image_key: str, tar
     """``{key: a}`` minimising ``sum (a * SE - target)^2`` over all pixels of ``records`` (training split)."""
     sums = {k: [0.0, 0.0] for k in target_keys}
     for record in records:
-        image = load_image_2d(record[image_key], png_scale=png_scale).astype(np.float64)
+        image = _load(record, image_key, png_scale).astype(np.float64)
         for key in target_keys:
-            target = load_image_2d(record[key], png_scale=png_scale).astype(np.float64)
+            target = _load(record, key, png_scale).astype(np.float64)
             sums[key][0] += float((image * target).sum())
             sums[key][1] += float((image * image).sum())
     return {k: (num / den if den > 0 else 0.0) for k, (num, den) in sums.items()}
+
+
+def _load(record: Mapping[str, Any], key: str, png_scale: float | None) -> np.ndarray:
+    """``(H, W)`` image of ``record[key]``; problems are :class:`InputError` naming the subject."""
+    return load_image_2d(record[key], png_scale=png_scale, subject_id=record["subject_id"])[0]
 
 
 def find_prediction(prediction_dir: Path, key: str, image_id: str) -> Path | None:
@@ -143,12 +154,24 @@ def find_prediction(prediction_dir: Path, key: str, image_id: str) -> Path | Non
     return None
 
 
+def check_predictions(records: Sequence[Mapping[str, Any]], prediction_dir: str | os.PathLike,
+                      target_keys: Sequence[str]) -> None:
+    """Refuse (one :class:`InputError` listing them) before any metric when predictions are missing."""
+    missing = [(r["subject_id"], f"{key}/{r['image_id']}") for r in records for key in target_keys
+               if find_prediction(Path(prediction_dir), key, r["image_id"]) is None]
+    if missing:
+        shown = ", ".join(name for _, name in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{missing[0][0]}: no prediction for {len(missing)} of {len(records) * len(target_keys)} "
+                         f"held-out image(s) in {prediction_dir} ({shown}; any of {', '.join(PREDICTION_SUFFIXES)}): "
+                         "run inference with the same --split first")
+
+
 def _load_prediction(record: Mapping[str, Any], prediction_dir: Path, key: str, png_scale: float | None) -> np.ndarray:
     path = find_prediction(prediction_dir, key, record["image_id"])
     if path is None:
         raise InputError(f"{record['subject_id']}: no {key} prediction for {record['image_id']} in "
                          f"{prediction_dir / key} (expected {record['image_id']}.nii.gz)")
-    return load_image_2d(path, png_scale=png_scale)[0]
+    return load_image_2d(path, png_scale=png_scale, subject_id=record["subject_id"])[0]
 
 
 def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str | os.PathLike | None,
@@ -157,7 +180,7 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
                     png_scale: float | None = None, body_fraction: float = 0.05,
                     label_root: str | os.PathLike | None = None) -> pd.DataFrame:
     """The long results table (:func:`pipeline.report.tables.results_frame`) of every (method, image):
-    ``pix2pix`` from ``prediction_dir``, ``se_scaled`` from ``baseline``; region = target key.
+    ``pix2pix`` from ``prediction_dir``, ``<image_key>_scaled`` from ``baseline``; region = target key.
 
     Records with ``tumour_mask`` and ``bone_path`` images (chest DRRs; relative paths are taken from
     ``label_root``, the manifest's folder) add tumour visibility (:mod:`pipeline.xray.visibility`): the
@@ -168,8 +191,8 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
     rows, noisy_references = [], 0
     with_suppression = soft_key in target_keys and bone_key in target_keys
     for record in records:
-        image = load_image_2d(record[image_key], png_scale=png_scale)[0]
-        truth = {k: load_image_2d(record[k], png_scale=png_scale)[0] for k in target_keys}
+        image = _load(record, image_key, png_scale)
+        truth = {k: _load(record, k, png_scale) for k in target_keys}
         shapes = {tuple(a.shape) for a in (image, *truth.values())}
         if len(shapes) > 1:
             raise InputError(f"{record['subject_id']}: {record['image_id']} images differ in shape {shapes}")
@@ -189,7 +212,7 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
         if prediction_dir is not None:
             methods["pix2pix"] = {k: _load_prediction(record, Path(prediction_dir), k, png_scale) for k in target_keys}
         if baseline:
-            methods["se_scaled"] = {k: baseline[k] * image for k in target_keys}
+            methods[f"{image_key}_scaled"] = {k: baseline[k] * image for k in target_keys}
         for method, predicted in methods.items():
             ids = {"method": method, "subject_id": record["subject_id"], "image_id": record["image_id"]}
             for key in target_keys:
@@ -255,64 +278,86 @@ def _visibility_rows(record: Mapping[str, Any], soft_images: Mapping[str, np.nda
 def save_figure(records: Sequence[Mapping[str, Any]], path: Path, *, prediction_dir: Path, image_key: str,
                 target_keys: Sequence[str], png_scale: float | None = None, rows: int = 3,
                 overwrite: bool = False, label_root: Path | None = None) -> Path:
-    """SE | predicted k | true k (for each target k) for the first ``rows`` records; each pred/true pair
-    shares the grey window of the true image (1st-99.5th percentile). Projected tumours (records with a
-    ``tumour_mask``, relative to ``label_root``) are outlined in every panel."""
+    """Input | predicted k | true k | error k (for each target k) for the first ``rows`` records; each
+    pred/true pair shares the grey window of the true image (1st-99.5th percentile); the error
+    (predicted - true) is blue-white-red, symmetric about 0 (99.5th percentile of its magnitude).
+    Projected tumours (records with a ``tumour_mask``, relative to ``label_root``) are outlined in every panel."""
     from pipeline.report.figures import save_image_grid
 
     grid = []
     for record in list(records)[:rows]:
-        image = load_image_2d(record[image_key], png_scale=png_scale)[0]
-        outline = ()
+        image = _load(record, image_key, png_scale)
+        outline = None
         if record.get("tumour_mask"):
             mask_path = Path(record["tumour_mask"])
             mask_path = mask_path if mask_path.is_absolute() else Path(label_root or ".") / mask_path
-            outline = (load_image_2d(mask_path, png_scale=png_scale)[0],)
-        panels = [(image, f"{record['image_id']}\n{image_key}", np.percentile(image, [1.0, 99.5]), *outline)]
+            outline = load_image_2d(mask_path, png_scale=png_scale, subject_id=record["subject_id"])[0]
+        panels = [(image, f"{record['image_id']}\n{image_key}", np.percentile(image, [1.0, 99.5]), outline)]
         for key in target_keys:
-            true = load_image_2d(record[key], png_scale=png_scale)[0]
+            true = _load(record, key, png_scale)
+            predicted = _load_prediction(record, prediction_dir, key, png_scale)
             window = np.percentile(true, [1.0, 99.5])
-            panels += [(_load_prediction(record, prediction_dir, key, png_scale), f"predicted {key}", window, *outline),
-                       (true, f"true {key}", window, *outline)]
+            limit = max(float(np.percentile(np.abs(predicted - true), 99.5)), 1e-6)
+            panels += [(predicted, f"predicted {key}", window, outline), (true, f"true {key}", window, outline),
+                       (predicted - true, f"error {key} (±{limit:.3g})", (-limit, limit), outline, "RdBu_r")]
         grid.append(panels)
     return save_image_grid(grid, path, overwrite=overwrite, panel_inches=2.45)
+
+
+def describe_units(record: Mapping[str, Any], key: str, png_scale: float | None) -> str:
+    """The units of ``record[key]`` as :func:`pipeline.io.images2d.load_image_2d` returns them, for the summary."""
+    info = image_info(record[key], subject_id=record["subject_id"])
+    if info.kind == "nifti":
+        return "the images' own units (log attenuation -ln(I/I0) for DRR datasets)"
+    if png_scale:
+        return f"{info.bits}-bit counts × {png_scale:g}"
+    return f"grey levels / {2 ** info.bits - 1} ({info.bits}-bit {info.kind.upper()}: full range → [0, 1])"
 
 
 def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    split: str | None = "test", image_key: str = "se",
                    target_keys: Sequence[str] = ("de_soft", "de_bone"), soft_key: str | None = "de_soft",
                    bone_key: str | None = "de_bone", baseline: bool = True, train_split: str = "train",
-                   png_scale: float | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                   seed: int = 0, figure_rows: int = 3, units: str = "log attenuation -ln(I/I0)",
+                   png_scale: float | None = None, val_fraction: float | None = None,
+                   test_fraction: float | None = None, seed: int | None = None,
+                   model_card: str | os.PathLike | None = None, figure_rows: int = 3, units: str | None = None,
                    overwrite: bool = False) -> dict[str, Path]:
     """Evaluate predictions of ``split`` against the truth of ``dataset`` and write the outputs listed in
     the module docstring; returns their paths. ``dataset``/splits are read as in training
-    (:func:`pipeline.xray.data.load_records`)."""
+    (:func:`pipeline.xray.data.load_records`), with the split settings of ``model_card`` when that file
+    exists (:func:`pipeline.xray.data.split_settings`). ``units`` (None: from the true images' format)
+    names the MAE's units in the summary."""
     baseline, overwrite = as_flag(baseline, name="baseline"), as_flag(overwrite, name="overwrite")
     out = Path(output_dir)
     paths = {name: out / name for name in (*tables.TABLE_FILES, "figure.png")}
     tables.refuse_existing_outputs(paths.values(), overwrite=overwrite)
-    keys = [image_key, *target_keys]
-    split_options = dict(keys=keys, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    card = read_model_card(model_card) if model_card is not None and Path(model_card).is_file() else None
+    settings = split_settings(card, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    split_options = dict(keys=[image_key, *target_keys], **settings)
     records = load_records(dataset, split=split, **split_options)
+    check_predictions(records, prediction_dir, target_keys)
     factors = None
     if baseline:
         try:
             train = load_records(dataset, split=train_split, **split_options)
-        except ValueError as err:
-            logger.warning("no SE baseline: %s", err)
+        except InputError as err:
+            logger.warning("no %s baseline: %s", image_key, err)
         else:
             factors = fit_se_baseline(train, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
-            logger.info("SE baseline factors (training split): %s", factors)
+            logger.info("%s baseline factors (training split): %s", image_key, factors)
     label_root = Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent
     results = evaluate_images(records, prediction_dir=prediction_dir, image_key=image_key, target_keys=target_keys,
                               label_root=label_root,
                               soft_key=soft_key, bone_key=bone_key, baseline=factors, png_scale=png_scale)
-    notes = (f"{len(records)} held-out image(s). Mean ± SD over images; MAE in {units}, PSNR in dB; SSIM, "
-             "correlations and slopes unitless.")
+    units = units or describe_units(records[0], target_keys[0], png_scale)
+    notes = (f"{len(records)} held-out image(s) ({split} split). Mean ± SD over images; MAE in {units}, PSNR in dB; "
+             "SSIM, correlations and slopes unitless.")
     if factors:
-        notes += " se_scaled baseline: " + ", ".join(f"{k} = {a:.4f} × {image_key}" for k, a in factors.items()) + "."
-    tables.write_tables(results, out, title="Dual-energy evaluation", notes=notes, overwrite=overwrite)
+        notes += (f" {image_key}_scaled baseline: " + ", ".join(f"{k} = {a:.4f} × {image_key}" for k, a in factors.items())
+                  + ".")
+    dual_energy = soft_key in target_keys and bone_key in target_keys
+    title = "Dual-energy evaluation" if dual_energy else f"{image_key} → {', '.join(target_keys)} evaluation"
+    tables.write_tables(results, out, title=title, notes=notes, overwrite=overwrite)
     save_figure(records, paths["figure.png"], prediction_dir=Path(prediction_dir), image_key=image_key,
                 target_keys=target_keys, png_scale=png_scale, rows=figure_rows, overwrite=overwrite,
                 label_root=label_root)
@@ -321,6 +366,6 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
 
 
 __all__: Sequence[str] = [
-    "image_metrics", "bone_leak_fit", "bone_suppression", "fit_se_baseline", "find_prediction", "evaluate_images", "save_figure",
-    "run_evaluation",
+    "image_metrics", "bone_leak_fit", "bone_suppression", "fit_se_baseline", "find_prediction", "check_predictions",
+    "evaluate_images", "save_figure", "describe_units", "run_evaluation",
 ]
