@@ -223,3 +223,52 @@ def test_the_bank_can_take_the_volumes_over_without_changing_a_crop():
     assert all(set(subject) == {"mask_box"} for subject in freed)  # the host holds the volumes once
     batch = BodyCropSampler(bank, **options).draw()
     assert all(torch.equal(batch[key], reference[key]) for key in reference)
+
+
+def linear_subject(shape=(40, 40, 9)):
+    """MR = 100 x + y + 10000 z and CT = x + 10 y - 500 (HU): bilinear interpolation reproduces both exactly, and
+    together they give back each crop voxel's (x, y) position; the mask is x >= 20."""
+    x, y, z = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in shape), indexing="ij")
+    mask = torch.zeros(1, *shape, dtype=torch.uint8)
+    mask[0, 12:28, 12:28, 1:-1] = 1  # crop centres inside: rotated windows and slabs stay inside the volume
+    subject = {"mr": (100 * x + y + 10000 * z)[None], "ct": (x + 10 * y - 500).to(torch.int16)[None],
+               "mask": mask, "mask_box": mask_bounding_box(mask)}
+    return subject, (x >= 20).to(torch.uint8)[None]
+
+
+def test_spatial_augmentation_rotates_and_scales_every_image_alike_in_plane():
+    subject, threshold_mask = linear_subject()
+    options = {"spatial_size": (8, 8, 3), "batch_size": 20, "samples_per_volume": 1, "pos_fraction": 1.0, "seed": 1}
+    draws = sampler([subject], spatial_prob=1.0, rotation_deg=30.0, scale_fraction=0.2, **options)
+    draws.bank.mask.copy_(threshold_mask.reshape(-1))  # the image mask: x >= 20 (the box keeps centres inside)
+    batch = draws.draw()
+    mr, ct_hu = batch["mr"].double(), unit_range_to_hu(batch["ct"][:, 0]).double()
+    np.testing.assert_allclose(mr.diff(dim=1).numpy(), 10000.0, atol=0.05)  # the slab axis (z) untouched (float32)
+    centre = mr[:, 1] - 10000 * torch.round(mr[:, 1] / 10000)  # 100 x + y
+    x = (10 * centre - (ct_hu + 500)) / 999.0  # solve 100 x + y = centre, x + 10 y = ct + 500
+    y = (ct_hu + 500 - x) / 10.0
+    angles = []
+    i, j = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    design = torch.stack([torch.ones(64), i.ravel(), j.ravel()], 1).double()
+    for n in range(20):
+        fit_x = torch.linalg.lstsq(design, x[n].reshape(-1, 1)).solution[:, 0]
+        fit_y = torch.linalg.lstsq(design, y[n].reshape(-1, 1)).solution[:, 0]
+        assert (design @ fit_x - x[n].ravel()).abs().max() < 1e-3  # an affine map of the crop grid
+        linear = torch.tensor([[fit_x[1], fit_x[2]], [fit_y[1], fit_y[2]]])
+        scale = torch.linalg.det(linear).abs().sqrt()
+        assert 1 / 1.2 - 1e-3 <= scale <= 1.2 + 1e-3
+        torch.testing.assert_close(linear @ linear.T / scale**2, torch.eye(2, dtype=linear.dtype), atol=1e-3, rtol=0)
+        angles.append(float(torch.rad2deg(torch.atan2(linear[1, 0], linear[0, 0]))))
+        decided = (x[n] - 20).abs() > 1  # away from the edge the vote agrees with the mask of the position
+        assert torch.equal(batch["mask"][n, 0][decided] > 0, (x[n] >= 20)[decided])
+    assert max(abs(a) for a in angles) <= 30.0 + 1e-3 and np.std(angles) > 5
+
+
+def test_spatial_augmentation_off_or_identity_gives_the_exact_voxel_windows():
+    subjects = make_subjects()
+    exact = sampler(subjects, seed=2).draw()
+    identity = sampler(subjects, seed=2, spatial_prob=1.0, rotation_deg=0.0, scale_fraction=0.0).draw()
+    for key in exact:
+        torch.testing.assert_close(identity[key], exact[key], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="3D"):
+        sampler(subjects, spatial_size=(4, 4, 4), replicate_axis=None, channels_slab=False, spatial_prob=0.5)

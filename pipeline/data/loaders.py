@@ -25,6 +25,7 @@ from monai.transforms import Compose, EnsureTyped, MapTransform
 from pipeline.data.augment import augmentation_for
 from pipeline.data.checks import check_ct_hu
 from pipeline.data.crop_sampler import BodyCropSampler, VolumeBank
+from pipeline.errors import as_flag
 from pipeline.io.geometry import check_same_grid, read_geometry
 from pipeline.io.volumes import GRID_ATOL_MM
 from transforms.crop import CompactVolumesd, MaskBoundingBoxd
@@ -130,6 +131,7 @@ def training_sampler(
     storage: str = "auto",
     seed: int = 0,
     mr_augmentation: str | None = None,
+    spatial_augmentation: bool = False,
     progress: bool = True,
 ) -> BodyCropSampler:
     """Endless training batches of ``batch_size * samples_per_volume`` crops cut on ``device``
@@ -143,6 +145,8 @@ def training_sampler(
     a training centre: slabs past the first and last slice replicate the edge slice, as at inference.
     ``mr_augmentation`` (``"intensity"``, 2D/2.5D): the MR crops are changed as another scanner or sequence
     could have changed them (:mod:`pipeline.data.augment`), on the device, from the sampler's seeded stream.
+    ``spatial_augmentation`` (2D/2.5D): half of the crops rotated in-plane by up to 10 degrees and scaled by
+    up to 10 %, every image alike (:class:`~pipeline.data.crop_sampler.BodyCropSampler`).
     Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
     ``(N, 1, P, P, P)`` each.
     """
@@ -159,7 +163,8 @@ def training_sampler(
         bank, spatial_size=patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size),
         replicate_axis=None if mode == "3d" else 2, planes=planes_for_mode(mode, planes), batch_size=batch_size,
         samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
-        seed=seed, channels_slab=mode != "3d", augment=augmentation_for(mr_augmentation))
+        seed=seed, channels_slab=mode != "3d", augment=augmentation_for(mr_augmentation),
+        spatial_prob=0.5 if as_flag(spatial_augmentation, name="spatial_augmentation") else 0.0)
 
 
 def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
