@@ -25,6 +25,8 @@ from scipy.spatial import cKDTree
 from pipeline.data.phantoms.anatomy import HeadLayout, ellipsoid_sdf, frame_box, front_y, smooth_noise
 from pipeline.data.phantoms.head_tissues import HeadTissue as T
 
+NEIGHBOURS = 6  # other cell centres searched for the nearest cell wall
+
 __all__ = ["Ear", "Region", "air_cell_sdf", "capsule_sdf", "line_air_spaces", "paint_ethmoid_and_nose",
            "paint_temporal_bones", "region"]
 
@@ -59,16 +61,18 @@ def air_cell_sdf(rng: np.random.Generator, q, lo, hi, *, cell_mm: float, septum_
     """Honeycomb of air cells: signed distance (mm, negative in air) for the frame coordinates ``q``.
 
     Cell centres are uniform random points in ``[lo, hi]`` (one per ``cell_mm``^3, margins included) and
-    the septa are the Voronoi boundaries between neighbouring cells, ``septum_mm`` thick: the distance of a
-    point to the boundary with its second-nearest centre is ``(d2^2 - d1^2) / (2 |c2 - c1|)``.
+    the septa are the Voronoi boundaries between neighbouring cells, ``septum_mm`` thick. A point's distance
+    to the boundary between its nearest centre c1 and another centre ci is ``(di^2 - d1^2) / (2 |ci - c1|)``;
+    the minimum over the :data:`NEIGHBOURS` nearest other centres is the distance to its cell's wall (exact
+    wherever one of them shares that wall, which is almost everywhere).
     """
     lo, hi = np.asarray(lo, dtype=float) - cell_mm, np.asarray(hi, dtype=float) + cell_mm
-    n = max(4, int(np.prod(hi - lo) / cell_mm**3))
+    n = max(NEIGHBOURS + 1, int(np.prod(hi - lo) / cell_mm**3))
     centres = rng.uniform(lo, hi, size=(n, 3))
     points = np.stack([c.ravel() for c in q], axis=1)
-    dist, idx = cKDTree(centres).query(points, k=2)
-    gap = np.linalg.norm(centres[idx[:, 1]] - centres[idx[:, 0]], axis=1)
-    to_septum = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2.0 * np.maximum(gap, 1e-6))
+    dist, idx = cKDTree(centres).query(points, k=NEIGHBOURS + 1)
+    gap = np.linalg.norm(centres[idx[:, 1:]] - centres[idx[:, :1]], axis=2)
+    to_septum = ((dist[:, 1:] ** 2 - dist[:, :1] ** 2) / (2.0 * np.maximum(gap, 1e-6))).min(axis=1)
     return (septum_mm / 2.0 - to_septum).reshape(q[0].shape).astype(np.float32)
 
 
