@@ -45,7 +45,7 @@ from pipeline.io.volumes import write_nifti
 from transforms.intensity import HU_AIR, HU_MIN
 
 __all__ = ["DEFAULT_FAMILIES", "FOV_MM", "SIZES", "DetailedSubject", "detailed_subject_id", "make_detailed_subject",
-           "mr_file_name", "write_detailed_dataset"]
+           "mr_file_name", "save_detailed_montage", "write_detailed_dataset"]
 
 FOV_MM = np.array([184.0, 216.0, 208.0])
 #: Grid presets over :data:`FOV_MM`: shape (voxels) and spacing (mm).
@@ -196,3 +196,45 @@ def write_detailed_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
         atomic_write(folder / "phantom.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
         folders.append(folder)
     return folders
+
+
+def save_detailed_montage(subject_dirs: Sequence[str | os.PathLike], path: str | os.PathLike, *,
+                          max_subjects: int = 4, ct_window_hu: tuple[float, float] = (-1000.0, 2000.0)) -> Path:
+    """PNG montage, one row per subject (at most ``max_subjects``): MR of each family | CT, on the axial slice
+    with the most air inside the body (sinuses, nose, pharynx), then on the mid-sagittal slice.
+
+    Slices of the closest canonical (RAS) orientation: axial anterior up with the patient's right on the
+    image right; sagittal anterior right, superior up.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    from pipeline.report.figures import save_png
+
+    dirs = [Path(d) for d in subject_dirs][:max_subjects]
+    if not dirs:
+        raise ValueError("save_detailed_montage needs at least one subject folder")
+    files = json.loads((dirs[0] / "phantom.json").read_text(encoding="utf-8"))["families"]
+    columns = [*files, "CT"]
+    fig, axes = plt.subplots(len(dirs), 2 * len(columns), figsize=(2.4 * 2 * len(columns), 2.6 * len(dirs)),
+                             squeeze=False)
+    for row, folder in zip(axes, dirs):
+        read = lambda name: np.asanyarray(nib.as_closest_canonical(nib.load(folder / name)).dataobj)  # noqa: E731
+        ct, mask = read("ct.nii.gz"), read("mask.nii.gz")
+        z = int(np.argmax(((ct < -400) & (mask > 0)).sum(axis=(0, 1))))
+        x = ct.shape[0] // 2
+        for c, column in enumerate(columns):
+            volume = ct if column == "CT" else read(files[column])
+            window = ct_window_hu if column == "CT" else (0.0, float(np.percentile(volume, 99.5)))
+            for ax, image, view in ((row[c], volume[:, :, z].T, f"axial {z}"), (row[len(columns) + c], volume[x].T, "sagittal")):
+                ax.imshow(image, origin="lower", cmap="gray", vmin=window[0], vmax=window[1])
+                ax.set_title(f"{folder.name} {column} {view}", fontsize=7)
+                ax.axis("off")
+    fig.tight_layout()
+    try:
+        return save_png(fig, path, overwrite=True, dpi=90)  # the montage is regenerated with its data
+    finally:
+        plt.close(fig)

@@ -121,10 +121,10 @@ def paint_jaw_and_neck(rng: np.random.Generator, layout: HeadLayout, ear: Ear) -
             paint(T.SINUS_AIR, np.maximum(ellipsoid_sdf(reg.q, (0.0, y_front - 22.0, dorsum),
                                                          (x_arch - 6.0, 22.0, tongue_air / 2)), behind_lips), reg.box)
     y_pharynx = y_fm + 24.0 * spine + pharynx[1]
-    reg = region(layout, (-30, y_pharynx - 20, -far), (30, y_choana + 4, z_palate + 22))
+    reg = region(layout, (-30, y_pharynx - 20, -far), (30, y_choana + 14, z_palate + 22))
     if reg is not None:
-        naso = ellipsoid_sdf(reg.q, (0.0, (y_choana + y_pharynx) / 2, z_palate + 6.0),
-                             (12.0, max((y_choana - y_pharynx) / 2 + 4.0, 6.0), 13.0))
+        naso = ellipsoid_sdf(reg.q, (0.0, (y_choana + y_pharynx) / 2, z_palate + 6.0),  # opens into the nose
+                             (12.0, max((y_choana - y_pharynx) / 2 + 12.0, 6.0), 13.0))
         oro = np.maximum(np.hypot(reg.q[0] / pharynx[0], (reg.q[1] - y_pharynx) / pharynx[1]) - 1.0,
                          (reg.q[2] - z_palate) / 10.0) * min(pharynx)
         paint(T.SINUS_AIR, np.maximum(np.minimum(naso, oro), inside(reg)), reg.box)

@@ -7,7 +7,7 @@ strength, sequence parameters, resolution, coil, SNR) drawn from the family's ra
 | family | signal (per tissue, before mixing) | parameters drawn per subject |
 |---|---|---|
 | ``spgr`` (T1w 3D spoiled gradient echo, FLASH/SPGR) | PD sin(a)(1 - E1)/(1 - cos(a) E1) exp(-TE/T2*) | TR 8-25 ms, TE 2-5 ms, flip 12-30 deg |
-| ``mprage`` (T1w inversion-recovery gradient echo) | PD (1 - 2 exp(-TI/T1) + exp(-TR/T1)) sin(a) exp(-TE/T2*), magnitude after mixing | TR 1800-2500 ms, TI 700-1100 ms, flip 7-10 deg, TE 2-4.5 ms |
+| ``mprage`` (T1w inversion-recovery gradient echo) | PD (1 - 2 exp(-TI/T1) + exp(-TR/T1)) sin(a) exp(-TE/T2*), magnitude after mixing | 1.5 T: TR 1900-2400 ms, TI 800-1000 ms; 3 T: TR 2000-2500 ms, TI 900-1100 ms; flip 7-10 deg, TE 2-4.5 ms |
 | ``t2_tse`` (T2w turbo spin echo) | PD (1 - exp(-TR/T1)) exp(-TE/T2) | TR 3000-6000 ms, TE 80-120 ms |
 
 E1 = exp(-TR/T1); field 1.5 T or 3 T (T1 and T2* from :data:`~pipeline.data.phantoms.head_tissues.HEAD_TISSUES`).
@@ -65,8 +65,10 @@ def draw_protocol(rng: np.random.Generator, family: str) -> MRProtocol:
     field = float(rng.choice([1.5, 3.0]))
     if family == "spgr":
         tr, te, flip, ti = rng.uniform(8.0, 25.0), rng.uniform(2.0, 5.0), rng.uniform(12.0, 30.0), 0.0
-    elif family == "mprage":
-        tr, te, flip, ti = rng.uniform(1800.0, 2500.0), rng.uniform(2.0, 4.5), rng.uniform(7.0, 10.0), rng.uniform(700.0, 1100.0)
+    elif family == "mprage":  # inversion time chosen for the field, as sites do, so grey matter is never nulled
+        tr, ti = (rng.uniform(1900.0, 2400.0), rng.uniform(800.0, 1000.0)) if field < 2.0 else \
+            (rng.uniform(2000.0, 2500.0), rng.uniform(900.0, 1100.0))
+        te, flip = rng.uniform(2.0, 4.5), rng.uniform(7.0, 10.0)
     else:
         tr, te, flip, ti = rng.uniform(3000.0, 6000.0), rng.uniform(80.0, 120.0), 90.0, 0.0
     psf = [rng.uniform(0.3, 0.6)] * 3

@@ -100,8 +100,9 @@ def paint_temporal_bones(rng: np.random.Generator, layout: HeadLayout) -> Ear:
     or sclerotic diploe in about one subject in six).
     """
     slope = (layout.z_base_ant - layout.z_base_post) / (layout.y_ant - layout.y_post)
-    z_petrous = layout.z_base_post + slope * (-8.0 - layout.y_post) + 2.0  # centre of paint_head's ridge
-    ear = Ear(y=-16.0 + rng.uniform(-3.0, 3.0), z=z_petrous - 3.0 + rng.uniform(-2.0, 2.0), x_middle=43.0)
+    y_ear = -16.0 + rng.uniform(-3.0, 3.0)
+    z_floor = layout.z_base_post + slope * (y_ear - layout.y_post)  # skull base above the canal
+    ear = Ear(y=y_ear, z=z_floor - 7.0 + rng.uniform(-2.0, 2.0), x_middle=43.0)
     canal_r = rng.uniform(3.0, 4.5)
     pneumatised = rng.uniform() > 1.0 / 6.0
     cell_mm, septum_mm = rng.uniform(2.5, 6.0), rng.uniform(0.4, 1.2)
@@ -128,9 +129,10 @@ def paint_temporal_bones(rng: np.random.Generator, layout: HeadLayout) -> Ear:
         reg = region(layout, lo, hi)
         if reg is not None:
             canal = np.maximum(np.hypot(reg.q[1] - ear.y, reg.q[2] - ear.z) - canal_r, side * (side * ear.x_middle - reg.q[0]))
-            canal = np.maximum(canal, -reg.crop(layout.depth))  # inside the head only: the mask stays the body
-            paint(T.SINUS_AIR, canal, reg.box)
-            paint(T.SINUS_AIR, ellipsoid_sdf(reg.q, (side * ear.x_middle, ear.y, ear.z), (3.0, 6.0, 7.0)), reg.box)
+            keep_out = np.maximum(1.0 - reg.crop(layout.depth), outside_cranium_sdf(layout, reg))
+            canal = np.maximum(canal, keep_out)  # inside the head (the body outline stays) and below the brain
+            middle = ellipsoid_sdf(reg.q, (side * ear.x_middle, ear.y, ear.z), (3.0, 6.0, 7.0))
+            paint(T.SINUS_AIR, np.maximum(np.minimum(canal, middle), keep_out), reg.box)
     return ear
 
 
