@@ -123,6 +123,22 @@ def volume_mae(predictions: Path, manifest: Path) -> float:
                           for s in load_split(manifest, "test")]))
 
 
+def transferred_lookup_mae(train_manifest: Path, test_manifest: Path) -> float:
+    """Held-out MAE (HU, mean over the test split of ``test_manifest``) of the tissue lookup fitted on the
+    training split of ``train_manifest``: an intensity lookup carried to another MR family, the cross-family
+    row's naive reference."""
+    from pipeline.io.volumes import read_volumes_on_one_grid
+    from pipeline.report.metrics import mae
+    from pipeline.sct.baselines import fit_tissue_lookup
+
+    lookup = fit_tissue_lookup(load_split(train_manifest, "train"))
+    errors = []
+    for record in load_split(test_manifest, "test"):
+        volumes, _ = read_volumes_on_one_grid(record, ("mr", "ct", "mask"))
+        errors.append(mae(lookup.predict(volumes["mr"], volumes["mask"]), volumes["ct"], volumes["mask"]))
+    return float(np.mean(errors))
+
+
 def region_mae(results_csv: Path, method: str = "pix2pix") -> dict[str, float]:
     """Mean over test subjects of ``mae_hu`` per tissue region (``air``, ``soft_tissue``, ``bone``) for ``method``."""
     df = pd.read_csv(results_csv)
@@ -212,7 +228,9 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
     }
 
 
-def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[int, int, int], phantoms: str) -> None:
+def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[int, int, int], phantoms: str,
+                   transferred: Mapping[str, tuple[str, float]] | None = None) -> None:
+    """``quality.md``; ``transferred``: test family -> (training family, MAE of the lookup fitted on it)."""
     header = ["recipe", "test MR", "iterations", "train crops L1 HU", "train subjects MAE HU", "validation MAE HU",
               "held-out MAE HU", "× lookup", "PSNR dB", "SSIM", "Dice bone@250", "MAE air / soft / bone HU",
               "air × lookup air", "stripe ratio", "inference s", "Spearman ρ(std, \\|error\\|)"]
@@ -230,6 +248,10 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[
                                                                   "lookup_mae_bone_hu")), "1.000", "", "", ""],
                  ["bulk density", first.test_family, *[""] * 4, cell(first.bulk_mae_hu, "{:.1f}"),
                   cell(first.bulk_ratio_to_lookup, "{:.3f}"), *[""] * 8]]
+        if transferred and first.test_family in transferred:
+            source, value = transferred[first.test_family]
+            body.append([f"tissue lookup fitted on {source}", first.test_family, *[""] * 4, cell(value, "{:.1f}"),
+                         cell(value / first.lookup_mae_hu, "{:.3f}"), *[""] * 8])
     note = (f"{measured_on(command)}; {phantoms} phantoms {'x'.join(map(str, size))} voxels; MAE on held-out test "
             "subjects (other seed), ratio to the tissue lookup's MAE in the same run, fitted on the training split "
             "of the same MR family (lower is better).")
@@ -342,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     tests = list(manifests.items())[:1 if args.no_cross else None]
     fit_manifest = (training_fit_manifest(manifest, args.out / "manifest_train_fit.csv", n=args.fit_subjects)
                     if args.fit_subjects > 0 else None)
+    transferred = {family: (train_family, transferred_lookup_mae(manifest, test_manifest))
+                   for family, test_manifest in tests if family != train_family}
     rows, curves, train_curves = [], {}, {}
     for name in args.recipes:
         work = args.out / name
@@ -357,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         train_curves[name] = training_crop_l1_hu(work / "tensorboard")[1]
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "quality.csv", index=False)  # after every recipe: a crash keeps what ran
-        write_markdown(table, args.out / "quality.md", command=command, size=size, phantoms=args.phantoms)
+        write_markdown(table, args.out / "quality.md", command=command, size=size, phantoms=args.phantoms,
+                       transferred=transferred)
         plot(curves, train_curves, table, args.out / "quality.png")
         sagittal_figure(table[table["test_family"] == train_family], manifest, args.out / "sagittal.png")
     print("\n" + (args.out / "quality.md").read_text())
