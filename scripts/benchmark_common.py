@@ -81,13 +81,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 def plot_curves(curves: Mapping[str, pd.DataFrame], path: Path, *, column: str, ylabel: str,
                 points: Sequence[tuple[str, float, float, str, str]] = (),
                 lines: Sequence[tuple[float, str, str, str]] = (),
-                dashed: Mapping[str, pd.DataFrame] | None = None, dashed_label: str = "training") -> Path:
+                dashed: Mapping[str, pd.DataFrame] | None = None, dashed_label: str = "training",
+                ylim: tuple[float, float] | None = None) -> Path:
     """Validation curves over training minutes, one per run, into the PNG ``path``.
 
     ``points``: ``(curve name, minutes, value, label, marker)`` drawn in that curve's colour (e.g. the
     held-out score at the end); ``lines``: ``(value, label, colour, linestyle)`` horizontal references
     (baselines, targets); ``dashed``: a second curve per run (same ``column``, e.g. the training loss in the
-    same unit), dashed in that run's colour and labelled ``<name> (<dashed_label>)``.
+    same unit), dashed in that run's colour and labelled ``<name> (<dashed_label>)``; ``ylim``: the value axis
+    (e.g. to keep the first iterations' large losses from squashing the rest).
     """
     import matplotlib
 
@@ -106,6 +108,8 @@ def plot_curves(curves: Mapping[str, pd.DataFrame], path: Path, *, column: str, 
         ax.plot([x], [y], marker=marker, markersize=12, color=colours.get(name), linestyle="none", label=label)
     for y, label, colour, style in lines:
         ax.axhline(y, color=colour, linestyle=style, label=label)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel("training wall-clock minutes")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)

@@ -314,7 +314,7 @@ def plot(curves: Mapping[str, pd.DataFrame], train_curves: Mapping[str, pd.DataF
              (first.bulk_mae_hu, f"bulk density {first.bulk_mae_hu:.0f} HU", "grey", ":")]
     plot_curves(curves, path, column="val_mae_hu", ylabel="MAE in the body (HU)", points=points, lines=lines,
                 dashed={name: c.rename(columns={"l1_hu": "val_mae_hu"}) for name, c in train_curves.items()},
-                dashed_label="training crops L1")
+                dashed_label="training crops L1", ylim=(0.0, 1.2 * max(first.bulk_mae_hu, first.lookup_mae_hu)))
 
 
 def main(argv: list[str] | None = None) -> int:
