@@ -80,12 +80,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
 
 def plot_curves(curves: Mapping[str, pd.DataFrame], path: Path, *, column: str, ylabel: str,
                 points: Sequence[tuple[str, float, float, str, str]] = (),
-                lines: Sequence[tuple[float, str, str, str]] = ()) -> Path:
+                lines: Sequence[tuple[float, str, str, str]] = (),
+                dashed: Mapping[str, pd.DataFrame] | None = None, dashed_label: str = "training",
+                ylim: tuple[float, float] | None = None) -> Path:
     """Validation curves over training minutes, one per run, into the PNG ``path``.
 
     ``points``: ``(curve name, minutes, value, label, marker)`` drawn in that curve's colour (e.g. the
     held-out score at the end); ``lines``: ``(value, label, colour, linestyle)`` horizontal references
-    (baselines, targets).
+    (baselines, targets); ``dashed``: a second curve per run (same ``column``, e.g. the training loss in the
+    same unit), dashed in that run's colour and labelled ``<name> (<dashed_label>)``; ``ylim``: the value axis
+    (e.g. to keep the first iterations' large losses from squashing the rest).
     """
     import matplotlib
 
@@ -97,10 +101,15 @@ def plot_curves(curves: Mapping[str, pd.DataFrame], path: Path, *, column: str, 
     for name, curve in curves.items():
         line, = ax.plot(curve["minutes"], curve[column], marker=".", label=f"{name} (validation)")
         colours[name] = line.get_color()
+    for name, curve in (dashed or {}).items():
+        ax.plot(curve["minutes"], curve[column], linestyle="--", linewidth=1, color=colours.get(name),
+                label=f"{name} ({dashed_label})")
     for name, x, y, label, marker in points:
         ax.plot([x], [y], marker=marker, markersize=12, color=colours.get(name), linestyle="none", label=label)
     for y, label, colour, style in lines:
         ax.axhline(y, color=colour, linestyle=style, label=label)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel("training wall-clock minutes")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)

@@ -5,9 +5,12 @@ Example::
 
     python -m scripts.make_phantoms --out data/phantoms --n 10 --seed 0
     python -m scripts.make_phantoms --out /tmp/ph --n 3 --size tiny --montage /tmp/ph.png
+    python -m scripts.make_phantoms --anatomy detailed_head --out data/detailed --n 8 --families spgr mprage t2_tse
     python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10
 
-Heads: ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (:mod:`pipeline.data.phantoms.head`). Chests:
+Heads: ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (:mod:`pipeline.data.phantoms.head`). Detailed heads (skull
+base, teeth, MR physics, misregistration; docs/head_phantoms.md): ``OUT/1BD001/{ct,mask,mr}.nii.gz`` with one
+``mr_<family>.nii.gz`` per further MR family and ``phantom.json`` (:mod:`pipeline.data.phantoms.detailed_head`). Chests:
 ``OUT/2TP001/{ct,tumours}.nii.gz, tumours.json`` ... (:mod:`pipeline.data.phantoms.chest_dataset`). And
 ``OUT/montage.png``. Existing subject folders are never replaced unless ``--overwrite`` is given.
 """
@@ -19,12 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.data.phantoms import chest, chest_dataset, head
+from functools import partial
+
+from pipeline.data.phantoms import chest, chest_dataset, detailed_head, head
+from pipeline.data.phantoms.mr_acquisition import FAMILIES
 
 #: anatomy -> (size presets, dataset writer, montage writer, grid help)
 ANATOMIES = {
     "head": (head.SIZES, head.write_phantom_dataset, head.save_montage,
              "default 112x112x72 @ 2x2x2.5 mm, tiny 56x56x36 @ 4x4x5 mm"),
+    "detailed_head": (detailed_head.SIZES, detailed_head.write_detailed_dataset, detailed_head.save_detailed_montage,
+                      "1mm 184x216x208 @ 1 mm (default), 2mm, tiny 46x54x52 @ 4 mm"),
     "chest": (chest.SIZES, chest_dataset.write_chest_dataset, chest_dataset.save_chest_montage,
               "default 160x112x144 @ 2.5 mm, tiny 50x35x45 @ 8 mm (400x280x360 mm FOV)"),
 }
@@ -33,12 +41,17 @@ ANATOMIES = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--anatomy", choices=sorted(ANATOMIES), default="head",
-                        help="head: paired MR/CT (sCT task); chest: CT with lung tumours (dual-energy task)")
+                        help="head: paired MR/CT (sCT task); detailed_head: paired MR/CT with skull base, teeth, "
+                             "MR physics and misregistration (the quality benchmark's); chest: CT with lung tumours "
+                             "(dual-energy task)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (subject folders go inside)")
     parser.add_argument("--n", type=int, default=10, help="number of subjects (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical arrays")
-    parser.add_argument("--size", default="default",
-                        help="grid preset: " + "; ".join(f"{name}: {spec[3]}" for name, spec in ANATOMIES.items()))
+    parser.add_argument("--size", default=None,
+                        help="grid preset (default: 'default', for detailed_head '1mm'): "
+                             + "; ".join(f"{name}: {spec[3]}" for name, spec in ANATOMIES.items()))
+    parser.add_argument("--families", nargs="+", default=list(detailed_head.DEFAULT_FAMILIES), choices=FAMILIES,
+                        help="detailed_head: MR families, the first written as mr.nii.gz, the others as mr_<family>.nii.gz")
     parser.add_argument("--montage", type=Path, default=None, help="PNG montage path (default OUT/montage.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing subject folders")
     return parser
@@ -48,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sizes, write_dataset, save_montage, _ = ANATOMIES[args.anatomy]
-    if args.size not in sizes:
-        parser.error(f"--size {args.size!r}: {args.anatomy} phantoms come in {', '.join(sorted(sizes))}")
+    size = args.size or ("default" if "default" in sizes else next(iter(sizes)))
+    if size not in sizes:
+        parser.error(f"--size {size!r}: {args.anatomy} phantoms come in {', '.join(sorted(sizes))}")
+    if args.anatomy == "detailed_head":
+        write_dataset = partial(write_dataset, families=tuple(args.families))
     start = time.perf_counter()
     try:
-        folders = write_dataset(args.out, n=args.n, seed=args.seed, size=args.size, overwrite=args.overwrite,
+        folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,
                                 progress=True)
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

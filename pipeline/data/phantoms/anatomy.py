@@ -91,7 +91,7 @@ def smooth_noise(
     return field / max(float(field.std()), 1e-6)
 
 
-def _ellipsoid_sdf(q: tuple[np.ndarray, ...], centre, semi) -> np.ndarray:
+def ellipsoid_sdf(q: tuple[np.ndarray, ...], centre, semi) -> np.ndarray:
     """Approximate signed distance (mm) to an axis-aligned ellipsoid: (r - 1) / |grad r|."""
     u = [(qi - c) / a for qi, c, a in zip(q, centre, semi)]
     r = np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2)
@@ -99,29 +99,98 @@ def _ellipsoid_sdf(q: tuple[np.ndarray, ...], centre, semi) -> np.ndarray:
     return (r - 1.0) / np.maximum(grad, 1e-6)
 
 
-class _Canvas:
-    """Stack of tissue fractions ``(N_TISSUES, X, Y, Z)`` float32, initially all air."""
+class TissueCanvas:
+    """Stack of tissue fractions ``(n_channels, X, Y, Z)`` float32 (channel = tissue label), initially all air.
 
-    def __init__(self, shape: tuple[int, int, int], ramp_mm: float) -> None:
-        self.fractions = np.zeros((N_TISSUES, *shape), dtype=np.float32)
+    ``n_channels`` defaults to :data:`N_TISSUES`; a richer head (``pipeline.data.phantoms.head_tissues``) adds
+    channels after these and paints them with the same rules.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], ramp_mm: float, n_channels: int = N_TISSUES) -> None:
+        self.fractions = np.zeros((n_channels, *shape), dtype=np.float32)
         self.fractions[Tissue.AIR] = 1.0
         self.ramp_mm = ramp_mm
 
-    def paint(self, tissue: Tissue, sdf: np.ndarray) -> None:
-        """Replace the content where ``sdf < 0`` by ``tissue``, with a one-voxel partial-volume ramp."""
-        occ = np.clip(0.5 - sdf / self.ramp_mm, 0.0, 1.0).astype(np.float32)
+    def occupancy(self, sdf: np.ndarray) -> np.ndarray:
+        """Fraction of each voxel inside ``sdf < 0`` (mm): the one-voxel linear partial-volume ramp."""
+        return np.clip(0.5 - sdf / self.ramp_mm, 0.0, 1.0).astype(np.float32)
+
+    def paint(self, tissue: int, sdf: np.ndarray, box: tuple[slice, ...] | None = None) -> None:
+        """Replace the content where ``sdf < 0`` by ``tissue``, with a one-voxel partial-volume ramp.
+
+        ``box``: ``sdf`` covers only this sub-box of the grid (slices), nothing outside it is touched.
+        """
+        occ = self.occupancy(sdf)
         hit = occ > 0
         if not hit.any():
             return
         # Restrict the K-channel update to the structure's bounding box (most structures are small).
-        box = tuple(
+        inner = tuple(
             slice(int(idx[0]), int(idx[-1]) + 1)
             for idx in (np.flatnonzero(hit.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3))
         )
-        o = occ[box]
-        view = self.fractions[(slice(None), *box)]
+        o = occ[inner]
+        if box is not None:
+            inner = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))
+        view = self.fractions[(slice(None), *inner)]
         view *= 1.0 - o
         view[tissue] += o
+
+    def convert(self, source: int, target: int, sdf: np.ndarray, box: tuple[slice, ...]) -> None:
+        """Turn the ``source`` part of each voxel of ``box`` where ``sdf < 0`` into ``target`` (same ramp);
+        the other tissues of a mixed voxel stay (e.g. air lined with mucosa, the bony wall untouched)."""
+        moved = self.fractions[(source, *box)] * self.occupancy(sdf)
+        self.fractions[(source, *box)] -= moved
+        self.fractions[(target, *box)] += moved
+
+
+def frame_box(q: tuple[np.ndarray, np.ndarray, np.ndarray], lo, hi) -> tuple[slice, slice, slice] | None:
+    """Smallest box of the voxel grid holding every voxel whose frame coordinates ``q`` (mm) lie in
+    ``[lo, hi]`` per axis, or None if none does. Structures are painted on ``q[box]`` only: a few
+    thousand voxels instead of the whole head."""
+    inside = (q[0] >= lo[0]) & (q[0] <= hi[0])
+    for qi, low, high in zip(q[1:], lo[1:], hi[1:]):
+        inside &= (qi >= low) & (qi <= high)
+    box = []
+    for ax in range(3):
+        idx = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != ax)))
+        if idx.size == 0:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
+
+
+@dataclass
+class HeadLayout:
+    """What :func:`paint_head` built, for structures painted on top of it (frame mm; arrays ``(X, Y, Z)``).
+
+    ``depth`` is the depth below the skin; ``d_fat``, ``d_outer`` and ``d_cranial`` the depths where fat,
+    the outer table and the cranial cavity begin. ``z_base`` is the skull-base surface (its plate is
+    ``t_base`` mm thick, ``base_norm`` turns a height difference into a distance), sloping from
+    ``z_base_post`` (posterior fossa, ``qy < y_post``) to ``z_base_ant`` (anterior fossa, ``qy > y_ant``).
+    """
+
+    canvas: TissueCanvas
+    q: tuple[np.ndarray, np.ndarray, np.ndarray]
+    spacing: np.ndarray
+    head_semi: tuple[float, float, float, float]
+    depth: np.ndarray
+    d_fat: np.ndarray
+    d_outer: np.ndarray
+    d_cranial: np.ndarray
+    z_base: np.ndarray
+    base_norm: np.ndarray
+    t_base: float
+    z_base_ant: float
+    z_base_post: float
+    y_ant: float
+    y_post: float
+    z_eye: float
+    x_eye: float
+    r_eye: float
+    nasal_centre: tuple[float, float, float]
+    nasal_semi: tuple[float, float, float]
+    z_maxillary: float
 
 
 def _head_sdf_depth(q, semi, spacing):
@@ -138,7 +207,7 @@ def _head_sdf_depth(q, semi, spacing):
     return ((1.0 - r) / np.maximum(grad_norm, 1e-4)).astype(np.float32)
 
 
-def _front_y(semi, x: float, z: float) -> float:
+def front_y(semi, x: float, z: float) -> float:
     """Anterior skin position (frame y, mm) of the undeformed head at (x, z)."""
     az = semi[2] if z > 0 else semi[3]
     return float(semi[1] * np.sqrt(max(1.0 - (x / semi[0]) ** 2 - (z / az) ** 2, 0.05)))
@@ -149,7 +218,10 @@ def paint_head(
     q: tuple[np.ndarray, np.ndarray, np.ndarray],
     spacing: np.ndarray,
     head_semi: tuple[float, float, float, float],
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    *,
+    n_channels: int = N_TISSUES,
+    return_layout: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | tuple[np.ndarray, dict[str, np.ndarray], HeadLayout]:
     """Tissue fractions of one head.
 
     Args:
@@ -159,15 +231,18 @@ def paint_head(
         spacing: voxel size (mm) of the grid, used for the depth gradient and the ramp width.
         head_semi: head ellipsoid semi-axes (mm): left-right, antero-posterior, upper and lower
             supero-inferior.
+        n_channels: channels of the fraction stack (>= ``N_TISSUES``; extra channels stay 0 here).
+        return_layout: also return the :class:`HeadLayout` (canvas, layer depths, landmarks), so that a
+            richer head can paint more structures on top; the fractions are the same either way.
 
     Returns:
-        ``(fractions, fields)``: fractions ``(N_TISSUES, X, Y, Z)`` float32 summing to 1, and smooth
+        ``(fractions, fields)``: fractions ``(n_channels, X, Y, Z)`` float32 summing to 1, and smooth
         unit-SD fields (``"cortical"``, ``"diploe"``, ``"texture"``) that modulate bone density and
-        brain texture consistently in CT and MR.
+        brain texture consistently in CT and MR; ``(fractions, fields, layout)`` with ``return_layout``.
     """
     shape = q[0].shape
     qx, qy, qz = q
-    canvas = _Canvas(shape, ramp_mm=float(np.mean(spacing)))
+    canvas = TissueCanvas(shape, ramp_mm=float(np.mean(spacing)), n_channels=n_channels)
     noise = lambda scale: smooth_noise(rng, shape, spacing, scale)  # noqa: E731
 
     depth = _head_sdf_depth(q, head_semi, spacing)
@@ -229,12 +304,12 @@ def paint_head(
     z_v = 15.0 + rng.uniform(-4.0, 4.0)
     v_scale = rng.uniform(0.9, 1.5)
     for side in (-1.0, 1.0):
-        paint(Tissue.GREY_MATTER, _ellipsoid_sdf(q, (side * 11.0, -8.0, z_v - 10.0), (8.0, 13.0, 9.0)))
-        paint(Tissue.GREY_MATTER, _ellipsoid_sdf(q, (side * 20.0, 8.0, z_v - 4.0), (6.0, 13.0, 10.0)))
+        paint(Tissue.GREY_MATTER, ellipsoid_sdf(q, (side * 11.0, -8.0, z_v - 10.0), (8.0, 13.0, 9.0)))
+        paint(Tissue.GREY_MATTER, ellipsoid_sdf(q, (side * 20.0, 8.0, z_v - 4.0), (6.0, 13.0, 10.0)))
     for side in (-1.0, 1.0):
         bend = (qx, qy, qz + 0.006 * qy**2)  # frontal and occipital horns curve downwards
         semi = (6.0 * v_scale, 32.0, 8.0 * v_scale)
-        paint(Tissue.CSF, _ellipsoid_sdf(bend, (side * (2.0 + semi[0]), -2.0, z_v), semi))
+        paint(Tissue.CSF, ellipsoid_sdf(bend, (side * (2.0 + semi[0]), -2.0, z_v), semi))
     paint(Tissue.CSF, np.maximum.reduce([np.abs(qx) - 1.0, z_v + 12.0 - qz, d_brain - depth]))
 
     # Petrous ridges: thick, dense bone at the skull base (oblique, pointing antero-medially).
@@ -244,39 +319,47 @@ def paint_head(
         ang = np.deg2rad(40.0) * side
         u = np.cos(ang) * (qx - side * 30.0) + np.sin(ang) * (qy - cy)
         v = -np.sin(ang) * (qx - side * 30.0) + np.cos(ang) * (qy - cy)
-        paint(Tissue.CORTICAL_BONE, _ellipsoid_sdf((u, v, qz), (0.0, 0.0, cz), (6.0, 20.0, 6.0)))
+        paint(Tissue.CORTICAL_BONE, ellipsoid_sdf((u, v, qz), (0.0, 0.0, cz), (6.0, 20.0, 6.0)))
 
     # Orbits: bony cup, orbital fat, globe. The skin/eyelid in front is kept.
     for side in (-1.0, 1.0):
-        y_eye = _front_y(head_semi, x_eye, z_eye) - (r_eye + 5.0)
+        y_eye = front_y(head_semi, x_eye, z_eye) - (r_eye + 5.0)
         centre = (side * x_eye, y_eye - 6.0, z_eye)
         behind = qy - y_eye - 2.0
-        cup = _ellipsoid_sdf(q, centre, (r_orbit + 2.0,) * 3)
+        cup = ellipsoid_sdf(q, centre, (r_orbit + 2.0,) * 3)
         paint(Tissue.CORTICAL_BONE, np.maximum.reduce([cup, behind, d_fat - depth]))
-        paint(Tissue.FAT, np.maximum(_ellipsoid_sdf(q, centre, (r_orbit,) * 3), d_fat - depth))
-        paint(Tissue.VITREOUS, _ellipsoid_sdf(q, (side * x_eye, y_eye, z_eye), (r_eye,) * 3))
+        paint(Tissue.FAT, np.maximum(ellipsoid_sdf(q, centre, (r_orbit,) * 3), d_fat - depth))
+        paint(Tissue.VITREOUS, ellipsoid_sdf(q, (side * x_eye, y_eye, z_eye), (r_eye,) * 3))
 
     # Air cavities, each enclosed by a cortical wall: nasal cavity (with septum), maxillary,
     # frontal and sphenoid sinuses. Sizes vary per subject (frontal sinus most).
     def cavity(centre, semi, wall_mm):
-        sdf = _ellipsoid_sdf(q, centre, semi)
+        sdf = ellipsoid_sdf(q, centre, semi)
         paint(Tissue.CORTICAL_BONE, sdf - wall_mm)
         paint(Tissue.SINUS_AIR, sdf)
 
     s = rng.uniform(0.85, 1.15, size=4)
     z_nasal = z_eye - 28.0
     nasal_semi = (9.0, 24.0 * s[0], 26.0)
-    nasal_centre = (0.0, _front_y(head_semi, 0.0, z_nasal) - nasal_semi[1] - d_fat.mean() - 2.0, z_nasal)
+    nasal_centre = (0.0, front_y(head_semi, 0.0, z_nasal) - nasal_semi[1] - d_fat.mean() - 2.0, z_nasal)
     cavity(nasal_centre, nasal_semi, 2.0)
-    paint(Tissue.CORTICAL_BONE, np.maximum(np.abs(qx) - 1.0, _ellipsoid_sdf(q, nasal_centre, nasal_semi)))
+    paint(Tissue.CORTICAL_BONE, np.maximum(np.abs(qx) - 1.0, ellipsoid_sdf(q, nasal_centre, nasal_semi)))
     z_max = z_eye - 32.0
     for side in (-1.0, 1.0):
         semi = (12.0 * s[1], 16.0 * s[1], 14.0 * s[1])
-        cavity((side * 25.0, _front_y(head_semi, 25.0, z_max) - 22.0 - semi[1], z_max), semi, 2.5)
+        cavity((side * 25.0, front_y(head_semi, 25.0, z_max) - 22.0 - semi[1], z_max), semi, 2.5)
     z_front = z_eye + 30.0
     front_semi = (14.0 * s[2], 6.0, 10.0 * s[2])
-    cavity((0.0, _front_y(head_semi, 0.0, z_front) - 17.0, z_front), front_semi, 1.5)
+    cavity((0.0, front_y(head_semi, 0.0, z_front) - 17.0, z_front), front_semi, 1.5)
     cavity((0.0, nasal_centre[1] - nasal_semi[1] - 10.0, z_eye - 8.0), (10.0 * s[3], 10.0 * s[3], 9.0 * s[3]), 2.0)
 
     fields = {"cortical": noise(30.0), "diploe": noise(25.0), "texture": noise(6.0)}
-    return canvas.fractions, fields
+    if not return_layout:
+        return canvas.fractions, fields
+    layout = HeadLayout(
+        canvas=canvas, q=q, spacing=np.asarray(spacing, dtype=float), head_semi=tuple(head_semi), depth=depth,
+        d_fat=d_fat, d_outer=d_outer, d_cranial=d_cranial, z_base=z_base, base_norm=base_norm, t_base=t_base,
+        z_base_ant=z_base_ant, z_base_post=z_base_post, y_ant=y_ant, y_post=y_post, z_eye=z_eye, x_eye=x_eye,
+        r_eye=r_eye, nasal_centre=nasal_centre, nasal_semi=nasal_semi, z_maxillary=z_max,
+    )
+    return canvas.fractions, fields, layout

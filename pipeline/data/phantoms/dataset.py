@@ -1,4 +1,4 @@
-"""What every phantom family shares: the grid a size names, and writing N subjects as folders.
+"""What every phantom family shares: the grid a size names, rotations, and writing N subjects as folders.
 
 A size is a preset name (``SIZES[name] = (shape, spacing mm)``) or a voxel count ``(X, Y, Z)`` that
 keeps the family's field of view. Subject ``i`` of a dataset gets a seed derived from ``(seed, i)``, so
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["phantom_grid", "subject_folders"]
+__all__ = ["phantom_grid", "rotation_matrix", "subject_folders"]
 
 
 def phantom_grid(size: str | Sequence[int], *, sizes: Mapping[str, tuple[tuple[int, int, int], tuple[float, ...]]],
@@ -28,6 +28,15 @@ def phantom_grid(size: str | Sequence[int], *, sizes: Mapping[str, tuple[tuple[i
     if len(shape) != 3 or min(shape) < min_voxels:
         raise ValueError(f"{what} size must be 3 voxel counts >= {min_voxels}, got {size!r}")
     return shape, np.asarray(fov_mm, dtype=float) / np.asarray(shape)  # keep the FOV: the anatomy must fit
+
+
+def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """Rotation matrix R = Rz @ Ry @ Rx for angles (degrees) about x, y, z."""
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
 
 
 def subject_folders(out_dir: str | os.PathLike, *, n: int, seed: int, subject_id: Callable[[int], str],

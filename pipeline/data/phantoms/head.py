@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import TISSUES, Tissue, paint_head, smooth_noise
-from pipeline.data.phantoms.dataset import phantom_grid, subject_folders
+from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, subject_folders
 from pipeline.io.volumes import write_nifti
 from transforms.intensity import HU_AIR, HU_MIN
 
@@ -68,15 +68,6 @@ def subject_id(index: int) -> str:
     return f"{SUBJECT_ID_PREFIX}{index + 1:03d}"
 
 
-def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation matrix R = Rz @ Ry @ Rx for angles (degrees) about x, y, z."""
-    ax, ay, az = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _spgr_signal(props, *, flip_rad: float) -> float:
     """Steady-state spoiled gradient-echo signal: PD sin(a)(1 - E1)/(1 - cos(a) E1) exp(-TE/T2*)."""
     e1 = np.exp(-MR_SEQUENCE["tr_ms"] / props.t1_ms)
@@ -99,7 +90,7 @@ def make_phantom_subject(
     shape, spacing = phantom_grid(size, sizes=SIZES, fov_mm=FOV_MM, min_voxels=8)
 
     # Grid: LPS-like axis flips (i -> L, j -> P, k -> S) plus a few degrees of obliquity.
-    direction = _rotation(rng.uniform(-4.0, 4.0, size=3)) @ np.diag([-1.0, -1.0, 1.0])
+    direction = rotation_matrix(rng.uniform(-4.0, 4.0, size=3)) @ np.diag([-1.0, -1.0, 1.0])
     fov_centre = np.array([3.0, -14.0, 22.0]) + rng.uniform(-5.0, 5.0, size=3)
     linear = direction @ np.diag(spacing)
     affine = np.eye(4)
@@ -107,7 +98,7 @@ def make_phantom_subject(
     affine[:3, 3] = fov_centre - linear @ ((np.asarray(shape) - 1) / 2.0)
 
     # Head pose in the world (RAS mm) and size: frame coordinates q = R^T (world - centre) + deformation.
-    head_rot = _rotation([rng.uniform(-10, 10), rng.uniform(-6, 6), rng.uniform(-8, 8)])
+    head_rot = rotation_matrix([rng.uniform(-10, 10), rng.uniform(-6, 6), rng.uniform(-8, 8)])
     head_centre = fov_centre + np.array([rng.uniform(-4, 4), rng.uniform(-4, 4), -18.0 + rng.uniform(-3, 3)])
     head_semi = (rng.uniform(74.0, 82.0), rng.uniform(85.0, 93.0), rng.uniform(90.0, 97.0), rng.uniform(120.0, 135.0))
     to_frame = head_rot.T @ linear

@@ -1,0 +1,109 @@
+"""Tests for pipeline.data.phantoms.detailed_head: the subject, its CT and MR families, files and montage."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pipeline.data.phantoms.detailed_head import (SIZES, detailed_subject_id, make_detailed_subject,
+                                                  save_detailed_montage, write_detailed_dataset)
+from pipeline.data.phantoms.head_tissues import HeadTissue as T
+
+PURE = 0.95
+
+
+@pytest.fixture(scope="module")
+def subject():
+    return make_detailed_subject(seed=5, size="2mm", families=("spgr", "mprage", "t2_tse"), return_tissues=True)
+
+
+def _pure(subject, tissue):
+    """Voxels of one tissue whose neighbours are that tissue too (the point spread mixes in neighbours)."""
+    from scipy import ndimage
+
+    pure = (subject.tissue_labels == tissue) & (subject.tissue_fractions.max(axis=0) >= PURE)
+    return ndimage.binary_erosion(pure)
+
+
+def test_same_seed_same_subject_and_each_family_independent_of_the_others():
+    a = make_detailed_subject(seed=2, size="tiny", families=("spgr",))
+    b = make_detailed_subject(seed=2, size="tiny", families=("mprage", "spgr"))
+    c = make_detailed_subject(seed=3, size="tiny", families=("spgr",))
+    for name in ("ct", "mask", "affine"):
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+    assert a.mr["spgr"].tobytes() == b.mr["spgr"].tobytes()
+    assert not np.array_equal(a.ct, c.ct)
+    assert a.record["mr"]["spgr"] == b.record["mr"]["spgr"]
+    with pytest.raises(ValueError, match="families"):
+        make_detailed_subject(seed=2, size="tiny", families=("spgr", "spgr"))
+    with pytest.raises(ValueError, match="families"):
+        make_detailed_subject(seed=2, size="tiny", families=("flair",))
+
+
+def test_grid_is_oblique_lps_like_with_the_preset_spacing(subject):
+    assert subject.ct.shape == subject.mask.shape == SIZES["2mm"][0]
+    assert nib.aff2axcodes(subject.affine) != ("R", "A", "S")
+    zooms = np.sqrt((subject.affine[:3, :3] ** 2).sum(axis=0))
+    np.testing.assert_allclose(zooms, SIZES["2mm"][1])
+    direction = subject.affine[:3, :3] / zooms
+    assert np.abs(direction - np.round(direction)).max() > 0.01
+    assert subject.ct.dtype == np.int16 and subject.mask.dtype == np.uint8
+    assert all(mr.dtype == np.float32 and mr.shape == subject.ct.shape for mr in subject.mr.values())
+
+
+def test_ct_follows_the_tissue_table_with_noise_of_10_to_20_hu(subject):
+    ct = subject.ct.astype(float)
+    assert np.all(ct[subject.mask == 0] == -1000)
+    assert np.median(ct[_pure(subject, T.SINUS_AIR)]) < -800
+    assert np.median(ct[_pure(subject, T.CORTICAL_BONE)]) > 900
+    assert np.median(ct[_pure(subject, T.FAT)]) < -50
+    assert 0 < np.median(ct[_pure(subject, T.MUSCLE)]) < 100
+    assert (ct > 2000).sum() > 0  # enamel
+    wm = _pure(subject, T.WHITE_MATTER)
+    assert 8 < ct[wm].std() < 25
+    assert 10.0 <= subject.record["ct"]["noise_sd_hu"] <= 20.0
+    np.testing.assert_array_equal(subject.mask, subject.tissue_fractions[T.AIR] < 0.5)
+
+
+def test_mr_families_differ_in_contrast_but_bone_and_air_stay_dark(subject):
+    ratios = {}
+    for family, mr in subject.mr.items():
+        fat = np.median(mr[_pure(subject, T.FAT)])
+        for dark in (T.CORTICAL_BONE, T.SINUS_AIR):
+            assert np.median(mr[_pure(subject, dark)]) < 0.2 * fat, (family, dark)
+        ratios[family] = np.median(mr[_pure(subject, T.CSF)]) / np.median(mr[_pure(subject, T.WHITE_MATTER)])
+    assert ratios["t2_tse"] > 2 > 1 > ratios["spgr"] > ratios["mprage"]  # CSF: bright in T2, nulled by inversion
+
+
+def test_each_family_has_its_own_scanner_and_a_small_misregistration(subject):
+    scanners = subject.record["mr"]
+    assert set(scanners) == {"spgr", "mprage", "t2_tse"}
+    assert scanners["spgr"]["tr_ms"] < 30 < scanners["mprage"]["tr_ms"]
+    for record in scanners.values():
+        mis = record["misregistration"]
+        assert 0.05 < mis["rms_mm"] < 1.5 and mis["max_mm"] < 3.0
+    json.dumps(subject.record)  # JSON-ready
+
+
+def test_dataset_files_record_and_montage(tmp_path):
+    folders = write_detailed_dataset(tmp_path / "d", n=2, seed=0, size="tiny", families=("spgr", "t2_tse"))
+    assert [f.name for f in folders] == [detailed_subject_id(0), detailed_subject_id(1)] == ["1BD001", "1BD002"]
+    names = sorted(p.name for p in folders[0].iterdir())
+    assert names == ["ct.nii.gz", "mask.nii.gz", "mr.nii.gz", "mr_t2_tse.nii.gz", "phantom.json"]
+    record = json.loads((folders[0] / "phantom.json").read_text())
+    assert record["families"] == {"spgr": "mr.nii.gz", "t2_tse": "mr_t2_tse.nii.gz"}
+    assert record["mr"]["t2_tse"]["family"] == "t2_tse"
+    ct, mr = nib.load(folders[0] / "ct.nii.gz"), nib.load(folders[0] / "mr_t2_tse.nii.gz")
+    np.testing.assert_array_equal(ct.affine, mr.affine)
+    assert ct.get_data_dtype() == np.int16
+    (single,) = write_detailed_dataset(tmp_path / "one", n=1, seed=0, size="tiny", families=("spgr", "t2_tse"))
+    for name in names[:-1]:
+        assert np.array_equal(np.asanyarray(nib.load(single / name).dataobj),
+                              np.asanyarray(nib.load(folders[0] / name).dataobj)), name
+    with pytest.raises(FileExistsError, match="1BD001"):
+        write_detailed_dataset(tmp_path / "d", n=1, seed=0, size="tiny")
+    png = save_detailed_montage(folders, tmp_path / "montage.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
