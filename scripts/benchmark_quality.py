@@ -77,6 +77,10 @@ RECIPES: dict[str, dict[str, object]] = {
     "depth7": {"num_downs": 7},
     "slab7": {"slab_size": 7},
     "slab9": {"slab_size": 9},
+    # augmentation on the training device (issue 19): the MR as other scanners could show it; small rotations
+    "intensity_aug": {"mr_augmentation": "intensity"},
+    "spatial_aug": {"spatial_augmentation": True},
+    "both_aug": {"mr_augmentation": "intensity", "spatial_augmentation": True},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: validation every fifth of the budget (4 min of 20), often enough to draw MAE over
