@@ -50,10 +50,15 @@ def test_budget_max_epochs():
 
 
 class FakeValidator(Engine):
-    """Runs like MONAI's ``Evaluator``: ``run(global_epoch)`` leaves ``state.epoch == global_epoch``."""
+    """Runs like MONAI's ``Evaluator``: ``run(global_epoch)`` leaves ``state.epoch == global_epoch``; each run
+    advances ``clock`` by ``seconds`` when given (a validation's duration)."""
 
-    def __init__(self, record: list, batches: int = 1) -> None:
-        super().__init__(lambda engine, batch: None)
+    def __init__(self, record: list, batches: int = 1, clock: FakeClock | None = None, seconds: float = 0.0) -> None:
+        def step(engine, batch):
+            if clock is not None:
+                clock.now += seconds
+
+        super().__init__(step)
         self.data_loader = [0] * batches  # as MONAI's Evaluator: what it validates on
         self.add_event_handler(Events.COMPLETED, lambda engine: record.append(engine.state.epoch))
 
@@ -127,6 +132,22 @@ def test_validation_every_fraction_of_the_budget_whatever_the_epoch_length():
     assert validations == [8, 15, 23, 30]
 
 
+def test_validation_takes_at_most_its_share_of_the_budget():
+    clock, validations = FakeClock(), []
+    progress = TrainingProgress(max_minutes=2.0, clock=clock)
+    trainer = make_engine(clock, 1.0, [])  # 1 s per iteration, epochs of 2 iterations
+    progress.attach(trainer)
+    validator = FakeValidator(validations, clock=clock, seconds=5.0)  # each validation takes 5 s
+    ValidationSchedule(validator=validator, progress=progress, interval=1, budget_fraction=0.1,
+                       max_share=0.1).attach(trainer)
+    trainer.run(range(2), max_epochs=BUDGET_MAX_EPOCHS)
+    # epoch e ends after 2e s of training (+ 5 s per validation before it). The first validation is due at
+    # 10 % of the budget (12 s: epoch 6, which then ends at 17 s); the next ones are due at 20 %, 30 % ...
+    # but wait for 45 s of training after the last one ended (5 s is 10 % of 50 s): at 63 s (epoch 29) and
+    # at 114 s (epoch 52); the budget ends in epoch 53 and its final validation runs whatever the share
+    assert validations == [6, 29, 52, 53]
+
+
 def test_validation_every_interval_epochs_without_a_budget():
     clock, validations = FakeClock(), []
     progress = TrainingProgress(clock=clock)
@@ -172,6 +193,8 @@ def test_bad_validation_options_are_refused():
         ValidationSchedule(validator=FakeValidator([]), progress=progress, interval=0)
     with pytest.raises(ValueError, match="val_budget_fraction"):
         ValidationSchedule(validator=FakeValidator([]), progress=progress, budget_fraction=1.5)
+    with pytest.raises(ValueError, match="val_max_share"):
+        ValidationSchedule(validator=FakeValidator([]), progress=progress, max_share=1.0)
 
 
 def test_without_budget_nothing_changes():

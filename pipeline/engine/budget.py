@@ -178,13 +178,20 @@ class ValidationSchedule:
     run trains without validation: a warning at the start, and at the end ``model`` is saved to
     ``model_path`` (the last model in place of the best one).
 
+    ``max_share`` (with a budget): validation may take at most this share of the time. After a validation
+    that took ``d`` seconds the next one waits at least ``d * (1 - max_share) / max_share`` seconds of
+    training, whatever ``budget_fraction`` says: a whole-volume, three-plane validation at 1 mm takes a
+    minute on one CPU thread, and ten of them would eat half of a 20-minute budget.
+
     The validator's run is given the trainer's epoch, as MONAI's ``ValidationHandler`` does (TensorBoard
-    steps). Every rank runs it (the metric is reduced over the ranks); saving is left to rank 0's handlers.
+    steps). Every rank runs it (the metric is reduced over the ranks; the decision to validate uses only
+    numbers every rank shares: rank 0's clock and rank 0's validation time); saving is left to rank 0's
+    handlers.
     """
 
     def __init__(self, *, validator: Engine, progress: TrainingProgress, interval: int = 1,
-                 budget_fraction: float | None = None, model: torch.nn.Module | None = None,
-                 model_path: str | None = None) -> None:
+                 budget_fraction: float | None = None, max_share: float | None = 0.1,
+                 model: torch.nn.Module | None = None, model_path: str | None = None) -> None:
         if int(interval) < 1:
             raise ValueError(f"val_interval must be a positive number of epochs, got {interval}")
         if budget_fraction is not None and not 0.0 < float(budget_fraction) <= 1.0:
@@ -192,6 +199,11 @@ class ValidationSchedule:
         self.validator, self.progress = validator, progress
         self.interval = int(interval)
         self.budget_fraction = None if budget_fraction is None else float(budget_fraction)
+        if max_share is not None and not 0.0 < float(max_share) < 1.0:
+            raise ValueError(f"val_max_share must be in (0, 1), got {max_share}")
+        self.max_share = None if max_share is None else float(max_share)
+        self._last_end: float | None = None  # budget seconds when the last validation ended
+        self._last_seconds = 0.0  # how long it took (rank 0's clock)
         self.model, self.model_path = model, model_path
         self._next_fraction: float | None = None  # set at the run's first iteration (after a resume's loading)
         self._validated_epoch: int | None = None
@@ -227,15 +239,25 @@ class ValidationSchedule:
             self._schedule_after(self.progress.fraction(engine))
 
     def _validate(self, engine: Engine) -> None:
+        started, now = self.progress.elapsed_seconds(), self.progress.budget_seconds()
         self.validator.run(engine.state.epoch)
         self._validated_epoch = engine.state.epoch
+        self._last_seconds = broadcast_float(self.progress.elapsed_seconds() - started)  # rank 0's, on every rank
+        self._last_end = now + self._last_seconds
+
+    def _too_soon(self) -> bool:
+        """True while the training since the last validation is shorter than ``max_share`` allows."""
+        if self.max_share is None or self._last_end is None:
+            return False
+        since = self.progress.budget_seconds() - self._last_end
+        return since < self._last_seconds * (1.0 - self.max_share) / self.max_share
 
     def epoch_completed(self, engine: Engine) -> None:
         if not self.has_data:
             return
         if self.timed:
             fraction = self.progress.fraction(engine)
-            if self._next_fraction is not None and fraction + 1e-9 < self._next_fraction:
+            if (self._next_fraction is not None and fraction + 1e-9 < self._next_fraction) or self._too_soon():
                 return
             self._schedule_after(fraction)
         elif engine.state.epoch % self.interval:
