@@ -176,9 +176,9 @@ class BodyCropSampler:
         self.augment = augment
         if spatial_prob > 0 and not self.channels_slab:
             raise ValueError("spatial augmentation rotates 2D/2.5D crops in-plane; 3D mode takes none")
-        self.spatial_prob, self.rotation_deg, self.scale_fraction = float(spatial_prob), float(rotation_deg), float(scale_fraction)
-        self.seed = int(seed)
-        self.generator = torch.Generator(device=bank.storage).manual_seed(self.seed)
+        self.spatial_prob, self.rotation_deg = float(spatial_prob), float(rotation_deg)
+        self.scale_fraction = float(scale_fraction)
+        self.generator = torch.Generator(device=bank.storage).manual_seed(int(seed))
         # crop axis -> dimension of the index: (N, k, P, P) for slabs, (N, P, P, P) in 3D
         self._layout = (2, 3, 1) if self.channels_slab else (1, 2, 3)
         # plane -> order of the RAS axes that puts its normal last, one row per allowed plane
