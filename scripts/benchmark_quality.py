@@ -81,6 +81,10 @@ RECIPES: dict[str, dict[str, object]] = {
     "intensity_aug": {"mr_augmentation": "intensity"},
     "spatial_aug": {"spatial_augmentation": True},
     "both_aug": {"mr_augmentation": "intensity", "spatial_augmentation": True},
+    # per CPU-minute: narrower networks buy iterations, a higher learning rate moves faster
+    "width24": {"base_channels": 24},
+    "width16": {"base_channels": 16},
+    "lr1e3": {"learning_rate": 1e-3},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: the bundle's own validation schedule (every tenth of the budget, at most 10 % of the
