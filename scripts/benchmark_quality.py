@@ -10,7 +10,7 @@ Steps, all through the bundle commands a user runs:
    (``--families spgr mprage``); ``--phantoms simple`` for the earlier heads. Training and validation
    subjects from ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy);
    ``--data`` reuses an earlier run's phantoms;
-2. per recipe (a dict of ``train.json`` overrides, see :data:`RECIPES`): ``train.json --max_minutes M``,
+2. per recipe (a dict of ``train.json`` overrides, see :mod:`scripts.quality_recipes`): ``train.json --max_minutes M``,
    then ``inference.json`` and ``evaluate.json`` on the test split of every family (which also writes the
    tissue-lookup and bulk-density baselines, fitted on that family's training split), and inference on the
    first ``--fit-subjects`` training subjects;
@@ -39,57 +39,10 @@ from pipeline.data.manifest import load_split
 from scripts.benchmark_common import cell, markdown_table, measured_on, plot_curves, trained_iterations, validation_curve
 from scripts.commands import bundle_command, command_line, run
 from scripts.quality_data import PHANTOMS, default_size, existing_manifests, make_data, training_fit_manifest
+from scripts.quality_recipes import COMMON, DEFAULT_RECIPES, RECIPES
 from transforms.intensity import HU_MAX, HU_MIN
 
 BUNDLE = Path("bundles/mri_to_ct/configs")
-
-#: The bundle default before the 2026-12-02 benchmark (patch 64 x 8 crops, Pix2Pix lr and dropout, plain L1):
-#: the recipes below are written against it, so they mean the same whatever ``train.json`` ships now.
-PREVIOUS_DEFAULT: dict[str, object] = {"patch_size": 64, "samples_per_volume": 8, "learning_rate": 2e-4, "dropout": 0.5,
-                                       "masked_l1": False, "adversarial_start_fraction": 0.0}
-WARMUP_MASKED = {"adversarial_start_fraction": 0.3, "masked_l1": True}
-FOV128 = {"patch_size": 128, "samples_per_volume": 2}
-CPU_LR = {"learning_rate": 5e-4, "dropout": 0.0}
-
-#: Recipe name -> ``train.json`` overrides. Each adds one ingredient to the one before, so neighbours
-#: in the table are an ablation. "default" is the bundle as shipped (since 2026-12-02 the same as
-#: "cpu_lr_warmup_masked_fov128").
-RECIPES: dict[str, dict[str, object]] = {
-    "default": {},
-    "previous_default": dict(PREVIOUS_DEFAULT),
-    "warmup": {**PREVIOUS_DEFAULT, "adversarial_start_fraction": 0.3},
-    "warmup_masked": {**PREVIOUS_DEFAULT, **WARMUP_MASKED},
-    "warmup_masked_fov128": {**PREVIOUS_DEFAULT, **WARMUP_MASKED, **FOV128},
-    "cpu_lr": {**PREVIOUS_DEFAULT, **CPU_LR},
-    "cpu_lr_warmup_masked": {**PREVIOUS_DEFAULT, **CPU_LR, **WARMUP_MASKED},
-    "cpu_lr_warmup_masked_fov128": {**PREVIOUS_DEFAULT, **CPU_LR, **WARMUP_MASKED, **FOV128},
-    "fov128": {**PREVIOUS_DEFAULT, **FOV128},
-    "cosine": {"budget_schedule": "cosine"},
-    "adamw_cosine": {"optimizer": "adamw", "budget_schedule": "cosine"},
-    # against the shipped default (2026-12-02): does the adversarial term earn its compute? a whole 1 mm slice?
-    "l1_only": {"adversarial_start_fraction": 1.0},
-    "fov224": {"patch_size": 224, "samples_per_volume": 1},
-    "planes3": {"planes": "all"},  # multi-plane 2.5D: one network on axial, coronal and sagittal slabs, fused
-    "l1_planes3": {"adversarial_start_fraction": 1.0, "planes": "all"},
-    # capacity and context against the shipped default (issue 19): wider, deeper, more slices per slab
-    "width48": {"base_channels": 48},
-    "width64": {"base_channels": 64},
-    "depth7": {"num_downs": 7},
-    "slab7": {"slab_size": 7},
-    "slab9": {"slab_size": 9},
-    # augmentation on the training device (issue 19): the MR as other scanners could show it; small rotations
-    "intensity_aug": {"mr_augmentation": "intensity"},
-    "spatial_aug": {"spatial_augmentation": True},
-    "both_aug": {"mr_augmentation": "intensity", "spatial_augmentation": True},
-    # per CPU-minute: narrower networks buy iterations, a higher learning rate moves faster
-    "width24": {"base_channels": 24},
-    "width16": {"base_channels": 16},
-    "lr1e3": {"learning_rate": 1e-3},
-}
-DEFAULT_RECIPES = ("default",)
-#: Shared by every recipe: the bundle's own validation schedule (every tenth of the budget, at most 10 % of the
-#: time: a whole-volume, three-plane validation at 1 mm takes about a minute on one thread).
-COMMON = {"epoch_length": 100}
 
 
 def bundle(config: str, **overrides: object) -> list[str]:
