@@ -2,9 +2,11 @@
 
     python -m scripts.benchmark_training [--device cpu|cuda] [--configs default gpu] [--recipe l1|gan]
                                          [--iterations 40] [--modes 2.5d 3d] [--flops] [--cpu-variants]
+                                         [--variants eager channels_last compile both]
 
 Per mode and configuration (``CONFIGS``: ``default`` = train.json's defaults, 2 subjects x 2 crops of 128^2
-per iteration; ``gpu`` = the bundle docs' GPU recipe, 8 x 4 = 32 crops; 3-D: the docs' 3D line), networks of
+per iteration; ``gpu`` = the bundle docs' GPU recipe, 8 x 4 = 32 crops; ``large`` = 16 x 8 = 128 crops; 3-D: the
+docs' 3D line), networks of
 the bundle's settings (slab 5, base channels 32, masked L1, Adam 5e-4, three planes) in three loops:
 
 - ``bare``: a plain PyTorch iteration on pre-built random batches of the training shapes, on the device (the
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -60,12 +63,17 @@ from transforms.plane import PLANES
 CONFIGS = {
     ("2.5d", "default"): {"patch_size": 128, "batch_size": 2, "samples_per_volume": 2, "num_downs": 6},
     ("2.5d", "gpu"): {"patch_size": 128, "batch_size": 8, "samples_per_volume": 4, "num_downs": 6},
+    ("2.5d", "large"): {"patch_size": 128, "batch_size": 16, "samples_per_volume": 8, "num_downs": 6},
     ("3d", "default"): {"patch_size": 64, "batch_size": 1, "samples_per_volume": 2, "num_downs": 5},
     ("3d", "gpu"): {"patch_size": 64, "batch_size": 4, "samples_per_volume": 2, "num_downs": 5},
+    ("3d", "large"): {"patch_size": 64, "batch_size": 8, "samples_per_volume": 4, "num_downs": 5},
 }
 SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE = 5, 32, 5e-4  # train.json
 MASKED_L1 = True  # train.json: the L1 terms count voxels inside the body only
 AMP = True  # train.json: mixed precision on CUDA (bfloat16 where the GPU has it), float32 on the CPU
+#: train.json's speed options, each an option until a benchmark shows it gains
+VARIANTS = {"eager": {}, "channels_last": {"channels_last": True}, "compile": {"compile": True},
+            "both": {"channels_last": True, "compile": True}}
 
 
 def crops_per_iteration(config: dict) -> int:
@@ -105,8 +113,9 @@ def prebuilt_batches(mode: str, config: dict, *, iterations: int, device: torch.
 def real_sampler(mode: str, config: dict, *, root: Path, subjects: int, shape: tuple[int, int, int],
                  device: torch.device | str = "cpu"):
     """The bundle's training batches (train.json: ``training_sampler``, three planes) over ``subjects`` head
-    phantoms of ``shape`` voxels written to ``root``; the volumes are loaded onto ``device`` here."""
-    write_phantom_dataset(root, n=subjects, size=shape)
+    phantoms of ``shape`` voxels written to ``root`` (or already there); the volumes are loaded onto ``device``."""
+    if not any(root.glob("*/ct.nii.gz")):
+        write_phantom_dataset(root, n=subjects, size=shape)
     records = find_subjects(root).to_dict("records")
     return training_sampler(records, mode=mode, patch_size=config["patch_size"], slab_size=SLAB_SIZE,
                             batch_size=config["batch_size"], samples_per_volume=config["samples_per_volume"],
@@ -119,10 +128,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def bare_step(g, d, g_loss, g_opt, d_opt, batch: dict, *, adversarial: bool = True,
-              amp_dtype: torch.dtype | None = None) -> None:
+              amp_dtype: torch.dtype | None = None, memory_format: torch.memory_format | None = None) -> None:
     """One iteration in plain PyTorch, the same work as ``Pix2PixTrainer._iteration``: the Pix2Pix
-    iteration (``adversarial``) or the default recipe's L1 generator step."""
+    iteration (``adversarial``) or the default recipe's L1 generator step (``g``, ``d`` may be compiled)."""
     mr, ct, mask = batch["mr"], batch["ct"], batch["mask"] if MASKED_L1 else None
+    if memory_format is not None:
+        mr, ct = mr.contiguous(memory_format=memory_format), ct.contiguous(memory_format=memory_format)
+        mask = mask.contiguous(memory_format=memory_format) if mask is not None else None
     autocast = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     with autocast:
         fake = g(mr)
@@ -141,21 +153,28 @@ def bare_step(g, d, g_loss, g_opt, d_opt, batch: dict, *, adversarial: bool = Tr
 
 
 def in_turns(mode: str, config: dict, loader, prebuilt: list[dict], iterations: int, *,
-             device: torch.device, adversarial: bool) -> tuple[np.ndarray, np.ndarray, float]:
+             device: torch.device, adversarial: bool, channels_last: bool = False,
+             compile: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Seconds of each iteration of :class:`Pix2PixTrainer` (as train.json sets it up) on ``loader`` and of
     :func:`bare_step` on ``prebuilt``, run in turns: one trainer iteration, then one bare iteration, each
     with its own networks. Both loops see the same load, so their ratio holds on a shared machine where
     whole-run times varied by 2x. A trainer iteration counts from the end of the previous bare one: its
-    batch fetch and the engine's events are in it. Also returns the peak device memory (GB) of the run."""
+    batch fetch and the engine's events are in it. Also returns the peak device memory (GB) of the run.
+    ``channels_last`` and ``compile`` (train.json's options) apply to both loops."""
     g, d, g_loss = make_networks(mode, config, device)
     g_opt, d_opt = optimisers(g, d)
     trainer = Pix2PixTrainer(device=device, max_epochs=1, epoch_length=iterations, train_data_loader=loader,
                              generator=g, discriminator=d, g_optimizer=g_opt, d_optimizer=d_opt, g_loss=g_loss,
-                             masked_l1=MASKED_L1, amp=AMP)
+                             masked_l1=MASKED_L1, amp=AMP, channels_last=channels_last, compile=compile)
     trainer.adversarial_on = adversarial  # as TrainingProgress sets it for the recipe
     bare_g, bare_d, bare_loss = make_networks(mode, config, device)
     bare_g.train(), bare_d.train()
     bare_optimisers, bare_batches = optimisers(bare_g, bare_d), iter(prebuilt)
+    memory_format = None
+    if channels_last:
+        memory_format = torch.channels_last_3d if mode == "3d" else torch.channels_last
+        bare_g.to(memory_format=memory_format), bare_d.to(memory_format=memory_format)
+    bare_g_forward, bare_d_forward = (torch.compile(bare_g), torch.compile(bare_d)) if compile else (bare_g, bare_d)
     times: dict[str, list[float]] = {"trainer": [], "bare": []}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -166,8 +185,8 @@ def in_turns(mode: str, config: dict, loader, prebuilt: list[dict], iterations: 
         synchronize(device)
         now = time.perf_counter()
         times["trainer"].append(now - last[0])
-        bare_step(bare_g, bare_d, bare_loss, *bare_optimisers, next(bare_batches), adversarial=adversarial,
-                  amp_dtype=trainer.amp_dtype)
+        bare_step(bare_g_forward, bare_d_forward, bare_loss, *bare_optimisers, next(bare_batches),
+                  adversarial=adversarial, amp_dtype=trainer.amp_dtype, memory_format=memory_format)
         synchronize(device)
         last[0] = time.perf_counter()
         times["bare"].append(last[0] - now)
@@ -277,7 +296,8 @@ def generator_step_variants(mode: str, config: dict, *, iterations: int = 3) -> 
 
 
 def benchmark_mode(mode: str, config: dict, *, iterations: int, warmup: int, root: Path, subjects: int,
-                   shape: tuple[int, int, int], device: torch.device, adversarial: bool) -> dict[str, float]:
+                   shape: tuple[int, int, int], device: torch.device, adversarial: bool,
+                   channels_last: bool = False, compile: bool = False) -> dict[str, float]:
     """Mean seconds per iteration (after ``warmup`` iterations) of the trainer on the real sampler (``real``)
     and on pre-built batches (``engine``), each with the bare loop it ran in turns with (``bare_real``,
     ``bare_engine``: :func:`in_turns`), their peak device memory (``memory_real``, ``memory_engine``, GB), and
@@ -287,7 +307,7 @@ def benchmark_mode(mode: str, config: dict, *, iterations: int, warmup: int, roo
     seconds = {}
     for name, trainer_loader in (("real", sampler), ("engine", prebuilt)):
         trainer, bare, peak = in_turns(mode, config, trainer_loader, prebuilt, iterations + warmup, device=device,
-                                       adversarial=adversarial)
+                                       adversarial=adversarial, channels_last=channels_last, compile=compile)
         seconds |= {name: trainer[warmup:].mean(), f"bare_{name}": bare[warmup:].mean(), f"memory_{name}": peak}
     return seconds | {"sampler": sampler_seconds(sampler, iterations, device=device)}
 
@@ -295,8 +315,11 @@ def benchmark_mode(mode: str, config: dict, *, iterations: int, warmup: int, roo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--configs", nargs="+", default=["default"], choices=["default", "gpu"],
-                        help="default: train.json (2 x 2 crops); gpu: the bundle docs' GPU recipe (8 x 4 crops)")
+    parser.add_argument("--configs", nargs="+", default=["default"], choices=["default", "gpu", "large"],
+                        help="default: train.json (2 x 2 crops); gpu: the bundle docs' GPU recipe (8 x 4 crops); "
+                             "large: 16 x 8 crops")
+    parser.add_argument("--variants", nargs="+", default=["eager"], choices=sorted(VARIANTS),
+                        help="train.json's channels_last / compile options, applied to both loops")
     parser.add_argument("--recipe", default="l1", choices=["l1", "gan"],
                         help="l1: the default recipe (masked L1, no discriminator step); gan: the Pix2Pix iteration")
     parser.add_argument("--iterations", type=int, default=40)
@@ -304,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="3d (64^3 crops) takes ~4 s per iteration on 2 cores")
     parser.add_argument("--warmup", type=int, default=3, help="first iterations left out of the means")
     parser.add_argument("--phantoms", type=int, default=4, help="head phantoms for the real sampler")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="keeps the phantoms for the next run (default: a temporary folder)")
     parser.add_argument("--phantom-shape", type=int, nargs=3, default=[128, 128, 96], metavar=("X", "Y", "Z"))
     parser.add_argument("--flops", action="store_true", help="FLOPs per iteration and this CPU's FLOP/s")
     parser.add_argument("--cpu-variants", action="store_true",
@@ -322,33 +347,35 @@ def main(argv: list[str] | None = None) -> int:
     precision = autocast_dtype(device, amp=AMP)
     print(f"torch {torch.__version__}, device {device} ({name}), {precision or 'float32'}, recipe {args.recipe}; "
           f"real sampler: {args.phantoms} phantoms of {'x'.join(map(str, args.phantom_shape))} voxels, three planes")
-    print(f"{'mode':5} {'config':8} {'patch':>5} {'crops':>5} {'bare':>8} {'engine':>8} {'real':>8} {'engine/bare':>11} "
+    print(f"{'mode':5} {'config':8} {'variant':13} {'patch':>5} {'crops':>5} {'bare':>8} {'engine':>8} {'real':>8} {'engine/bare':>11} "
           f"{'real/bare':>9} {'sampler':>8} {'memory':>7}   (crops/s; sampler: ms per batch; memory: peak GB, real loop)")
-    with tempfile.TemporaryDirectory(prefix="benchmark_training_") as tmp:
-        for mode in args.modes:
-            for config_name in args.configs:
-                config, crops = CONFIGS[mode, config_name], crops_per_iteration(CONFIGS[mode, config_name])
-                seconds = benchmark_mode(mode, config, iterations=args.iterations, warmup=args.warmup,
-                                         root=Path(tmp) / f"{mode}-{config_name}", subjects=args.phantoms,
-                                         shape=tuple(args.phantom_shape), device=device,
-                                         adversarial=args.recipe == "gan")
-                rate = {key: crops / seconds[key] for key in ("real", "engine", "bare_real", "bare_engine")}
-                print(f"{mode:5} {config_name:8} {config['patch_size']:>5} {crops:>5} {rate['bare_real']:>8.1f} "
-                      f"{rate['engine']:>8.1f} {rate['real']:>8.1f} {rate['engine'] / rate['bare_engine']:>11.3f} "
-                      f"{rate['real'] / rate['bare_real']:>9.3f} {seconds['sampler'] * 1e3:>8.2f} "
-                      f"{seconds['memory_real']:>7.2f}")
-                if args.flops:
-                    gan = args.recipe == "gan"
-                    flops = iteration_flops(mode, config, adversarial=gan)
-                    giga = {k: n / 1e9 for k, n in flops.items()}
-                    core = cpu_seconds_per_iteration(mode, config, adversarial=gan)
-                    print(f"      GFLOP per iteration {giga['total']:.2f} (forward {giga['forward']:.2f}: generator "
-                          f"{giga['generator_forward']:.2f}, discriminator {giga['discriminator_forward']:.2f}; "
-                          f"backward {giga['backward']:.2f}); {flops['operators']} aten operators per iteration "
-                          "outside the optimiser steps")
-                    print(f"      achieved: {giga['total'] / seconds['bare_real']:.1f} GFLOP/s in the bare loop above "
-                          f"({seconds['bare_real']:.3f} s per iteration, wall clock); {giga['total'] / core:.1f} "
-                          f"GFLOP/s per core ({core:.3f} CPU s per iteration on one thread)")
+    with contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory(
+            prefix="benchmark_training_") as tmp:
+        for mode, config_name, variant in itertools.product(args.modes, args.configs, args.variants):
+            config, crops = CONFIGS[mode, config_name], crops_per_iteration(CONFIGS[mode, config_name])
+            seconds = benchmark_mode(mode, config, iterations=args.iterations, warmup=args.warmup,
+                                     root=Path(tmp) / f"{mode}-{args.phantoms}x{'x'.join(map(str, args.phantom_shape))}",
+                                     subjects=args.phantoms,
+                                     shape=tuple(args.phantom_shape), device=device,
+                                     adversarial=args.recipe == "gan", **VARIANTS[variant])
+            rate = {key: crops / seconds[key] for key in ("real", "engine", "bare_real", "bare_engine")}
+            print(f"{mode:5} {config_name:8} {variant:13} {config['patch_size']:>5} {crops:>5} "
+                  f"{rate['bare_real']:>8.1f} "
+                  f"{rate['engine']:>8.1f} {rate['real']:>8.1f} {rate['engine'] / rate['bare_engine']:>11.3f} "
+                  f"{rate['real'] / rate['bare_real']:>9.3f} {seconds['sampler'] * 1e3:>8.2f} "
+                  f"{seconds['memory_real']:>7.2f}")
+            if args.flops:
+                gan = args.recipe == "gan"
+                flops = iteration_flops(mode, config, adversarial=gan)
+                giga = {k: n / 1e9 for k, n in flops.items()}
+                core = cpu_seconds_per_iteration(mode, config, adversarial=gan)
+                print(f"      GFLOP per iteration {giga['total']:.2f} (forward {giga['forward']:.2f}: generator "
+                      f"{giga['generator_forward']:.2f}, discriminator {giga['discriminator_forward']:.2f}; "
+                      f"backward {giga['backward']:.2f}); {flops['operators']} aten operators per iteration "
+                      "outside the optimiser steps")
+                print(f"      achieved: {giga['total'] / seconds['bare_real']:.1f} GFLOP/s in the bare loop above "
+                      f"({seconds['bare_real']:.3f} s per iteration, wall clock); {giga['total'] / core:.1f} "
+                      f"GFLOP/s per core ({core:.3f} CPU s per iteration on one thread)")
     return 0
 
 
