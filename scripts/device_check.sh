@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of the sCT data path in one run (issue 18), most important first:
 #   1. training throughput, bare network vs the real loop with device-side crops (crops/s, real / bare, peak
-#      memory) for train.json's default (4 crops), the docs' GPU recipe (32) and 128 crops, eager and channels-last;
+#      memory) for train.json's default (4 crops), the docs' GPU recipe (32) and 128 crops (VARIANTS: eager; also channels_last);
 #   2. whole-volume inference split by stage (2.5D three planes, 3D);
 #   3. a bundle training run of the GPU recipe with `nvidia-smi dmon` sampling utilisation every second, then
 #      inference.json on its test subject and a geometry check of the sCT (shape, affine, int16) against the MR;
@@ -20,7 +20,7 @@ WORK=${WORK:-$(mktemp -d)}
 DEVICE=${DEVICE:-cuda}
 SHAPE=${SHAPE:-160 192 112}
 ITERATIONS=${ITERATIONS:-60}
-COMPILE_SECONDS=${COMPILE_SECONDS:-240}
+COMPILE_SECONDS=${COMPILE_SECONDS:-150}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$LOG" "$WORK"
 exec > >(tee "$LOG/device_check.log") 2>&1
@@ -42,7 +42,7 @@ write_phantom_dataset('$WORK/phantoms', n=6, size=tuple(int(n) for n in '$SHAPE'
 PHANTOMS=$!
 
 stamp "== 1. training throughput: bare network vs real loop (device-side crops), L1 recipe, three planes"
-"$PYTHON" -m scripts.benchmark_training --device "$DEVICE" --configs default gpu large --variants eager channels_last \
+"$PYTHON" -m scripts.benchmark_training --device "$DEVICE" --configs default gpu large --variants "${VARIANTS:-eager}" \
     --iterations "$ITERATIONS" --phantom-shape $SHAPE --work-dir "$WORK/benchmark_training"
 
 stamp "== 2. whole-volume inference, split by stage (2.5D: three planes)"

@@ -182,6 +182,22 @@ def test_draws_are_seeded_and_a_restored_state_continues_the_stream():
     assert torch.equal(resumed.draw()["mr"], expected)
 
 
+def test_prefetching_keeps_the_stream_and_a_resume_redraws_the_prefetched_batch():
+    subjects = make_subjects()
+    plain, ahead = sampler(subjects, seed=3), sampler(subjects, seed=3)
+    expected = [plain.draw()["mr"] for _ in range(3)]
+    stream = iter(ahead)
+    first = next(stream)["mr"]
+    ahead.prefetch()
+    ahead.prefetch()  # a second call before next() draws nothing more
+    state = ahead.state_dict()  # taken with a batch pending: the state before its draw
+    got = [first, next(stream)["mr"], next(stream)["mr"]]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    resumed = sampler(subjects, seed=0)
+    resumed.load_state_dict(state)
+    assert torch.equal(next(iter(resumed))["mr"], expected[1])
+
+
 def test_memory_estimate_and_storage_choice(monkeypatch):
     assert bank_bytes([(10, 10, 10), (2, 3, 4)]) == 7 * (1000 + 24)
     assert choose_storage(10**12, torch.device("cpu")) == torch.device("cpu")

@@ -184,6 +184,39 @@ def test_l1_warm_up_trains_the_generator_only() -> None:
     assert out["G_total"] == pytest.approx(100 * out["G_l1"], rel=1e-6)
 
 
+class _Prefetching:
+    """An endless batch source with a ``prefetch()`` like the crop sampler's; records the order of calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.pending = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        self.calls.append("next" if not self.pending else "next (prefetched)")
+        self.pending = False
+        return {"mr": torch.rand(2, 1, 8, 8), "ct": torch.full((2, 1, 8, 8), 0.5), "mask": torch.ones(2, 1, 8, 8)}
+
+    def prefetch(self) -> None:
+        self.calls.append("prefetch")
+        self.pending = True
+
+
+@pytest.mark.parametrize("prefetch_batches", [None, True])  # None: CUDA only, so not on this CPU
+def test_the_next_batch_is_prefetched_inside_the_iteration_when_asked(prefetch_batches) -> None:
+    source, g, d = _Prefetching(), _Constant(), _TinyD()
+    trainer = Pix2PixTrainer(device="cpu", max_epochs=1, epoch_length=3, train_data_loader=source, generator=g,
+                             discriminator=d, g_optimizer=pix2pix_adam(g.parameters()),
+                             d_optimizer=pix2pix_adam(d.parameters()), prefetch_batches=prefetch_batches)
+    trainer.run()
+    if prefetch_batches:
+        assert source.calls == ["next", "prefetch", "next (prefetched)", "prefetch", "next (prefetched)", "prefetch"]
+    else:
+        assert source.calls == ["next"] * 3
+
+
 class _ThreadsSeen(torch.utils.data.Dataset):
     """Three samples; records the intra-op thread count each was fetched with."""
 

@@ -25,6 +25,11 @@ with a few index computations and one gather per image:
 Random draws come from one ``torch.Generator`` on the storage device, seeded: the same seed gives the
 same crops on the same kind of device, and :meth:`BodyCropSampler.state_dict` goes into the checkpoint so
 that a resumed run continues the stream instead of repeating it.
+
+On a GPU the draw costs ~2 ms of Python and kernel launches whatever the batch (measured on an H200: ~40 % of
+a 32-crop L1 iteration), time in which the GPU would wait. :meth:`BodyCropSampler.prefetch` draws the next
+batch while the GPU still runs the current iteration's kernels (the trainer calls it once they are queued);
+the following ``next()`` returns it. The stream of batches is the same with and without prefetching.
 """
 
 from __future__ import annotations
@@ -183,6 +188,8 @@ class BodyCropSampler:
         self._layout = (2, 3, 1) if self.channels_slab else (1, 2, 3)
         # plane -> order of the RAS axes that puts its normal last, one row per allowed plane
         self._orders = torch.tensor([PLANE_AXES[p] for p in self.planes], dtype=torch.int64, device=bank.storage)
+        self._pending: dict[str, torch.Tensor] | None = None  # a prefetched batch, with the state before its draw
+        self._pending_state: torch.Tensor | None = None
 
     @property
     def crops_per_batch(self) -> int:
@@ -190,10 +197,12 @@ class BodyCropSampler:
 
     # --- checkpoint entry: the random stream continues after a resume -------------------------------------
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        """The generator's state before any prefetched batch: a resumed run draws that batch again."""
+        return {"generator": self._pending_state if self._pending is not None else self.generator.get_state()}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
+        self._pending = self._pending_state = None
 
     # --- draws --------------------------------------------------------------------------------------------
     def _uniform(self, *shape: int) -> torch.Tensor:
@@ -312,6 +321,15 @@ class BodyCropSampler:
             batch = {key: value.pin_memory().to(bank.device, non_blocking=True) for key, value in batch.items()}
         return batch
 
+    def prefetch(self) -> None:
+        """Draw the next batch now (see the module docstring); a second call before ``next()`` does nothing."""
+        if self._pending is None:
+            self._pending_state = self.generator.get_state()
+            self._pending = self.draw()
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            yield self.draw()
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch, self._pending = self._pending, None
+        return batch if batch is not None else self.draw()

@@ -100,6 +100,10 @@ class Pix2PixTrainer(Trainer):
             convolutions may be faster so; measured 1.00x on this project's CPU).
         compile: run the networks through ``torch.compile`` (an option: compilation costs minutes up front).
             Checkpoints keep the plain modules' weights.
+        prefetch_batches: once an iteration's kernels are queued, let a data source with a ``prefetch()``
+            method (:class:`pipeline.data.crop_sampler.BodyCropSampler`) draw the next batch, so that its
+            Python and kernel launches overlap the GPU's work. None (default): on CUDA only; the batches are
+            the same either way.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class Pix2PixTrainer(Trainer):
         amp: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        prefetch_batches: bool | None = None,
         non_blocking: bool = False,
     ) -> None:
         device = torch.device(device)
@@ -143,6 +148,7 @@ class Pix2PixTrainer(Trainer):
             decollate=False,
         )
         self.amp_dtype = amp_dtype
+        self.prefetch_batches = device.type == "cuda" if prefetch_batches is None else bool(prefetch_batches)
         self.memory_format = None
         if as_flag(channels_last, name="channels_last"):
             self.memory_format = torch.channels_last  # 2-D networks; a 3-D batch switches to channels_last_3d
@@ -228,6 +234,10 @@ class Pix2PixTrainer(Trainer):
         engine.g_scaler.step(engine.g_optimizer)
         engine.g_scaler.update()
 
+        if engine.prefetch_batches:  # the next batch's kernels are queued while the GPU runs this iteration's
+            prefetch = getattr(engine.state.dataloader, "prefetch", None)
+            if prefetch is not None:
+                prefetch()
         output = {f"G_{name}": float(value.detach()) for name, value in terms.items()}
         if d_parts is not None:
             output.update({"D_real": float(d_parts["real"].detach()), "D_fake": float(d_parts["fake"].detach())})
