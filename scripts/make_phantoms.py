@@ -26,7 +26,7 @@ ANATOMIES = {
     "head": (head.SIZES, head.write_phantom_dataset, head.save_montage,
              "default 112x112x72 @ 2x2x2.5 mm, tiny 56x56x36 @ 4x4x5 mm"),
     "chest": (chest.SIZES, chest_dataset.write_chest_dataset, chest_dataset.save_chest_montage,
-              "default 160x112x144 @ 2.5 mm, tiny 50x35x45 @ 8 mm (400x280x360 mm FOV)"),
+              "default 160x128x144 @ 2.5 mm, tiny 50x40x45 @ 8 mm (400x320x360 mm FOV)"),
 }
 
 
