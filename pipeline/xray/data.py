@@ -151,13 +151,16 @@ def read_windows(card: Mapping[str, Any]) -> dict[str, IntensityWindow]:
 
 def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.PathLike, image_key: str,
                   target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
-                  png_scale: float | Mapping[str, float] | None = None) -> dict[str, Any]:
+                  png_scale: float | Mapping[str, float] | None = None,
+                  network: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The model card for this training run, computed without writing anything (configs resolve it;
     :func:`pipeline.engine.model_card.write_model_card` stores it when training starts).
 
     A card already at ``card_path`` (a resumed run) is reused, so the scale never changes mid-training;
     it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes the
-    windows instead of fitting them on ``records``; it must agree with an existing card.
+    windows instead of fitting them on ``records``; it must agree with an existing card. ``network``: the
+    generator's settings (:func:`pipeline.xray.model_card.network_card`), stored for inference; they must
+    agree with an existing card that has them.
     """
     card_path = Path(card_path)
     fixed = None if windows is None else {k: IntensityWindow(*v) for k, v in windows.items()}
@@ -169,12 +172,18 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
         if fixed is not None and fixed != read_windows(card):
             raise ValueError(f"{card_path}: stored windows {card['windows']} differ from the configured "
                              f"{ {k: w.as_list() for k, w in fixed.items()} }")
+        stored = card.get("network")
+        if network is not None and stored is not None and dict(stored) != dict(network):
+            key = next(k for k in sorted(set(stored) | set(network)) if stored.get(k) != network.get(k))
+            raise ValueError(f"{card_path}: the model in this output folder was trained with {key} = "
+                             f"{stored.get(key)!r}, this run asks for {network.get(key)!r}; use another output_dir")
         return card
     fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
     return {"image_key": image_key, "target_keys": list(target_keys),
             "windows": {k: w.as_list() for k, w in fitted.items()},
             "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
-            "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)"}
+            "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)",
+            **({"network": dict(network)} if network is not None else {})}
 
 
 class ScaleToUnitd(MapTransform):
