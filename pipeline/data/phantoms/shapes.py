@@ -26,7 +26,7 @@ def ellipse_sdf(u: np.ndarray, v: np.ndarray, a, b) -> np.ndarray:
     p, q = u / a, v / b
     r = np.sqrt(p * p + q * q)
     grad = np.sqrt((p / a) ** 2 + (q / b) ** 2) / np.maximum(r, 1e-6)
-    return (r - 1.0) / np.maximum(grad, 1e-6)
+    return (r - 1.0) / np.maximum(grad, 1.0 / np.maximum(a, b))  # |grad r| >= 1 / largest half-axis (centre too)
 
 
 def rotation(yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
@@ -50,7 +50,7 @@ def ellipsoid_sdf(x, y, z, centre, semi, axes: np.ndarray | None = None) -> np.n
     s = [ui / a for ui, a in zip(u, semi)]
     r = np.sqrt(s[0] ** 2 + s[1] ** 2 + s[2] ** 2)
     grad = np.sqrt(sum((si / a) ** 2 for si, a in zip(s, semi))) / np.maximum(r, 1e-6)
-    return (r - 1.0) / np.maximum(grad, 1e-6)
+    return (r - 1.0) / np.maximum(grad, 1.0 / float(np.max(semi)))
 
 
 def capsule_sdf(x, y, z, p0, p1, radius: float, *, z_scale: float = 1.0) -> np.ndarray:
