@@ -28,6 +28,12 @@ Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among 
   paths cross both; the slope of soft on bone is ~3 in a chest): the slope of the error on bone alone,
   this module's definition before bundle 0.3.0, reports a gain error as leak (``1.05 * soft`` "leaked" 0.15)
   and let a scaled SE look almost bone-free (0.23).
+- ``edge_gain`` (region = the bone key): how sharp the predicted bone image is, the slope of its edge band
+  (0.5 px blur minus :data:`EDGE_SIGMA_MM` blur) on the noiseless true bone image's (:func:`edge_gain`):
+  1 = as sharp as the truth, ~0.5 = blurred by the band's scale. Reported beside the leak because a model
+  can lower the leak by blurring, and a blurred bone image hides the ribs it should show; and
+  ``checkerboard_ratio``: the period-2 texture transposed convolutions leave, relative to the noiseless
+  true bone image's (:func:`checkerboard_ratio`; ~1 like the truth, >> 1 checkerboard).
 - ``soft_bone_corr``: Pearson correlation of ``pred_soft`` with ``true_bone`` over body pixels, with
   ``soft_bone_corr_true`` (the true soft image; not 0, since thick body paths also cross more bone) and
   ``soft_bone_corr_se`` (the SE image) for reference. It needs no true soft image, but mixes anatomy
@@ -65,6 +71,9 @@ logger = logging.getLogger(__name__)
 PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png")
 #: Scale (mm at the detector) below which ``bone_leak_fine`` measures the leak: a rib is ~10-20 mm wide.
 FINE_SIGMA_MM = 10.0
+#: Band of ``edge_gain``: image detail between a 0.5-pixel and this Gaussian blur (mm at the detector, at
+#: least one pixel): rib and scapula edges, not the broad bone load.
+EDGE_SIGMA_MM = 5.0
 SSIM_BORDER = 3
 
 
@@ -120,6 +129,37 @@ def bone_suppression(pred_soft: np.ndarray, true_soft: np.ndarray, true_bone: np
         fine = [(a - ndimage.gaussian_filter(a, fine_sigma_px, mode="nearest"))[m] for a in full]
         out["bone_leak_fine"] = bone_leak_fit(fine[0] - fine[1], fine[1], fine[2])[0]
     return out
+
+
+def edge_gain(pred: np.ndarray, true: np.ndarray, body: np.ndarray, *, sigma_px: float) -> float:
+    """Sharpness of ``pred`` relative to ``true``: the least-squares slope of pred's edge band on true's
+    over ``body`` pixels, the band being each image blurred by 0.5 px minus blurred by ``sigma_px`` (at
+    least 1 px). 1 = edges as strong as the truth's, < 1 = blurred (a Gaussian blur of the truth by the
+    band's scale gives ~0.5), > 1 = over-sharpened. Noise in ``pred`` uncorrelated with the truth does not
+    move it; use a noiseless ``true``."""
+    m = np.asarray(body, bool)
+    wide = max(float(sigma_px), 1.0)
+
+    def band(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        return (ndimage.gaussian_filter(a, 0.5, mode="nearest") - ndimage.gaussian_filter(a, wide, mode="nearest"))[m]
+
+    p, s = band(pred), band(true)
+    denom = float(s @ s)
+    return float(p @ s / denom) if denom > 0 else float("nan")
+
+
+def checkerboard_ratio(pred: np.ndarray, true: np.ndarray, body: np.ndarray) -> float:
+    """Period-2 texture of ``pred`` relative to ``true``: RMS over ``body`` of the 2x2 checker filter
+    ``a[i, j] - a[i+1, j] - a[i, j+1] + a[i+1, j+1]`` (the response at the Nyquist corner, where
+    transposed convolutions leave their checkerboard) of pred over that of a noiseless ``true``.
+    ~1 = like the truth, < 1 = smoother, >> 1 = checkerboard (or noise)."""
+    def checker(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        return (a[:-1, :-1] - a[1:, :-1] - a[:-1, 1:] + a[1:, 1:])[np.asarray(body, bool)[:-1, :-1]]
+
+    reference = float(np.sqrt(np.mean(checker(true) ** 2)))
+    return float(np.sqrt(np.mean(checker(pred) ** 2)) / reference) if reference > 0 else float("nan")
 
 
 def fit_se_baseline(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
@@ -180,6 +220,7 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
             noisy_references += not noiseless
             spacing = float(record.get("pixel_spacing_mm") or "nan")
             fine_sigma = FINE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else None
+            edge_sigma = EDGE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else 1.0
             # the same for every method: computed once per image
             se_scores = bone_suppression(image, soft, bone, body)
             references = {"bone_leak_se": se_scores["bone_leak"],
@@ -202,6 +243,10 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
                 suppression = {**bone_suppression(predicted[soft_key], soft, bone, body, fine_sigma_px=fine_sigma),
                                **references}
                 rows += [{**ids, "region": soft_key, "metric": name, "value": value} for name, value in suppression.items()]
+                rows += [{**ids, "region": bone_key, "metric": "edge_gain",
+                          "value": edge_gain(predicted[bone_key], bone, body, sigma_px=edge_sigma)},
+                         {**ids, "region": bone_key, "metric": "checkerboard_ratio",
+                          "value": checkerboard_ratio(predicted[bone_key], bone, body)}]
         if soft_key in target_keys and record.get("tumour_mask") and record.get("bone_path"):
             soft_images = {"true_de_soft": truth[soft_key], **{m: p[soft_key] for m, p in methods.items()}}
             rows += _visibility_rows(record, soft_images, root=Path(label_root or "."), png_scale=png_scale)
@@ -321,6 +366,7 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
 
 
 __all__: Sequence[str] = [
-    "image_metrics", "bone_leak_fit", "bone_suppression", "fit_se_baseline", "find_prediction", "evaluate_images", "save_figure",
+    "image_metrics", "bone_leak_fit", "bone_suppression", "edge_gain", "checkerboard_ratio",
+    "fit_se_baseline", "find_prediction", "evaluate_images", "save_figure",
     "run_evaluation",
 ]
