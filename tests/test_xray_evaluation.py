@@ -174,6 +174,6 @@ def test_checkerboard_ratio_flags_a_period_two_pattern():
     truth = ndimage.gaussian_filter(((xx // 8 + yy // 8) % 2).astype(float), 3.0)
     body = np.ones_like(truth, bool)
     assert checkerboard_ratio(truth, truth, body) == pytest.approx(1.0)
-    pattern = 0.01 * (-1.0) ** (xx + yy)
+    pattern = 0.02 * (-1.0) ** (xx + yy)  # 2 % of the range, period 2
     assert checkerboard_ratio(truth + pattern, truth, body) > 3.0
     assert checkerboard_ratio(ndimage.gaussian_filter(truth, 1.0), truth, body) < 1.0
