@@ -157,7 +157,8 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     # Thoracic cavity, lungs, abdomen below the diaphragm.
     inner = cage + 3.2 * s + 1.0
     canvas.paint(intersect(inner, z - t.z_apex - 10.0), float(rng.uniform(-70.0, 10.0)))  # mediastinal fat
-    domes = {1.0: t.rib_z[0] - 150.0 * s - 35.0 * s * breath + 12.0 * s, -1.0: t.rib_z[0] - 150.0 * s - 35.0 * s * breath}
+    dome = t.rib_z[0] - 170.0 * s - 40.0 * s * breath  # the left dome; the right one (over the liver) 12 mm higher
+    domes = {1.0: dome + 12.0 * s, -1.0: dome}
     dome_z = np.where(x > 0, domes[1.0], domes[-1.0])
     z_dia = (dome_z - 45.0 * s * ((np.abs(x) - 55.0 * s) / t.a_max).clip(0, None) ** 2 * 3.0
              - 28.0 * s * (-(y - t.y_c) / t.b_max).clip(0, None) ** 1.5)
