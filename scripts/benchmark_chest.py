@@ -65,6 +65,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "gan": {"adversarial_start_fraction": 0.0},
     "resize": {"upsample": "resize"},
     "pixelshuffle": {"upsample": "pixelshuffle"},
+    "light": {"base_channels": 16},
+    "crop128": {"patch_size": 128},
 }
 DEFAULT_RECIPES = ("default", "gan")
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the
