@@ -67,6 +67,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "pixelshuffle": {"upsample": "pixelshuffle"},
     "light": {"base_channels": 16},
     "crop128": {"patch_size": 128},
+    "noiseless": {"noiseless_targets": True},
+    "light_noiseless": {"base_channels": 16, "noiseless_targets": True},
 }
 DEFAULT_RECIPES = ("default", "gan")
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the

@@ -44,6 +44,7 @@ from monai.transforms import (
 
 from pipeline.data.manifest import subject_splits
 from pipeline.engine.model_card import read_model_card
+from pipeline.errors import InputError
 from pipeline.io.images2d import LoadPairedImaged, find_paired_images, load_image_2d, read_paired_manifest
 from pipeline.xray.drr_dataset import MANIFEST_NAME
 
@@ -129,6 +130,27 @@ def load_records(source: str | os.PathLike, *, keys: Sequence[str], split: str |
     return records
 
 
+def training_records(source: str | os.PathLike, *, image_key: str, target_keys: Sequence[str], split: str,
+                     noiseless_targets: bool = False, **split_options: Any) -> list[dict[str, Any]]:
+    """:func:`load_records` for training and validation. With ``noiseless_targets`` each target is read from
+    its noiseless reference (``<key>_noiseless``, written by the DRR builder with realism: the same chain
+    without quantum noise), i.e. the network learns the *expected* DE image; the records keep the target
+    names, so nothing downstream changes. Evaluation still scores against the noisy DE images (PSNR, SSIM,
+    CNR) and fits the bone leak on the noiseless ones. Raises :class:`pipeline.errors.InputError` naming the
+    image when a reference is missing."""
+    columns = {key: f"{key}_noiseless" if noiseless_targets else key for key in target_keys}
+    records = load_records(source, keys=[image_key, *columns.values()], split=split, **split_options)
+    out = []
+    for record in records:
+        for key, column in columns.items():
+            if Path(record[column]).is_dir():  # an empty cell resolves to the manifest's folder
+                raise InputError(f"{record['subject_id']}: no {column} for {record['image_id']} in {source} "
+                                 "(noiseless_targets needs DRRs rendered with realism)")
+        out.append({**{k: v for k, v in record.items() if k not in columns.values()},
+                    **{key: record[column] for key, column in columns.items()}})
+    return out
+
+
 def fit_windows(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
                 png_scale: float | Mapping[str, float] | None = None, max_images: int = 200,
                 ) -> dict[str, IntensityWindow]:
@@ -152,7 +174,7 @@ def read_windows(card: Mapping[str, Any]) -> dict[str, IntensityWindow]:
 def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.PathLike, image_key: str,
                   target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
                   png_scale: float | Mapping[str, float] | None = None,
-                  network: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  network: Mapping[str, Any] | None = None, noiseless_targets: bool = False) -> dict[str, Any]:
     """The model card for this training run, computed without writing anything (configs resolve it;
     :func:`pipeline.engine.model_card.write_model_card` stores it when training starts).
 
@@ -160,7 +182,7 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
     it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes the
     windows instead of fitting them on ``records``; it must agree with an existing card. ``network``: the
     generator's settings (:func:`pipeline.xray.model_card.network_card`), stored for inference; they must
-    agree with an existing card that has them.
+    agree with an existing card that has them. ``noiseless_targets`` is recorded (:func:`training_records`).
     """
     card_path = Path(card_path)
     fixed = None if windows is None else {k: IntensityWindow(*v) for k, v in windows.items()}
@@ -183,7 +205,9 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
             "windows": {k: w.as_list() for k, w in fitted.items()},
             "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
             "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)",
-            **({"network": dict(network)} if network is not None else {})}
+            **({"network": dict(network)} if network is not None else {}),
+            **({"targets": "noiseless references (<key>_noiseless): the expected DE images"}
+               if noiseless_targets else {})}
 
 
 class ScaleToUnitd(MapTransform):
@@ -290,6 +314,6 @@ def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) ->
 
 __all__: Sequence[str] = [
     "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "IntensityWindow",
-    "fit_window", "fit_windows", "load_records", "read_windows", "training_card", "ScaleToUnitd",
+    "fit_window", "fit_windows", "load_records", "training_records", "read_windows", "training_card", "ScaleToUnitd",
     "training_transforms", "validation_transforms", "body_mask_2d", "BodyMask2Dd",
 ]
