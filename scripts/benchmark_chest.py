@@ -2,7 +2,7 @@
 held-out chest phantoms and on DRRs of the real chest CT.
 
     python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 256]
-        [--train-subjects 24] [--views 24] [--test-views 12] [--physics random|fixed] [--real-ct-dir data/chest_ct]
+        [--train-subjects 24] [--views 24] [--test-views 12] [--physics fixed|random] [--real-ct-dir data/chest_ct]
         [--real-variants] [--data RUN] [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
@@ -12,12 +12,14 @@ Steps, all through the commands a user runs (printed before they run):
 2. DRRs with ``scripts.make_drr_dataset --preset chest`` (views within +-10 deg of AP, shifts, tilts,
    scatter, quantum noise, detector blur) at ``--size`` pixels with one detector pitch for every set (the
    phantoms' 400 mm field of view fills the detector; the real CT keeps its own size in mm): ``--views``
-   per training/validation CT, with each image's kVp pair, filtration, scatter, dose and blur drawn from the
-   documented ranges (``--physics random``, ``make_drr_dataset --random-physics``; ``fixed``: the preset's one
-   system), ``--test-views`` per test CT and of each real CT in ``--real-ct-dir`` (always the preset's system)
-   (deformed variants ``<ID>-Dnn`` there are left out: they are augmentation, not test cases). Two
-   manifests: ``drr/phantoms.csv`` (train / val / test) and ``drr/real.csv`` (the same training rows, the
-   real CT as test: the SE baseline is fitted on the training split, the real CT never trains);
+   per training/validation CT, all from the preset's one system (``--physics fixed``, the default: it won on
+   the held-out and real-CT tests) or each image's kVp pair, filtration, scatter, dose and blur drawn from
+   the documented ranges (``--physics random``, ``make_drr_dataset --random-physics``), ``--test-views`` per test CT and of each real CT in ``--real-ct-dir`` (always the preset's system)
+   (deformed variants ``<ID>-Dnn`` there are left out: they are augmentation, not test cases), and the
+   held-out phantoms once more with each view's system drawn (``--random-physics``, another seed): does the
+   model know only one simulator? Three manifests: ``drr/phantoms.csv`` (train / val / test),
+   ``drr/real.csv`` and ``drr/systems.csv`` (the same training rows, the real CT or the drawn-system views
+   as test: the SE baseline is fitted on the training split, the real CT never trains);
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);
@@ -59,18 +61,17 @@ from scripts.commands import bundle_command, command_line, module_command, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
 #: Recipe name -> ``train.json`` overrides, one difference each from the bundle as shipped ("default": L1
-#: only, lr 5e-4, no dropout, transposed-convolution up-sampling).
+#: only, lr 5e-4, no dropout, base_channels 16, transposed-convolution up-sampling).
 RECIPES: dict[str, dict[str, object]] = {
     "default": {},
     "gan": {"adversarial_start_fraction": 0.0},
     "resize": {"upsample": "resize"},
     "pixelshuffle": {"upsample": "pixelshuffle"},
-    "light": {"base_channels": 16},
+    "wide": {"base_channels": 32},
     "crop128": {"patch_size": 128},
     "noiseless": {"noiseless_targets": True},
-    "light_noiseless": {"base_channels": 16, "noiseless_targets": True},
 }
-DEFAULT_RECIPES = ("default", "gan")
+DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the
 #: curve has a point every ~2 minutes here.
 COMMON: dict[str, object] = {"epoch_length": 100, "val_interval": 1}
@@ -78,7 +79,10 @@ COMMON: dict[str, object] = {"epoch_length": 100, "val_interval": 1}
 PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path")
 #: DE-soft metrics of the evaluation's results.csv in the table (mean over images).
 SOFT_METRICS = ("psnr", "ssim", "mae", "bone_leak", "bone_leak_fine", "soft_gain")
-TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT"}
+TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT",
+             "systems": "held-out chest phantoms, each image from another system (kVp, filtration, scatter, dose, blur drawn)"}
+#: Test sets an older run's ``--data`` may lack.
+OPTIONAL_TEST_SETS = ("systems",)
 VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
 
 
@@ -156,6 +160,9 @@ def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], 
                                            seed=args.train_seed, random_physics=args.physics == "random", **options),
               "phantoms test": render(out / "phantoms" / "test", drr / "test", views=args.test_views,
                                       seed=args.test_seed, **options),
+              "phantoms test, drawn systems": render(out / "phantoms" / "test", drr / "test_systems",
+                                                     views=args.test_views, seed=args.test_seed + 1,
+                                                     random_physics=True, **options),
               "real CT": render(real_ct_list(args.real_ct_dir, drr / "real_cts.csv"), drr / "real",
                                 views=args.test_views, seed=args.test_seed, volume_spacing=args.real_volume_spacing,
                                 **options)}
@@ -165,6 +172,8 @@ def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], 
                                    drr / "phantoms.csv"),
         "real": write_manifest([train_rows[train_rows["split"] == "train"],
                                 relocated(drr / "real" / "manifest.csv", drr, "test")], drr / "real.csv"),
+        "systems": write_manifest([train_rows[train_rows["split"] == "train"],
+                                   relocated(drr / "test_systems" / "manifest.csv", drr, "test")], drr / "systems.csv"),
     }
     return manifests, timing
 
@@ -260,7 +269,7 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, details: str
                  cell(r.soft_gain, "{:+.3f}"), cell(r.bone_edge_gain), _triple(r.cnr_pred, r.cnr_true, r.cnr_se),
                  cell(r.cnr_ratio), _triple(r.cnr_pred_behind_rib, r.cnr_true_behind_rib, r.cnr_se_behind_rib),
                  cell(r.cnr_ratio_behind_rib), cell(r.pred_above_se_behind_rib)] for r in chosen.itertuples()]
-        lines += [*markdown_table(header, [*body, targets.get(test_set, targets["phantoms"])]), ""]
+        lines += [*markdown_table(header, [*body, *([targets[test_set]] if test_set in targets else [])]), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -299,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train.json overrides for every recipe (network keys reach inference too)")
     p.add_argument("--size", type=int, default=256, help="DRR detector pixels per side")
     p.add_argument("--views", type=int, default=24, help="DRR views per training / validation phantom")
-    p.add_argument("--physics", choices=("random", "fixed"), default="random",
+    p.add_argument("--physics", choices=("random", "fixed"), default="fixed",
                    help="training/validation DRRs: each image's system drawn from the documented ranges, or the "
                         "preset's one system (test sets always use the preset's)")
     p.add_argument("--test-views", type=int, default=12, help="DRR views per held-out phantom and real CT")
@@ -324,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 def reused_data(run_dir: Path) -> dict[str, Path]:
     """``{test set: manifest}`` of an earlier run's ``run_dir/drr`` (``make_data``'s layout)."""
     manifests = {name: run_dir / "drr" / f"{name}.csv" for name in TEST_SETS}
+    manifests = {name: p for name, p in manifests.items() if p.is_file() or name not in OPTIONAL_TEST_SETS}
     missing = [str(p) for p in manifests.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"--data {run_dir}: no {', '.join(missing)} (not a benchmark_chest output folder)")
