@@ -43,7 +43,8 @@ def project_ap(hu: np.ndarray, affine: np.ndarray, *, size: int, volume_spacing_
     from transforms.drr import ProjectionGeometry, block_average, decompose_materials, project_line_integrals
 
     _, lung = masks_of(hu)
-    channels = [decompose_materials(torch.from_numpy(hu.astype(np.float32))[None]), torch.from_numpy(lung)[None].float()]
+    channels = [decompose_materials(torch.from_numpy(hu.astype(np.float32))[None]),
+                torch.from_numpy(lung)[None].float()]
     if extra is not None:
         channels.append(torch.from_numpy(extra.astype(np.float32))[None])
     volume = torch.cat(channels)

@@ -13,8 +13,9 @@ Examples::
 ``--preset chest`` (the chest task's recipe): 200 views per CT around AP (angles -10..10 deg, shifts
 +-10 mm, cranio-caudal tilts +-5 deg), realism on (scatter, quantum noise, detector blur); any option
 given explicitly still wins. ``--random-physics`` draws every image's kVp pair, filtration, scatter, dose
-and detector blur (training data that does not teach one simulator; docs/xray_physics.md, section 8). CTs with ``tumours.nii.gz`` beside them also get projected tumour labels
-(``OUT/tumour_mask/``) and bone line integrals (``OUT/bone_path/``, g/cm^2), always as NIfTI.
+and detector blur (training data that does not teach one simulator; docs/xray_physics.md, section 8).
+CTs with ``tumours.nii.gz`` beside them also get projected tumour labels (``OUT/tumour_mask/``) and bone
+line integrals (``OUT/bone_path/``, g/cm^2), always as NIfTI.
 
 ``--ct-dir`` takes a folder of ``<ID>/ct.nii.gz`` subjects, a folder of CT files, or a CSV with
 columns subject_id, ct. Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``

@@ -31,7 +31,8 @@ def test_distances_match_closed_forms():
 def test_union_region_equals_the_full_grid_minimum_near_the_shapes():
     canvas = _grid()
     x, y, z = canvas.q
-    segments = [(np.array([-10.0, 0, 0]), np.array([5.0, 3.0, 0]), 3.0), (np.array([5.0, 3.0, 0]), np.array([8.0, -9, 6]), 2.0)]
+    segments = [(np.array([-10.0, 0, 0]), np.array([5.0, 3.0, 0]), 3.0),
+                (np.array([5.0, 3.0, 0]), np.array([8.0, -9, 6]), 2.0)]
     slices, sdf = canvas.union_of_capsules(segments)
     full = np.minimum(*(capsule_sdf(x, y, z, a, b, r) for a, b, r in segments))
     near = full[slices] < 1.0

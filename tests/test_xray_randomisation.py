@@ -12,8 +12,8 @@ import torch
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset, render_pair
 from pipeline.xray.physics import cancellation_weight, xray_images
-from pipeline.xray.randomisation import PhysicsDraw, PhysicsRanges, draw_physics, physics_rng
 from pipeline.xray.radiograph import RealismConfig
+from pipeline.xray.randomisation import PhysicsDraw, PhysicsRanges, draw_physics, physics_rng
 from transforms.drr import ProjectionGeometry
 
 
