@@ -1,9 +1,9 @@
 """Chest dual-energy quality per wall-clock minute: each named recipe trained for the same budget, scored on
 held-out chest phantoms and on DRRs of the real chest CT.
 
-    python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 128]
-        [--views 48] [--test-views 12] [--real-ct-dir data/chest_ct] [--real-variants] [--data RUN]
-        [--out runs/chest-<time>]
+    python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 256]
+        [--train-subjects 24] [--views 24] [--test-views 12] [--physics fixed|random] [--real-ct-dir data/chest_ct]
+        [--real-variants] [--data RUN] [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
 
@@ -12,20 +12,25 @@ Steps, all through the commands a user runs (printed before they run):
 2. DRRs with ``scripts.make_drr_dataset --preset chest`` (views within +-10 deg of AP, shifts, tilts,
    scatter, quantum noise, detector blur) at ``--size`` pixels with one detector pitch for every set (the
    phantoms' 400 mm field of view fills the detector; the real CT keeps its own size in mm): ``--views``
-   per training/validation CT, ``--test-views`` per test CT and of each real CT in ``--real-ct-dir``
-   (deformed variants ``<ID>-Dnn`` there are left out: they are augmentation, not test cases). Two
-   manifests: ``drr/phantoms.csv`` (train / val / test) and ``drr/real.csv`` (the same training rows, the
-   real CT as test: the SE baseline is fitted on the training split, the real CT never trains);
+   per training/validation CT, all from the preset's one system (``--physics fixed``, the default: it won on
+   the held-out and real-CT tests) or each image's kVp pair, filtration, scatter, dose and blur drawn from
+   the documented ranges (``--physics random``, ``make_drr_dataset --random-physics``), ``--test-views`` per test CT and of each real CT in ``--real-ct-dir`` (always the preset's system)
+   (deformed variants ``<ID>-Dnn`` there are left out: they are augmentation, not test cases), and the
+   held-out phantoms once more with each view's system drawn (``--random-physics``, another seed): does the
+   model know only one simulator? Three manifests: ``drr/phantoms.csv`` (train / val / test),
+   ``drr/real.csv`` and ``drr/systems.csv`` (the same training rows, the real CT or the drawn-system views
+   as test: the SE baseline is fitted on the training split, the real CT never trains);
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);
    ``--data RUN`` skips steps 1-2 and trains on an earlier run's ``RUN/drr`` sets (the same pixels for
    every recipe compared across runs; the data options are then the earlier run's);
 3. per recipe (a dict of ``train.json`` overrides, :data:`RECIPES`, plus any ``--override KEY=VALUE``):
-   ``train.json --max_minutes M``, then ``inference.json`` and ``evaluate.json`` on each test set;
+   ``train.json --max_minutes M``, then ``inference.json`` (network settings from the model card) and
+   ``evaluate.json`` on each test set;
 4. ``chest.csv`` (one row per recipe and test set, the SE-scaled baseline included), ``chest.md`` (DE-soft
-   PSNR / SSIM / MAE, bone leak whole-image and below 10 mm, soft gain, tumour CNR predicted vs true vs SE
-   overall and behind ribs) and ``chest.png`` (validation DE-soft MAE over training minutes per recipe,
+   PSNR / SSIM / MAE, bone leak whole-image and below 10 mm, soft gain, DE-bone edge gain, tumour CNR
+   predicted vs true vs SE overall and behind ribs) and ``chest.png`` (validation DE-soft MAE over training minutes per recipe,
    held-out MAE at the end).
 
 The real CT has no tumour labels: its CNR columns stay empty. Minutes are wall clock on whatever else the
@@ -35,8 +40,6 @@ machine is doing, hence the iterations column.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -50,132 +53,28 @@ from scripts.benchmark_common import (
     plot_curves,
     trained_iterations,
     validation_curve,
-    write_phantom_sets,
 )
-from scripts.commands import bundle_command, command_line, module_command, run
+from scripts.chest_data import TEST_SETS, add_real_variants, make_data, reused_data
+from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
 #: Recipe name -> ``train.json`` overrides, one difference each from the bundle as shipped ("default": L1
-#: only, lr 5e-4, no dropout, transposed-convolution up-sampling).
+#: only, lr 5e-4, no dropout, base_channels 16, transposed-convolution up-sampling).
 RECIPES: dict[str, dict[str, object]] = {
     "default": {},
     "gan": {"adversarial_start_fraction": 0.0},
     "resize": {"upsample": "resize"},
     "pixelshuffle": {"upsample": "pixelshuffle"},
+    "wide": {"base_channels": 32},
+    "crop128": {"patch_size": 128},
+    "noiseless": {"noiseless_targets": True},
 }
-DEFAULT_RECIPES = ("default", "gan")
+DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the
 #: curve has a point every ~2 minutes here.
 COMMON: dict[str, object] = {"epoch_length": 100, "val_interval": 1}
-#: Overrides that shape the generator: inference must be given the same.
-NETWORK_KEYS = ("num_downs", "base_channels", "dropout", "attention", "upsample")
-#: Image columns of a DRR manifest besides the noiseless references (pipeline.xray.drr_dataset.NOISELESS_KEYS).
-PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path")
 #: DE-soft metrics of the evaluation's results.csv in the table (mean over images).
 SOFT_METRICS = ("psnr", "ssim", "mae", "bone_leak", "bone_leak_fine", "soft_gain")
-TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT"}
-VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
-
-
-def detector_pitch(size: int) -> float:
-    """Detector pitch (mm) at which ``size`` pixels cover the chest phantoms' widest extent (+5 %), as
-    ``make_drr_dataset`` would fit it for a phantom; given explicitly so every set has one scale."""
-    from pipeline.data.phantoms.chest import FOV_MM
-    from pipeline.xray.drr_dataset import DRRDatasetConfig
-
-    config = DRRDatasetConfig()
-    return round(float(FOV_MM.max()) * config.sdd_mm / config.sid_mm * 1.05 / size, 4)
-
-
-def real_ct_list(real_ct_dir: Path, out_csv: Path, *, variants: bool = False) -> Path:
-    """``subject_id, ct`` of the real CTs in ``real_ct_dir``: the originals, or with ``variants`` only their
-    deformed variants (``<ID>-Dnn``, :mod:`pipeline.data.deformation`)."""
-    from pipeline.xray.drr_dataset import find_cts
-
-    cts = [(s, p) for s, p in find_cts(real_ct_dir) if bool(VARIANT_ID.search(s)) == variants]
-    if not cts:
-        what = "no deformed variant (python -m scripts.get_chest_ct --variants K)" if variants else \
-            "no real CT besides deformed variants"
-        raise ValueError(f"{real_ct_dir}: {what}")
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"subject_id": [s for s, _ in cts], "ct": [str(Path(p).resolve()) for _, p in cts]}).to_csv(
-        out_csv, index=False)
-    return out_csv
-
-
-def render(ct_source: Path, out: Path, *, views: int, size: int, pitch: float, seed: int,
-           volume_spacing: float | None = None) -> dict[str, float]:
-    """DRR pairs of every CT in ``ct_source`` with the chest preset; ``{"pairs", "seconds"}``."""
-    args = ["--ct-dir", ct_source, "--out", out, "--preset", "chest", "--projections-per-ct", views,
-            "--size", size, "--pitch", pitch, "--seed", seed, "--val-fraction", 0, "--test-fraction", 0]
-    if volume_spacing:
-        args += ["--volume-spacing", volume_spacing]
-    seconds = run(module_command("scripts.make_drr_dataset", *args))
-    return {"pairs": len(pd.read_csv(out / "manifest.csv")), "seconds": seconds}
-
-
-def relocated(manifest: Path, root: Path, split: Mapping[str, str] | str | None) -> pd.DataFrame:
-    """Rows of a DRR ``manifest`` with image paths relative to ``root`` and ``split`` (one for all, per
-    subject ID, or None to keep the manifest's)."""
-    from pipeline.xray.drr_dataset import NOISELESS_KEYS
-
-    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    for key in (k for k in (*PATH_KEYS, *NOISELESS_KEYS) if k in table):
-        table[key] = [os.path.relpath((manifest.parent / v).resolve(), root.resolve()) if v else "" for v in table[key]]
-    if split is not None:
-        table["split"] = [split if isinstance(split, str) else split[s] for s in table["subject_id"]]
-    return table
-
-
-def write_manifest(parts: Sequence[pd.DataFrame], path: Path) -> Path:
-    """One pair manifest of ``parts`` (columns a part lacks, e.g. tumour labels of a real CT, are empty)."""
-    pd.concat(parts, ignore_index=True).fillna("").to_csv(path, index=False)
-    return path
-
-
-def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict[str, float]]]:
-    """Phantoms, DRR sets and the two manifests (module docstring); ``({test set: manifest}, render times)``."""
-    from pipeline.data.phantoms.chest import SUBJECT_ID_PREFIX
-    from pipeline.data.phantoms.chest_dataset import write_chest_dataset
-
-    trainval, _ = write_phantom_sets(
-        write_chest_dataset, out / "phantoms", n_trainval=args.train_subjects + args.val_subjects,
-        n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed, size=args.phantom_size,
-        test_id=lambda i: f"{SUBJECT_ID_PREFIX}{901 + i:03d}")
-    ids = sorted(f.name for f in trainval)
-    trainval_split = {s: "train" if i < args.train_subjects else "val" for i, s in enumerate(ids)}
-    drr, pitch = out / "drr", detector_pitch(args.size)
-    options = {"size": args.size, "pitch": pitch}
-    timing = {"phantoms train/val": render(out / "phantoms" / "trainval", drr / "trainval", views=args.views,
-                                           seed=args.train_seed, **options),
-              "phantoms test": render(out / "phantoms" / "test", drr / "test", views=args.test_views,
-                                      seed=args.test_seed, **options),
-              "real CT": render(real_ct_list(args.real_ct_dir, drr / "real_cts.csv"), drr / "real",
-                                views=args.test_views, seed=args.test_seed, volume_spacing=args.real_volume_spacing,
-                                **options)}
-    train_rows = relocated(drr / "trainval" / "manifest.csv", drr, trainval_split)
-    manifests = {
-        "phantoms": write_manifest([train_rows, relocated(drr / "test" / "manifest.csv", drr, "test")],
-                                   drr / "phantoms.csv"),
-        "real": write_manifest([train_rows[train_rows["split"] == "train"],
-                                relocated(drr / "real" / "manifest.csv", drr, "test")], drr / "real.csv"),
-    }
-    return manifests, timing
-
-
-def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argparse.Namespace,
-                      ) -> tuple[dict[str, Path], dict[str, float]]:
-    """DRRs of the real CT's deformed variants (``--views`` each) added to the training split of both
-    manifests, written anew in ``out/drr_variants``; ``({test set: manifest}, render time)``. The real-CT
-    test is then no longer held out (the variants are that patient)."""
-    folder = out / "drr_variants"
-    pitch = float(pd.read_csv(manifests["phantoms"])["pixel_spacing_mm"].iloc[0])  # the sets' one scale
-    timing = render(real_ct_list(args.real_ct_dir, folder / "variant_cts.csv", variants=True), folder / "variants",
-                    views=args.views, size=args.size, pitch=pitch, seed=args.train_seed + 1,
-                    volume_spacing=args.real_volume_spacing)
-    variants = relocated(folder / "variants" / "manifest.csv", folder, "train")
-    return {name: write_manifest([relocated(manifest, folder, None), variants], folder / f"{name}.csv")
-            for name, manifest in manifests.items()}, timing
 
 
 def scores(results_csv: Path) -> dict[str, dict[str, float]]:
@@ -187,6 +86,8 @@ def scores(results_csv: Path) -> dict[str, dict[str, float]]:
 
     df = pd.read_csv(results_csv)
     soft = df[df["region"] == "de_soft"]
+    edges = df[(df["region"] == "de_bone") & (df["metric"] == "edge_gain")]
+    checker = df[(df["region"] == "de_bone") & (df["metric"] == "checkerboard_ratio")]
     cnr = df[df["metric"] == "cnr"]
     behind = set(cnr.loc[cnr["region"] == "tumour_behind_rib", "image_id"])
     per_tumour = cnr[cnr["region"] == "tumour"].pivot_table(index="image_id", columns="method", values="value")
@@ -194,7 +95,9 @@ def scores(results_csv: Path) -> dict[str, dict[str, float]]:
     for method in ("pix2pix", "se_scaled"):
         mine = soft[soft["method"] == method].groupby("metric")["value"].mean()
         row = {"images": int(soft.loc[soft["method"] == method, "image_id"].nunique()),
-               **{name: float(mine.get(name, float("nan"))) for name in SOFT_METRICS}}
+               **{name: float(mine.get(name, float("nan"))) for name in SOFT_METRICS},
+               "bone_edge_gain": float(edges.loc[edges["method"] == method, "value"].mean()),
+               "bone_checkerboard": float(checker.loc[checker["method"] == method, "value"].mean())}
         if method in per_tumour and "true_de_soft" in per_tumour and "se_scaled" in per_tumour:
             tumours = [{"behind_rib": image_id in behind, "cnr_pred": r[method], "cnr_true": r["true_de_soft"],
                         "cnr_se": r["se_scaled"]} for image_id, r in per_tumour.iterrows()]
@@ -229,9 +132,11 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, details: str
                    titles: Mapping[str, str] = TEST_SETS) -> Path:
     """``chest.md``: one table per test set (recipes, then the baseline once, then the issue's targets)."""
     header = ["recipe", "overrides", "iterations", "DE-soft PSNR dB", "SSIM", "MAE (log)", "bone leak",
-              "bone leak < 10 mm", "soft gain", "CNR pred / true / SE", "CNR pred ÷ true",
+              "bone leak < 10 mm", "soft gain", "DE-bone edge gain", "CNR pred / true / SE", "CNR pred ÷ true",
               "behind rib: CNR pred / true / SE", "pred ÷ true", "pred > SE (fraction)"]
-    target = ["target (issue 13)", "", "", "≥ 33", "≥ 0.95", "", "≤ 0.05", "", "", "", "0.85–1.15", "", "", "> SE"]
+    targets = {"phantoms": ["target (issue 20)", "", "", "≥ 38", "", "", "", "≤ 0.05", "", "1", "", "", "", "",
+                            "> SE"],
+               "real": ["target (issue 20)", "", "", "≥ 33", "", "", "≤ 0.25", "", "", "1", "", "", "", "", ""]}
     lines = [f"{measured_on(command)}. {details}", ""]
     for test_set, title in titles.items():
         chosen = rows[rows["test_set"] == test_set]
@@ -245,10 +150,10 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, details: str
         lines += [heading, ""]
         body = [[r.recipe, r.overrides, cell(r.iterations, "{:.0f}"), cell(r.psnr), cell(r.ssim, "{:.3f}"),
                  cell(r.mae, "{:.3f}"), cell(r.bone_leak, "{:.3f}"), cell(r.bone_leak_fine, "{:.3f}"),
-                 cell(r.soft_gain, "{:+.3f}"), _triple(r.cnr_pred, r.cnr_true, r.cnr_se),
+                 cell(r.soft_gain, "{:+.3f}"), cell(r.bone_edge_gain), _triple(r.cnr_pred, r.cnr_true, r.cnr_se),
                  cell(r.cnr_ratio), _triple(r.cnr_pred_behind_rib, r.cnr_true_behind_rib, r.cnr_se_behind_rib),
                  cell(r.cnr_ratio_behind_rib), cell(r.pred_above_se_behind_rib)] for r in chosen.itertuples()]
-        lines += [*markdown_table(header, [*body, target]), ""]
+        lines += [*markdown_table(header, [*body, *([targets[test_set]] if test_set in targets else [])]), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -285,15 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=sorted(RECIPES))
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="train.json overrides for every recipe (network keys reach inference too)")
-    p.add_argument("--size", type=int, default=128, help="DRR detector pixels per side")
-    p.add_argument("--views", type=int, default=48, help="DRR views per training / validation phantom")
+    p.add_argument("--size", type=int, default=256, help="DRR detector pixels per side")
+    p.add_argument("--views", type=int, default=24, help="DRR views per training / validation phantom")
+    p.add_argument("--physics", choices=("random", "fixed"), default="fixed",
+                   help="training/validation DRRs: each image's system drawn from the documented ranges, or the "
+                        "preset's one system (test sets always use the preset's)")
     p.add_argument("--test-views", type=int, default=12, help="DRR views per held-out phantom and real CT")
     p.add_argument("--phantom-size", default="default", help="chest phantom grid preset (default: 2.5 mm; tiny)")
     p.add_argument("--real-ct-dir", type=Path, default=Path("data/chest_ct"),
                    help="real chest CTs (<ID>/ct.nii.gz; scripts.get_chest_ct writes one)")
     p.add_argument("--real-volume-spacing", type=float, default=2.0,
                    help="block-average the real CT to at least this spacing (mm) before projecting")
-    p.add_argument("--train-subjects", type=int, default=12)
+    p.add_argument("--train-subjects", type=int, default=24)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
     p.add_argument("--train-seed", type=int, default=0)
@@ -304,15 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None,
                    help="reuse the phantoms and DRRs of an earlier run of this benchmark (its --out folder)")
     return p
-
-
-def reused_data(run_dir: Path) -> dict[str, Path]:
-    """``{test set: manifest}`` of an earlier run's ``run_dir/drr`` (``make_data``'s layout)."""
-    manifests = {name: run_dir / "drr" / f"{name}.csv" for name in TEST_SETS}
-    missing = [str(p) for p in manifests.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"--data {run_dir}: no {', '.join(missing)} (not a benchmark_chest output folder)")
-    return manifests
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         manifests, timing = make_data(args.out, args=args)
         data = (f"Chest phantoms {args.phantom_size}: {args.train_subjects} train / {args.val_subjects} val "
-                f"(seed {args.train_seed}) × {args.views} views, {args.test_subjects} held-out (seed {args.test_seed}) "
-                f"and the real CT × {args.test_views} views; DRRs {args.size} px, `--preset chest`; rendering "
+                f"(seed {args.train_seed}) × {args.views} views ({args.physics} physics), {args.test_subjects} "
+                f"held-out (seed {args.test_seed}) and the real CT × {args.test_views} views; DRRs {args.size} px, "
+                "`--preset chest`; rendering "
                 + ", ".join(f"{k} {v['pairs']} pairs in {v['seconds']:.0f} s ({v['pairs'] / v['seconds']:.2f} "
                             "pairs/s with start-up)" for k, v in timing.items()))
     if args.real_variants:
@@ -361,11 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides, work = {**RECIPES[name], **extra}, args.out / name
         train_minutes = run(bundle_command(BUNDLE / "train.json", dataset=manifests["phantoms"], output_dir=work,
                                            max_minutes=args.minutes, **{**COMMON, **overrides})) / 60.0
-        network = {k: v for k, v in overrides.items() if k in NETWORK_KEYS}
         for test_set, manifest in manifests.items():
             predictions, evaluation = work / f"predictions_{test_set}", work / f"evaluation_{test_set}"
             run(bundle_command(BUNDLE / "inference.json", input=manifest, split="test", output_dir=work,
-                               prediction_dir=predictions, **network))
+                               prediction_dir=predictions))
             run(bundle_command(BUNDLE / "evaluate.json", dataset=manifest, split="test", output_dir=work,
                                prediction_dir=predictions, evaluation_dir=evaluation))
             rows += result_rows(name, RECIPES[name], test_set=test_set, results_csv=evaluation / "results.csv",

@@ -36,7 +36,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.manifest import load_split
-from scripts.benchmark_common import cell, markdown_table, measured_on, plot_curves, trained_iterations, validation_curve
+from scripts.benchmark_common import (
+    cell,
+    markdown_table,
+    measured_on,
+    plot_curves,
+    trained_iterations,
+    validation_curve,
+)
 from scripts.commands import bundle_command, command_line, run
 from scripts.quality_data import PHANTOMS, default_size, existing_manifests, make_data, training_fit_manifest
 from scripts.quality_recipes import COMMON, DEFAULT_RECIPES, RECIPES

@@ -12,8 +12,10 @@ Examples::
 
 ``--preset chest`` (the chest task's recipe): 200 views per CT around AP (angles -10..10 deg, shifts
 +-10 mm, cranio-caudal tilts +-5 deg), realism on (scatter, quantum noise, detector blur); any option
-given explicitly still wins. CTs with ``tumours.nii.gz`` beside them also get projected tumour labels
-(``OUT/tumour_mask/``) and bone line integrals (``OUT/bone_path/``, g/cm^2), always as NIfTI.
+given explicitly still wins. ``--random-physics`` draws every image's kVp pair, filtration, scatter, dose
+and detector blur (training data that does not teach one simulator; docs/xray_physics.md, section 8).
+CTs with ``tumours.nii.gz`` beside them also get projected tumour labels (``OUT/tumour_mask/``) and bone
+line integrals (``OUT/bone_path/``, g/cm^2), always as NIfTI.
 
 ``--ct-dir`` takes a folder of ``<ID>/ct.nii.gz`` subjects, a folder of CT files, or a CSV with
 columns subject_id, ct. Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``
@@ -35,6 +37,7 @@ from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
 from pipeline.xray.radiograph import RealismConfig
+from pipeline.xray.randomisation import PhysicsRanges
 
 #: Option defaults per ``--preset``; explicit options override them.
 PRESETS: dict[str, dict] = {
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mas-high", type=float, default=realism.mas_high, help="mAs of the 120 kVp (SE, DE high) exposure")
     p.add_argument("--mas-low", type=float, default=realism.mas_low, help="mAs of the 60 kVp (DE low) exposure")
     p.add_argument("--spr", type=float, default=realism.spr, help="scatter-to-primary ratio at log attenuation 4")
+    p.add_argument("--random-physics", action=argparse.BooleanOptionalAction, default=False,
+                   help="draw each image's kVp pair, filtration, scatter, dose and blur from the documented ranges "
+                        "(pipeline/xray/randomisation.py; implies realism; overrides --kvp-*, --mas-*, --spr)")
     p.add_argument("--volume-spacing", type=float, default=None,
                    help="block-average the CT to at least this spacing (mm) before projecting (faster)")
     p.add_argument("--kvp-se", type=float, default=defaults.kvp_se)
@@ -127,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         max_shift_mm=args.max_shift, volume_spacing_mm=args.volume_spacing, kvp_se=args.kvp_se,
         kvp_low=args.kvp_low, kvp_high=args.kvp_high, image_format=args.format, png_scale=args.png_scale,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, max_tilt_deg=args.max_tilt,
-        realism=RealismConfig(mas_high=args.mas_high, mas_low=args.mas_low, spr=args.spr) if args.realism else None)
+        realism=RealismConfig(mas_high=args.mas_high, mas_low=args.mas_low, spr=args.spr) if args.realism else None,
+        physics_ranges=PhysicsRanges() if args.random_physics else None)
     start = time.perf_counter()
     try:
         manifest = build_drr_dataset(args.ct_dir, args.out, config=config, overwrite=args.overwrite,

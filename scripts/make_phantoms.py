@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-
 from functools import partial
+from pathlib import Path
 
 from pipeline.data.phantoms import chest, chest_dataset, detailed_head, head
 from pipeline.data.phantoms.mr_acquisition import FAMILIES
@@ -34,7 +33,7 @@ ANATOMIES = {
     "detailed_head": (detailed_head.SIZES, detailed_head.write_detailed_dataset, detailed_head.save_detailed_montage,
                       "1mm 184x216x208 @ 1 mm (default), 2mm, tiny 46x54x52 @ 4 mm"),
     "chest": (chest.SIZES, chest_dataset.write_chest_dataset, chest_dataset.save_chest_montage,
-              "default 160x112x144 @ 2.5 mm, tiny 50x35x45 @ 8 mm (400x280x360 mm FOV)"),
+              "default 160x128x144 @ 2.5 mm, tiny 50x40x45 @ 8 mm (400x320x360 mm FOV)"),
 }
 
 

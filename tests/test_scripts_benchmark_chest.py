@@ -8,17 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scripts.benchmark_chest import (
-    parse_overrides,
-    real_ct_list,
-    relocated,
-    result_rows,
-    reused_data,
-    scores,
-    write_manifest,
-    write_markdown,
-)
+from scripts.benchmark_chest import parse_overrides, result_rows, scores, write_markdown
 from scripts.benchmark_common import cell
+from scripts.chest_data import real_ct_list, relocated, reused_data, write_manifest
 
 
 def _results(path: Path, *, tumours: bool) -> Path:
@@ -30,6 +22,7 @@ def _results(path: Path, *, tumours: bool) -> Path:
                                   ("soft_gain", 0.04), ("bone_leak_fine", 0.2)):
                 rows.append((method, "2TP901", image, "de_soft", metric, value))
             rows.append((method, "2TP901", image, "de_bone", "psnr", 99.0))  # another region: not in the table
+            rows.append((method, "2TP901", image, "de_bone", "edge_gain", 0.7 + offset / 10))  # this one is
     if tumours:
         cnr = {"pix2pix": (1.0, 2.0, 3.0), "true_de_soft": (1.0, 1.0, 2.0), "se_scaled": (0.5, 3.0, 1.0)}
         for method, values in cnr.items():
@@ -46,6 +39,7 @@ def test_scores_average_images_and_compare_tumour_cnr(tmp_path: Path):
     got = scores(_results(tmp_path / "results.csv", tumours=True))
     model, baseline = got["pix2pix"], got["se_scaled"]
     assert model["images"] == 2 and model["psnr"] == pytest.approx(31.0) and model["bone_leak"] == pytest.approx(0.1)
+    assert model["bone_edge_gain"] == pytest.approx(0.8)
     assert model["tumours"] == 3 and model["tumours_behind_rib"] == 1
     assert model["cnr_pred"] == pytest.approx(2.0) and model["cnr_true"] == pytest.approx(4 / 3)
     assert model["cnr_se"] == pytest.approx(1.5) and model["cnr_ratio"] == pytest.approx(1.5)  # ratio of means
@@ -72,8 +66,9 @@ def test_markdown_has_one_table_per_test_set_and_empty_cnr_without_tumour_labels
     assert "| 2.00 / 1.33 / 1.50 | 1.50 |" in resize and "| upsample=resize | 900 | 31.00 | 0.900 |" in resize
     real_resize = next(line for line in real.splitlines() if line.startswith("| resize |"))
     cells = [c.strip() for c in real_resize.strip("|").split("|")]
-    assert cells[3] == "31.00" and cells[7:9] == ["0.200", "+0.040"] and cells[9:] == [""] * 5  # metrics there, CNR columns empty
-    assert "| target (issue 13) |" in real
+    assert cells[3] == "31.00" and cells[7:10] == ["0.200", "+0.040", "0.80"]  # metrics there ...
+    assert cells[10:] == [""] * 5  # ... CNR columns empty
+    assert "| target (issue 20) |" in real and "≤ 0.25" in real
 
 
 def test_manifests_are_rebased_and_split(tmp_path: Path):

@@ -62,6 +62,8 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
     assert set(torch.load(out / "models" / "model.pt", weights_only=True)) == set(checkpoint["generator"])
     card = json.loads((out / "models" / "xray_model.json").read_text())
     assert card["target_keys"] == ["de_soft", "de_bone"]
+    assert card["network"] == {"num_downs": 4, "base_channels": 8, "upsample": "transpose", "attention": False,
+                               "norm": "instance", "dropout": 0.0}
     se_max = max(load_image_2d(r["se"]).max() for r in load_records(drr, keys=["se"], split="train"))
     assert card["windows"]["image"][0] <= 0.0 < se_max < card["windows"]["image"][1]
 
@@ -69,8 +71,15 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
     assert "resuming from" in log
     assert torch.load(out / "checkpoints" / "latest.pt", weights_only=True)["trainer"]["iteration"] == 6
 
-    infer = ["--input", str(drr), "--split", "val", "--output_dir", str(out), *NET]
+    infer = ["--input", str(drr), "--split", "val", "--output_dir", str(out)]  # network settings: from the card
     run_bundle("inference.json", *infer, "--formats", "['nii.gz','png']", "--png_scale", "0.0002")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"), *infer,
+           "--num_downs", "5", "--prediction_dir", str(tmp_path / "other")]
+    refused = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr  # one clear line, not a state-dict page
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "error: num_downs = 5 was asked for, but the model was trained with num_downs = 4")
+    assert not (tmp_path / "other").exists()
     held_out = load_records(drr, keys=["se", "de_soft", "de_bone"], split="val")
     for record in held_out:
         for key in ("de_soft", "de_bone"):

@@ -133,3 +133,30 @@ def test_the_model_card_records_the_split_and_a_resumed_run_keeps_it(tmp_path: P
     assert split_settings(None, seed=2, test_fraction=None) == {**DEFAULT_SPLIT_SETTINGS, "seed": 2}  # as given
     with pytest.raises(InputError, match="--val_fraction 0.1: the model was trained with val_fraction 0.2"):
         split_settings(card, val_fraction=0.1)
+def test_noiseless_targets_read_the_references_under_the_target_names(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipeline.errors import InputError
+    from pipeline.io.images2d import save_image_2d
+    from pipeline.xray.data import training_records
+
+    rows = []
+    for i in range(2):
+        row = {"subject_id": f"S{i}", "projection_id": f"S{i}_p000", "split": "train"}
+        for key, value in (("se", 3.0), ("de_soft", 2.0), ("de_bone", 1.0), ("de_soft_noiseless", 2.5),
+                           ("de_bone_noiseless", 0.5)):
+            save_image_2d(np.full((8, 8), value + i, np.float32), tmp_path / key / f"S{i}.nii.gz")
+            row[key] = f"{key}/S{i}.nii.gz"
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    plain = training_records(tmp_path / "m.csv", image_key="se", target_keys=["de_soft", "de_bone"], split="train")
+    clean = training_records(tmp_path / "m.csv", image_key="se", target_keys=["de_soft", "de_bone"], split="train",
+                             noiseless_targets=True)
+    assert plain[0]["de_soft"].endswith("de_soft/S0.nii.gz")
+    assert clean[0]["de_soft"].endswith("de_soft_noiseless/S0.nii.gz")
+    assert clean[1]["de_bone"].endswith("de_bone_noiseless/S1.nii.gz") and clean[1]["se"] == plain[1]["se"]
+    rows[1]["de_bone_noiseless"] = ""  # a CT rendered without realism has no reference
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(InputError, match="S1: no de_bone_noiseless for S1_p000"):
+        training_records(tmp_path / "m.csv", image_key="se", target_keys=["de_soft", "de_bone"], split="train",
+                         noiseless_targets=True)

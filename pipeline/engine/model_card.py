@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError, as_flag
 from pipeline.io.atomic import atomic_write
 
-__all__ = ["VOLATILE_KEYS", "card_hash", "read_model_card", "write_model_card"]
+__all__ = ["VOLATILE_KEYS", "card_hash", "read_model_card", "write_model_card", "check_settings", "find_card"]
 
 
 def _canonical(card: Mapping[str, Any]) -> str:
@@ -63,3 +64,43 @@ def write_model_card(path: str | os.PathLike, card: Mapping[str, Any], *,
                          f"{wanted.get(key)!r} ({len(differing)} entries differ: {', '.join(differing)}); "
                          "use another output_dir or the stored settings")
     return stored
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def check_settings(card: Mapping[str, Any], given: Mapping[str, Any], *, path: str | os.PathLike,
+                   normalise: Callable[[str, Any], Any] | None = None) -> dict[str, Any]:
+    """``given`` inference settings (None = not given, dropped) checked against the ``card``'s values.
+
+    A value the card holds as a bool is read as a flag (the command line hands "false" over as a string),
+    then ``normalise(key, value)`` if given; a value that still differs raises :class:`InputError` in one
+    line naming the setting, both values and the card. Returns the given values, normalised."""
+    out = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if isinstance(card[key], bool):
+            value = as_flag(value, name=key)
+        if normalise is not None:
+            value = normalise(key, value)
+        if not _same(value, card[key]):
+            raise InputError(f"{key} = {value!r} was asked for, but the model was trained with {key} = "
+                             f"{card[key]!r} ({path}); leave {key} unset to use the model card's value")
+        out[key] = value
+    return out
+
+
+def find_card(checkpoint: str | os.PathLike, name: str) -> Path | None:
+    """The card ``name`` for ``checkpoint``: beside it (``models/model.pt``) or, for a training checkpoint
+    in ``checkpoints/``, in the run's ``models/`` folder. None when there is none."""
+    checkpoint = Path(checkpoint)
+    for candidate in (checkpoint.parent / name, checkpoint.parent.parent / "models" / name):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.loaders import planes_for_mode
-from pipeline.engine.model_card import card_hash, read_model_card
-from pipeline.errors import InputError, as_flag
+from pipeline.engine.model_card import card_hash, check_settings, find_card, read_model_card
 from transforms.intensity import HU_MAX, HU_MIN
 from transforms.plane import check_planes
 
@@ -76,19 +75,7 @@ def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing:
 def find_model_card(checkpoint: str | os.PathLike) -> Path | None:
     """The card for ``checkpoint``: ``model_card.json`` beside it (``models/model.pt``) or, for a
     training checkpoint in ``checkpoints/``, in the run's ``models/`` folder. None when there is none."""
-    checkpoint = Path(checkpoint)
-    for candidate in (checkpoint.parent / MODEL_CARD_NAME, checkpoint.parent.parent / "models" / MODEL_CARD_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) == float(b)
-    return a == b
+    return find_card(checkpoint, MODEL_CARD_NAME)
 
 
 def inference_settings(checkpoint: str | os.PathLike, *, card_path: str | os.PathLike | None = None,
@@ -117,12 +104,7 @@ def inference_settings(checkpoint: str | os.PathLike, *, card_path: str | os.Pat
     if [float(v) for v in card["hu_window"]] != [HU_MIN, HU_MAX]:
         raise ValueError(f"{path}: the model was trained in the HU window {card['hu_window']}, this code uses "
                          f"[{HU_MIN:g}, {HU_MAX:g}]")
-    for key, value in given.items():
-        if isinstance(card[key], bool):
-            value = given[key] = as_flag(value, name=key)  # the command line hands "false" over as a string
-        if key == "planes":
-            value = given[key] = list(check_planes(value))  # "all" or one name, as training accepts
-        if not _same(value, card[key]):
-            raise InputError(f"{key} = {value!r} was asked for, but the model was trained with {key} = "
-                             f"{card[key]!r} ({path}); leave {key} unset to use the model card's value")
+    # "all" or one plane name, as training accepts
+    check_settings(card, given, path=path,
+                   normalise=lambda key, value: list(check_planes(value)) if key == "planes" else value)
     return {**{key: card[key] for key in SETTINGS}, "model_id": card_hash(written), "card_path": str(path)}

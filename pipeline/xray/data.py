@@ -194,6 +194,25 @@ def split_settings(card: Mapping[str, Any] | None, **given: float | int | None) 
             raise InputError(f"--{name} {value}: the model was trained with {name} {recorded[name]} (model card); "
                              f"the same folder would be split into other subjects. Leave --{name} out")
     return {**DEFAULT_SPLIT_SETTINGS, **recorded}
+def training_records(source: str | os.PathLike, *, image_key: str, target_keys: Sequence[str], split: str,
+                     noiseless_targets: bool = False, **split_options: Any) -> list[dict[str, Any]]:
+    """:func:`load_records` for training and validation. With ``noiseless_targets`` each target is read from
+    its noiseless reference (``<key>_noiseless``, written by the DRR builder with realism: the same chain
+    without quantum noise), i.e. the network learns the *expected* DE image; the records keep the target
+    names, so nothing downstream changes. Evaluation still scores against the noisy DE images (PSNR, SSIM,
+    CNR) and fits the bone leak on the noiseless ones. Raises :class:`pipeline.errors.InputError` naming the
+    image when a reference is missing."""
+    columns = {key: f"{key}_noiseless" if noiseless_targets else key for key in target_keys}
+    keys = [image_key, *columns.values()]
+    records = load_records(source, keys=keys, split=split, check_files=False, **split_options)
+    for record in records:  # before the headers are read: a missing reference, not an odd file type
+        for column in columns.values():
+            if Path(record[column]).is_dir():  # an empty cell resolves to the manifest's folder
+                raise InputError(f"{record['subject_id']}: no {column} for {record['image_id']} in {source} "
+                                 "(noiseless_targets needs DRRs rendered with realism)")
+    check_pair_headers(records, keys=keys)
+    return [{**{k: v for k, v in record.items() if k not in columns.values()},
+             **{key: record[column] for key, column in columns.items()}} for record in records]
 
 
 def fit_windows(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
@@ -219,7 +238,8 @@ def read_windows(card: Mapping[str, Any]) -> dict[str, IntensityWindow]:
 def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.PathLike, image_key: str,
                   target_keys: Sequence[str], windows: Mapping[str, Sequence[float]] | None = None,
                   png_scale: float | Mapping[str, float] | None = None,
-                  split: Mapping[str, float] | None = None) -> dict[str, Any]:
+                  split: Mapping[str, float] | None = None, network: Mapping[str, Any] | None = None,
+                  noiseless_targets: bool = False) -> dict[str, Any]:
     """The model card for this training run, computed without writing anything (configs resolve it;
     :func:`pipeline.engine.model_card.write_model_card` stores it when training starts).
 
@@ -227,7 +247,9 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
     it must name the same keys. ``windows`` (``{"image": [lo, hi], "target": [lo, hi]}``) fixes the
     windows instead of fitting them on ``records``; it must agree with an existing card. ``split``
     (``val_fraction``, ``test_fraction``, ``seed``) is recorded so that inference and evaluation split a
-    folder into the same subjects (:func:`split_settings`); a resumed run must use the same.
+    folder into the same subjects (:func:`split_settings`); a resumed run must use the same. ``network``: the
+    generator's settings (:func:`pipeline.xray.model_card.network_card`), stored for inference; they must
+    agree with an existing card that has them. ``noiseless_targets`` is recorded (:func:`training_records`).
     """
     card_path = Path(card_path)
     fixed = None if windows is None else {k: IntensityWindow(*v) for k, v in windows.items()}
@@ -243,13 +265,21 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
         if fixed is not None and fixed != read_windows(card):
             raise InputError(f"{card_path}: stored windows {card['windows']} differ from the configured "
                              f"{ {k: w.as_list() for k, w in fixed.items()} }")
+        stored = card.get("network")
+        if network is not None and stored is not None and dict(stored) != dict(network):
+            key = next(k for k in sorted(set(stored) | set(network)) if stored.get(k) != network.get(k))
+            raise ValueError(f"{card_path}: the model in this output folder was trained with {key} = "
+                             f"{stored.get(key)!r}, this run asks for {network.get(key)!r}; use another output_dir")
         return card
     fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
     return {"image_key": image_key, "target_keys": list(target_keys),
             "windows": {k: w.as_list() for k, w in fitted.items()},
             "normalisation": "unit = 2 * (value - lo) / (hi - lo) - 1; value = (unit + 1) / 2 * (hi - lo) + lo",
             "fitted_on": None if fixed else f"{len(records)} training pairs (0.01/99.99 percentiles + 10 % margin)",
-            **({"split": split} if split is not None else {})}
+            **({"split": split} if split is not None else {}),
+            **({"network": dict(network)} if network is not None else {}),
+            **({"targets": "noiseless references (<key>_noiseless): the expected DE images"}
+               if noiseless_targets else {})}
 
 
 class ScaleToUnitd(MapTransform):
@@ -356,6 +386,7 @@ def body_mask_2d(image: np.ndarray | torch.Tensor, *, fraction: float = 0.05) ->
 
 __all__: Sequence[str] = [
     "TARGET_KEY", "DEFAULT_IMAGE_KEY", "DEFAULT_TARGET_KEYS", "MODEL_CARD_NAME", "ALL_SPLITS", "DEFAULT_SPLIT_SETTINGS",
-    "IntensityWindow", "fit_window", "fit_windows", "select_split", "load_records", "split_settings", "read_windows", "training_card", "ScaleToUnitd",
+    "IntensityWindow", "fit_window", "fit_windows", "select_split", "load_records", "training_records", "split_settings",
+    "read_windows", "training_card", "ScaleToUnitd",
     "training_transforms", "validation_transforms", "body_mask_2d", "BodyMask2Dd",
 ]

@@ -39,8 +39,9 @@ from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
 from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
 from pipeline.io.volumes import read_volume
-from pipeline.xray.physics import DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics, xray_images
+from pipeline.xray.physics import AL_FILTER_MM, DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics, xray_images
 from pipeline.xray.radiograph import RealismConfig, realistic_xray_images
+from pipeline.xray.randomisation import PhysicsDraw, PhysicsRanges, draw_physics, physics_rng
 from transforms.drr import (
     MATERIAL_NAMES,
     ProjectionGeometry,
@@ -70,7 +71,9 @@ class DRRDatasetConfig:
     ``de_bone_noiseless`` (:data:`NOISELESS_KEYS`: the same chain without quantum noise), the references
     of the bone-leak metric, never training targets. A CT with ``tumours.nii.gz`` beside it (chest
     phantoms) also gets ``tumour_mask`` (projected labels) and ``bone_path`` (bone line integral, g/cm^2)
-    images.
+    images. ``physics_ranges``: draw each image's kVp pair, filtration and realism
+    (:mod:`pipeline.xray.randomisation`) instead of using ``kvp_*``, ``al_filter_mm`` and ``realism``;
+    the draw is written to the manifest (``kvp_low``, ``kvp_high``, ``al_filter_mm``, ``spr`` ...).
     """
 
     projections_per_ct: int = 8
@@ -93,6 +96,8 @@ class DRRDatasetConfig:
     keys: tuple[str, ...] = field(default=DEFAULT_KEYS)
     max_tilt_deg: float = 0.0
     realism: RealismConfig | None = None
+    al_filter_mm: float = AL_FILTER_MM
+    physics_ranges: PhysicsRanges | None = None
 
     def __post_init__(self) -> None:
         if self.image_format not in ("nii.gz", "nii", "png"):
@@ -184,17 +189,23 @@ def sample_geometries(rng: np.random.Generator, config: DRRDatasetConfig, *, pix
 
 
 def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: ProjectionGeometry, *,
-                config: DRRDatasetConfig, seed: int | None = None) -> dict[str, torch.Tensor]:
+                config: DRRDatasetConfig, seed: int | None = None,
+                physics: PhysicsDraw | None = None) -> dict[str, torch.Tensor]:
     """One projection: ``{"se", "de_soft", "de_bone", ...}`` float32 (H, W) log images, plus
     ``bone_path`` (bone line integral, g/cm^2) and, with realism, :data:`NOISELESS_KEYS`. ``seed``: the
-    realism noise (``config.realism``)."""
+    realism noise. ``physics``: this image's drawn system (the SE image is then its high-kVp exposure);
+    None: ``config``'s kVps, filtration and realism."""
     lines = project_line_integrals(densities, affine, geometry)
-    images = xray_images(lines, kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high,
-                         materials=MATERIAL_NAMES)
-    if with_realism(config):
-        options = {"config": config.realism, "pixel_spacing_mm": geometry.pixel_spacing_mm[0],
-                   "sdd_mm": geometry.sdd_mm, "kvp_se": config.kvp_se, "kvp_low": config.kvp_low,
-                   "kvp_high": config.kvp_high}
+    if physics is not None:
+        kvps = {"kvp_se": physics.kvp_high, "kvp_low": physics.kvp_low, "kvp_high": physics.kvp_high}
+        al, realism = physics.al_filter_mm, physics.realism
+    else:
+        kvps = {"kvp_se": config.kvp_se, "kvp_low": config.kvp_low, "kvp_high": config.kvp_high}
+        al, realism = config.al_filter_mm, config.realism
+    images = xray_images(lines, **kvps, materials=MATERIAL_NAMES, al_filter_mm=al)
+    if realism is not None and realism.enabled:
+        options = {"config": realism, "pixel_spacing_mm": geometry.pixel_spacing_mm[0],
+                   "sdd_mm": geometry.sdd_mm, "al_filter_mm": al, **kvps}
         expected = realistic_xray_images({k: images[k] for k in ("low", "high")}, noiseless=True, **options)
         images = realistic_xray_images(images, seed=seed, **options)
         images.update({f"{k}_noiseless": expected[k] for k in ("de_soft", "de_bone")})
@@ -203,7 +214,8 @@ def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: Projectio
 
 
 def with_realism(config: DRRDatasetConfig) -> bool:
-    return config.realism is not None and config.realism.enabled
+    """Whether the pairs get realism (and so noiseless references): drawn physics always has it."""
+    return config.physics_ranges is not None or (config.realism is not None and config.realism.enabled)
 
 
 def projected_tumour_labels(labels: np.ndarray, affine: np.ndarray, geometry: ProjectionGeometry) -> np.ndarray:
@@ -283,7 +295,10 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         pitch = config.pixel_spacing_mm or fit_pixel_spacing(
             affine, densities.shape[1:], detector_size=config.detector_size, magnification=magnification)
         for p, geometry in enumerate(sample_geometries(rng, config, pixel_spacing_mm=pitch)):
-            images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + len(rows))
+            physics = (draw_physics(physics_rng(config.seed, len(rows)), config.physics_ranges)
+                       if config.physics_ranges is not None else None)
+            images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + len(rows),
+                                 physics=physics)
             row = {"subject_id": subject, "projection_id": f"{subject}_p{p:03d}"}
             extra = {k: images[k] for k in NOISELESS_KEYS if k in images}
             if tumours is not None:
@@ -304,7 +319,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
                         "tilt_deg": round(geometry.tilt_deg, 3),
                         "shift_x_mm": round(geometry.shift_mm[0], 3), "shift_y_mm": round(geometry.shift_mm[1], 3),
                         "shift_z_mm": round(geometry.shift_mm[2], 3), "pixel_spacing_mm": round(pitch, 4),
-                        "ct": str(Path(path).resolve())})
+                        "ct": str(Path(path).resolve()), **(physics.as_row() if physics is not None else {})})
             rows.append(row)
             bar.update(1)
     bar.close()
@@ -315,8 +330,11 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     for key in ("tumour_mask", "bone_path", *NOISELESS_KEYS):  # subjects without tumour labels: empty cells
         if key in table:
             table[key] = table[key].fillna("")
-    metadata = {"config": asdict(config), "physics": describe_physics(
-        kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high),
+    physics = (describe_physics(kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high)
+               if config.physics_ranges is None else
+               "drawn per image from config.physics_ranges: see the manifest's kvp_low, kvp_high, al_filter_mm, "
+               "spr, scatter_sigma_mm, mas_high, mas_low, psf_sigma_mm, quantum_efficiency columns")
+    metadata = {"config": asdict(config), "physics": physics,
         "units": "all images are log attenuation -ln(I/I0) (dimensionless); see docs/xray_physics.md",
         "png": {"value = count * png_scale": config.png_scale} if config.image_format == "png" else None,
         "nifti_axes": "array (H, W): axis 0 = detector rows (superior -> inferior), axis 1 = columns"}

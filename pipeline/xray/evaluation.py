@@ -30,6 +30,12 @@ Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among 
   paths cross both; the slope of soft on bone is ~3 in a chest): the slope of the error on bone alone,
   this module's definition before bundle 0.3.0, reports a gain error as leak (``1.05 * soft`` "leaked" 0.15)
   and let a scaled SE look almost bone-free (0.23).
+- ``edge_gain`` (region = the bone key): how sharp the predicted bone image is, the slope of its edge band
+  (0.5 px blur minus :data:`EDGE_SIGMA_MM` blur) on the noiseless true bone image's (:func:`edge_gain`):
+  1 = as sharp as the truth, ~0.5 = blurred by the band's scale. Reported beside the leak because a model
+  can lower the leak by blurring, and a blurred bone image hides the ribs it should show; and
+  ``checkerboard_ratio``: the period-2 texture transposed convolutions leave, relative to the noiseless
+  true bone image's (:func:`checkerboard_ratio`; ~1 like the truth, >> 1 checkerboard).
 - ``soft_bone_corr``: Pearson correlation of ``pred_soft`` with ``true_bone`` over body pixels, with
   ``soft_bone_corr_true`` (the true soft image; not 0, since thick body paths also cross more bone) and
   ``soft_bone_corr_se`` (the SE image) for reference. It needs no true soft image, but mixes anatomy
@@ -56,78 +62,27 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from pipeline.engine.model_card import read_model_card
 from pipeline.errors import InputError, as_flag
 from pipeline.io.images2d import image_info, load_image_2d
-from pipeline.report import metrics, tables
+from pipeline.report import tables
 from pipeline.xray import visibility
 from pipeline.xray.data import body_mask_2d, load_records, split_settings
+from pipeline.xray.image_measures import (
+    EDGE_SIGMA_MM,
+    FINE_SIGMA_MM,
+    bone_leak_fit,
+    bone_suppression,
+    checkerboard_ratio,
+    edge_gain,
+    image_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Where a prediction is looked for, in this order (the float NIfTI first when several formats were written).
 PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
-#: Scale (mm at the detector) below which ``bone_leak_fine`` measures the leak: a rib is ~10-20 mm wide.
-FINE_SIGMA_MM = 10.0
-SSIM_BORDER = 3
-
-
-def image_metrics(pred: np.ndarray, true: np.ndarray, body: np.ndarray) -> dict[str, float]:
-    """``{"mae", "psnr", "ssim"}`` of ``(H, W)`` images over ``body`` pixels (see the module docstring)."""
-    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    body = np.asarray(body, bool)
-    if pred.shape != true.shape or pred.ndim != 2:
-        raise ValueError(f"expected two (H, W) images of one shape, got {pred.shape} and {true.shape}")
-    lo, hi = float(true.min()), float(true.max())
-    if hi <= lo:
-        hi = lo + 1.0  # a constant true image: any positive range gives the same (perfect or not) MAE
-    smap = metrics.structural_similarity_map(metrics.prepare_for_ssim(pred, body, lo, hi),
-                                             metrics.prepare_for_ssim(true, body, lo, hi), data_range=hi - lo)
-    b = SSIM_BORDER
-    inner = np.zeros_like(body)
-    inner[b:-b, b:-b] = body[b:-b, b:-b]
-    vol = (pred[..., None], true[..., None], body[..., None])  # the masked MAE/PSNR take (X, Y, Z) arrays
-    return {"mae": metrics.mae(*vol), "psnr": metrics.psnr(*vol, hu_range=(lo, hi)),
-            "ssim": float(smap[inner].mean()) if inner.any() else float("nan")}
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denom = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
-
-
-def bone_leak_fit(error: np.ndarray, soft: np.ndarray, bone: np.ndarray) -> tuple[float, float]:
-    """``(leak, gain)`` of the least-squares fit ``error ~ gain * soft + leak * bone + c`` over paired
-    pixel values (1-D arrays; ``error = pred_soft - true_soft``); NaN when soft and bone are collinear
-    or constant (the split between gain and leak is then undefined). Invariant to one affine window
-    applied to all three."""
-    e, s, b = (np.asarray(x, np.float64) - np.mean(x) for x in (error, soft, bone))  # centring = the constant
-    ss, bb, sb, se, be = s @ s, b @ b, s @ b, s @ e, b @ e
-    det = ss * bb - sb * sb
-    if not det > 1e-9 * ss * bb:
-        return float("nan"), float("nan")
-    return float((ss * be - sb * se) / det), float((bb * se - sb * be) / det)
-
-
-def bone_suppression(pred_soft: np.ndarray, true_soft: np.ndarray, true_bone: np.ndarray, body: np.ndarray, *,
-                     fine_sigma_px: float | None = None) -> dict[str, float]:
-    """``{"bone_leak", "soft_gain", "soft_bone_corr"}`` over ``body`` pixels, and ``bone_leak_fine`` with
-    ``fine_sigma_px`` (the Gaussian removed first, in pixels); see the module docstring."""
-    m = np.asarray(body, bool)
-    full = [np.asarray(a, np.float64) for a in (pred_soft, true_soft, true_bone)]
-    p, s, b = (a[m] for a in full)
-    leak, gain = bone_leak_fit(p - s, s, b)
-    out = {"bone_leak": leak, "soft_gain": gain, "soft_bone_corr": _corr(p, b)}
-    if fine_sigma_px is not None:
-        # high-pass before masking: the blur sees the image, not the mask's edge
-        fine = [(a - ndimage.gaussian_filter(a, fine_sigma_px, mode="nearest"))[m] for a in full]
-        out["bone_leak_fine"] = bone_leak_fit(fine[0] - fine[1], fine[1], fine[2])[0]
-    return out
-
-
 def fit_se_baseline(records: Sequence[Mapping[str, Any]], *, image_key: str, target_keys: Sequence[str],
                     png_scale: float | None = None) -> dict[str, float]:
     """``{key: a}`` minimising ``sum (a * SE - target)^2`` over all pixels of ``records`` (training split)."""
@@ -203,6 +158,7 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
             noisy_references += not noiseless
             spacing = float(record.get("pixel_spacing_mm") or "nan")
             fine_sigma = FINE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else None
+            edge_sigma = EDGE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else 1.0
             # the same for every method: computed once per image
             se_scores = bone_suppression(image, soft, bone, body)
             references = {"bone_leak_se": se_scores["bone_leak"],
@@ -225,6 +181,10 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
                 suppression = {**bone_suppression(predicted[soft_key], soft, bone, body, fine_sigma_px=fine_sigma),
                                **references}
                 rows += [{**ids, "region": soft_key, "metric": name, "value": value} for name, value in suppression.items()]
+                rows += [{**ids, "region": bone_key, "metric": "edge_gain",
+                          "value": edge_gain(predicted[bone_key], bone, body, sigma_px=edge_sigma)},
+                         {**ids, "region": bone_key, "metric": "checkerboard_ratio",
+                          "value": checkerboard_ratio(predicted[bone_key], bone, body)}]
         if soft_key in target_keys and record.get("tumour_mask") and record.get("bone_path"):
             soft_images = {"true_de_soft": truth[soft_key], **{m: p[soft_key] for m, p in methods.items()}}
             rows += _visibility_rows(record, soft_images, root=Path(label_root or "."), png_scale=png_scale)
@@ -366,6 +326,6 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
 
 
 __all__: Sequence[str] = [
-    "image_metrics", "bone_leak_fit", "bone_suppression", "fit_se_baseline", "find_prediction", "check_predictions",
-    "evaluate_images", "save_figure", "describe_units", "run_evaluation",
+    "image_metrics", "bone_leak_fit", "bone_suppression", "edge_gain", "checkerboard_ratio", "fit_se_baseline",
+    "find_prediction", "check_predictions", "evaluate_images", "save_figure", "describe_units", "run_evaluation",
 ]

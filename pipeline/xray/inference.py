@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline.engine.handlers import load_generator_state
-from pipeline.engine.model_card import read_model_card
+from pipeline.engine.model_card import find_card, read_model_card
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.errors import InputError, as_flag
 from pipeline.io.atomic import atomic_path
@@ -162,8 +162,7 @@ class DEPredictor:
         checkpoint = Path(checkpoint)
         self.generator.load_state_dict(load_generator_state(checkpoint))
         if model_card is None:
-            candidates = [checkpoint.parent / MODEL_CARD_NAME, checkpoint.parent.parent / "models" / MODEL_CARD_NAME]
-            model_card = next((c for c in candidates if c.is_file()), candidates[0])
+            model_card = find_card(checkpoint, MODEL_CARD_NAME) or checkpoint.parent / MODEL_CARD_NAME
         card = read_model_card(model_card)
         if card["image_key"] != self.image_key or list(card["target_keys"]) != self.target_keys:
             raise InputError(f"{model_card}: the model maps {card['image_key']} -> {card['target_keys']}, but "

@@ -77,7 +77,7 @@ class Spectrum:
         return w / w.sum()
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def tube_spectrum(kvp: float, *, anode_angle_deg: float = ANODE_ANGLE_DEG,
                   al_filter_mm: float = AL_FILTER_MM, bin_kev: float = ENERGY_BIN_KEV) -> Spectrum:
     """Tungsten-anode spectrum from spekpy (cached per argument set; ~0.2-0.5 s the first time).
@@ -136,16 +136,17 @@ def attenuation_table(spectrum: Spectrum, materials: Sequence[str]) -> np.ndarra
 
 def polyenergetic_intensity(line_integrals: torch.Tensor | np.ndarray, *, kvp: float,
                             materials: Sequence[str] = ("soft_tissue", "bone"),
-                            spectrum: Spectrum | None = None) -> torch.Tensor:
+                            spectrum: Spectrum | None = None, al_filter_mm: float = AL_FILTER_MM) -> torch.Tensor:
     """Flat-field-corrected detected intensity I/I0 in (0, 1] for an energy-integrating detector.
 
     ``line_integrals``: (M, ...) areal densities (g/cm^2), one channel per name in ``materials``.
-    Returns float32 (...) (the material axis is consumed). ``spectrum`` overrides ``kvp``'s default tube.
+    Returns float32 (...) (the material axis is consumed). ``spectrum`` overrides the tube of ``kvp``
+    with ``al_filter_mm`` of aluminium filtration.
     """
     lines = torch.as_tensor(line_integrals)
     if lines.shape[0] != len(materials):
         raise ValueError(f"line_integrals has {lines.shape[0]} channels but {len(materials)} materials given")
-    spec = spectrum or tube_spectrum(float(kvp))
+    spec = spectrum or tube_spectrum(float(kvp), al_filter_mm=float(al_filter_mm))
     mu = torch.as_tensor(attenuation_table(spec, materials), dtype=torch.float64)  # (E, M)
     weights = torch.as_tensor(spec.detector_weights, dtype=torch.float64)  # (E,)
     flat = lines.reshape(lines.shape[0], -1).to(torch.float64)  # (M, P)
@@ -162,44 +163,48 @@ def log_image(intensity: torch.Tensor | np.ndarray) -> torch.Tensor:
     return -torch.log(torch.clamp(torch.as_tensor(intensity, dtype=torch.float32), min=1e-12))
 
 
-def _slab_log(kvp: float, soft_g_cm2: float, bone_g_cm2: float) -> float:
+def _slab_log(kvp: float, soft_g_cm2: float, bone_g_cm2: float, al_filter_mm: float = AL_FILTER_MM) -> float:
     lines = torch.tensor([[soft_g_cm2], [bone_g_cm2]], dtype=torch.float64)
-    return float(log_image(polyenergetic_intensity(lines, kvp=kvp))[0])
+    return float(log_image(polyenergetic_intensity(lines, kvp=kvp, al_filter_mm=al_filter_mm))[0])
 
 
 def effective_mass_attenuation(material: str, kvp: float, *,
                                background_soft_tissue_g_cm2: float = REFERENCE_SOFT_TISSUE_G_CM2,
-                               insert_g_cm2: float = REFERENCE_INSERT_G_CM2) -> float:
+                               insert_g_cm2: float = REFERENCE_INSERT_G_CM2,
+                               al_filter_mm: float = AL_FILTER_MM) -> float:
     """Spectrum-weighted effective mu/rho (cm^2/g) of ``material`` at ``kvp``.
 
     Beam hardening makes the polyenergetic log signal non-linear in thickness, so "effective" needs a
     reference: the secant slope ``[l(background + insert) - l(background)] / insert`` for an insert of
     ``insert_g_cm2`` of the material behind ``background_soft_tissue_g_cm2`` of soft tissue. With a
-    thin insert this tends to the spectrum-weighted mean of mu/rho over the hardened beam.
+    thin insert this tends to the spectrum-weighted mean of mu/rho over the hardened beam. The tube has
+    ``al_filter_mm`` of aluminium filtration.
     """
     if insert_g_cm2 <= 0:
         raise ValueError("insert_g_cm2 must be > 0")
     soft, bone = background_soft_tissue_g_cm2, 0.0
-    base = _slab_log(kvp, soft, bone)
+    base = _slab_log(kvp, soft, bone, al_filter_mm)
     if material == "bone":
         bone += insert_g_cm2
     elif material == "soft_tissue":
         soft += insert_g_cm2
     else:
         raise KeyError(f"effective attenuation is defined for 'soft_tissue' and 'bone', not {material!r}")
-    return (_slab_log(kvp, soft, bone) - base) / insert_g_cm2
+    return (_slab_log(kvp, soft, bone, al_filter_mm) - base) / insert_g_cm2
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=128)
 def cancellation_weight(cancel: str, *, kvp_low: float = DE_LOW_KVP, kvp_high: float = DE_HIGH_KVP,
                         background_soft_tissue_g_cm2: float = REFERENCE_SOFT_TISSUE_G_CM2,
-                        insert_g_cm2: float = REFERENCE_INSERT_G_CM2) -> float:
+                        insert_g_cm2: float = REFERENCE_INSERT_G_CM2, al_filter_mm: float = AL_FILTER_MM) -> float:
     """Weight w = mu_eff(high) / mu_eff(low) of the material to ``cancel`` ('bone' or 'soft_tissue').
 
     ``l_high - w * l_low`` then has no contrast from that material (exactly so for the reference
-    insert behind the reference background; see :func:`effective_mass_attenuation`).
+    insert behind the reference background; see :func:`effective_mass_attenuation`). Both tubes have
+    ``al_filter_mm`` of aluminium filtration.
     """
-    opts = {"background_soft_tissue_g_cm2": background_soft_tissue_g_cm2, "insert_g_cm2": insert_g_cm2}
+    opts = {"background_soft_tissue_g_cm2": background_soft_tissue_g_cm2, "insert_g_cm2": insert_g_cm2,
+            "al_filter_mm": al_filter_mm}
     return (effective_mass_attenuation(cancel, kvp_high, **opts)
             / effective_mass_attenuation(cancel, kvp_low, **opts))
 
@@ -207,15 +212,17 @@ def cancellation_weight(cancel: str, *, kvp_low: float = DE_LOW_KVP, kvp_high: f
 def dual_energy_subtraction(log_low: torch.Tensor, log_high: torch.Tensor, *, kvp_low: float = DE_LOW_KVP,
                             kvp_high: float = DE_HIGH_KVP,
                             background_soft_tissue_g_cm2: float = REFERENCE_SOFT_TISSUE_G_CM2,
-                            insert_g_cm2: float = REFERENCE_INSERT_G_CM2) -> dict[str, torch.Tensor]:
-    """Weighted log subtraction of a low/high-kVp pair of log images (any equal shapes).
+                            insert_g_cm2: float = REFERENCE_INSERT_G_CM2,
+                            al_filter_mm: float = AL_FILTER_MM) -> dict[str, torch.Tensor]:
+    """Weighted log subtraction of a low/high-kVp pair of log images (any equal shapes), the weights
+    those of tubes with ``al_filter_mm`` of aluminium filtration.
 
     Returns ``{"de_soft": (l_H - w_b l_L)/(1 - w_b/w_s), "de_bone": (l_H - w_s l_L)/(1 - w_s/w_b)}``:
     the bone-cancelled soft-tissue image and the tissue-cancelled bone image, both in units of the
     high-kVp log image (so ``de_soft + de_bone ~ log_high``).
     """
     opts = {"kvp_low": kvp_low, "kvp_high": kvp_high, "insert_g_cm2": insert_g_cm2,
-            "background_soft_tissue_g_cm2": background_soft_tissue_g_cm2}
+            "background_soft_tissue_g_cm2": background_soft_tissue_g_cm2, "al_filter_mm": al_filter_mm}
     w_b = cancellation_weight("bone", **opts)
     w_s = cancellation_weight("soft_tissue", **opts)
     log_low = torch.as_tensor(log_low, dtype=torch.float32)
@@ -230,8 +237,10 @@ def xray_images(line_integrals: torch.Tensor | np.ndarray, *, kvp_se: float = SE
                 kvp_low: float = DE_LOW_KVP, kvp_high: float = DE_HIGH_KVP,
                 materials: Sequence[str] = ("soft_tissue", "bone"),
                 background_soft_tissue_g_cm2: float = REFERENCE_SOFT_TISSUE_G_CM2,
-                insert_g_cm2: float = REFERENCE_INSERT_G_CM2) -> dict[str, torch.Tensor]:
-    """Single- and dual-energy log images from material line integrals.
+                insert_g_cm2: float = REFERENCE_INSERT_G_CM2, al_filter_mm: float = AL_FILTER_MM,
+                ) -> dict[str, torch.Tensor]:
+    """Single- and dual-energy log images from material line integrals (tubes with ``al_filter_mm`` of
+    aluminium filtration).
 
     ``line_integrals``: (M, H, W) g/cm^2. Returns float32 (H, W) images (dimensionless log units):
     ``se`` = -ln(I/I0) at ``kvp_se``; ``de_soft`` and ``de_bone`` from :func:`dual_energy_subtraction`
@@ -239,12 +248,13 @@ def xray_images(line_integrals: torch.Tensor | np.ndarray, *, kvp_se: float = SE
     also ``low`` and ``high`` (the two log images).
     """
     def log_at(kvp: float) -> torch.Tensor:
-        return log_image(polyenergetic_intensity(line_integrals, kvp=kvp, materials=materials))
+        return log_image(polyenergetic_intensity(line_integrals, kvp=kvp, materials=materials,
+                                                 al_filter_mm=al_filter_mm))
 
     low, high = log_at(kvp_low), log_at(kvp_high)
     se = high if kvp_se == kvp_high else log_at(kvp_se)
     de = dual_energy_subtraction(low, high, kvp_low=kvp_low, kvp_high=kvp_high, insert_g_cm2=insert_g_cm2,
-                                 background_soft_tissue_g_cm2=background_soft_tissue_g_cm2)
+                                 background_soft_tissue_g_cm2=background_soft_tissue_g_cm2, al_filter_mm=al_filter_mm)
     return {"se": se, "low": low, "high": high, **de}
 
 

@@ -72,23 +72,22 @@ class RealismConfig:
             raise ValueError("need psf_sigma_mm >= 0 and 0 < quantum_efficiency <= 1")
 
 
-@lru_cache(maxsize=16)
-def _fluence_per_mas_at_1m(kvp: float) -> float:
-    """Photons / cm^2 / mAs at 100 cm for the project's tube model (spekpy, tungsten, 12 deg, 2.5 mm Al)."""
+@lru_cache(maxsize=64)
+def _fluence_per_mas_at_1m(kvp: float, al_filter_mm: float = AL_FILTER_MM) -> float:
+    """Photons / cm^2 / mAs at 100 cm for the project's tube model (spekpy, tungsten, 12 deg, Al filter)."""
     import spekpy
 
-
     spek = spekpy.Spek(kvp=float(kvp), th=ANODE_ANGLE_DEG)
-    spek.filter("Al", AL_FILTER_MM)
+    spek.filter("Al", float(al_filter_mm))
     return float(spek.get_flu())
 
 
 def photons_per_pixel(kvp: float, *, mas: float, pixel_spacing_mm: float | tuple[float, float],
-                      sdd_mm: float = 1500.0) -> float:
+                      sdd_mm: float = 1500.0, al_filter_mm: float = AL_FILTER_MM) -> float:
     """Unattenuated photons reaching one detector pixel: fluence(1 m) x mAs x area x (1000 / SDD)^2."""
     pitch = np.broadcast_to(np.asarray(pixel_spacing_mm, dtype=float), (2,))
     area_cm2 = float(pitch[0] * pitch[1]) / 100.0
-    return _fluence_per_mas_at_1m(float(kvp)) * mas * area_cm2 * (1000.0 / sdd_mm) ** 2
+    return _fluence_per_mas_at_1m(float(kvp), float(al_filter_mm)) * mas * area_cm2 * (1000.0 / sdd_mm) ** 2
 
 
 def add_scatter(primary: np.ndarray, *, spr: float, sigma_px: float,
@@ -142,7 +141,7 @@ def realistic_log_image(log_primary: np.ndarray | torch.Tensor, *, photons: floa
 def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, config: RealismConfig,
                           pixel_spacing_mm: float, sdd_mm: float = 1500.0, kvp_se: float = 120.0,
                           kvp_low: float = 60.0, kvp_high: float = 120.0, seed: int | None = None,
-                          noiseless: bool = False) -> dict[str, torch.Tensor]:
+                          noiseless: bool = False, al_filter_mm: float = AL_FILTER_MM) -> dict[str, torch.Tensor]:
     """Apply the realism chain to ``{"se", "low", "high", ...}`` noiseless log images and re-derive
     ``de_soft`` / ``de_bone`` from the noisy low/high pair. Returns float32 tensors ``(H, W)``.
 
@@ -151,7 +150,7 @@ def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, co
     ``noiseless``: the same chain with every noise field zero (scatter, its correction and the detector
     blur kept): the expected images, the references the bone leak is measured against
     (:mod:`pipeline.xray.evaluation`). With ``config.enabled`` False the input is returned (as tensors)
-    unchanged.
+    unchanged. ``al_filter_mm``: the tubes' aluminium filtration (photon counts and DE weights).
     """
     out = {k: torch.as_tensor(v) for k, v in images.items()}
     if not config.enabled:
@@ -169,16 +168,19 @@ def realistic_xray_images(images: Mapping[str, torch.Tensor | np.ndarray], *, co
     noiseless_high = out["high"]
     exposures = {"high": (kvp_high, config.mas_high, 0), "low": (kvp_low, config.mas_low, 1)}
     for key, (kvp, mas, index) in exposures.items():
-        photons = photons_per_pixel(kvp, mas=mas, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm)
+        photons = photons_per_pixel(kvp, mas=mas, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm,
+                                    al_filter_mm=al_filter_mm)
         out[key] = torch.from_numpy(realistic_log_image(out[key], photons=photons,
                                                         normal=normal(index),
                                                         subtract_scatter=not config.scatter_in_de, **common))
     if "se" in out:  # with kvp_se == kvp_high the same exposure as "high": same counts, scatter kept
-        photons = photons_per_pixel(kvp_se, mas=config.mas_high, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm)
+        photons = photons_per_pixel(kvp_se, mas=config.mas_high, pixel_spacing_mm=pixel_spacing_mm, sdd_mm=sdd_mm,
+                                    al_filter_mm=al_filter_mm)
         source = noiseless_high if kvp_se == kvp_high else out["se"]
         out["se"] = torch.from_numpy(realistic_log_image(source, photons=photons, normal=normal(0),
                                                          **common))
-    out.update(dual_energy_subtraction(out["low"], out["high"], kvp_low=kvp_low, kvp_high=kvp_high))
+    out.update(dual_energy_subtraction(out["low"], out["high"], kvp_low=kvp_low, kvp_high=kvp_high,
+                                       al_filter_mm=al_filter_mm))
     return out
 
 

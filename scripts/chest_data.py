@@ -1,0 +1,141 @@
+"""The data of :mod:`scripts.benchmark_chest`: chest phantoms and the real CT rendered as DRR pairs at one
+detector pitch, and the manifests of its test sets (the benchmark's docstring says which)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from scripts.benchmark_common import write_phantom_sets
+from scripts.commands import module_command, run
+
+#: Image columns of a DRR manifest besides the noiseless references (pipeline.xray.drr_dataset.NOISELESS_KEYS).
+PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path")
+TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT",
+             "systems": "held-out chest phantoms, each image from another system (kVp, filtration, scatter, dose, blur drawn)"}
+#: Test sets an older run's ``--data`` may lack.
+OPTIONAL_TEST_SETS = ("systems",)
+VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
+
+
+
+def detector_pitch(size: int) -> float:
+    """Detector pitch (mm) at which ``size`` pixels cover the chest phantoms' widest extent (+5 %), as
+    ``make_drr_dataset`` would fit it for a phantom; given explicitly so every set has one scale."""
+    from pipeline.data.phantoms.chest import FOV_MM
+    from pipeline.xray.drr_dataset import DRRDatasetConfig
+
+    config = DRRDatasetConfig()
+    return round(float(FOV_MM.max()) * config.sdd_mm / config.sid_mm * 1.05 / size, 4)
+
+
+def real_ct_list(real_ct_dir: Path, out_csv: Path, *, variants: bool = False) -> Path:
+    """``subject_id, ct`` of the real CTs in ``real_ct_dir``: the originals, or with ``variants`` only their
+    deformed variants (``<ID>-Dnn``, :mod:`pipeline.data.deformation`)."""
+    from pipeline.xray.drr_dataset import find_cts
+
+    cts = [(s, p) for s, p in find_cts(real_ct_dir) if bool(VARIANT_ID.search(s)) == variants]
+    if not cts:
+        what = "no deformed variant (python -m scripts.get_chest_ct --variants K)" if variants else \
+            "no real CT besides deformed variants"
+        raise ValueError(f"{real_ct_dir}: {what}")
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"subject_id": [s for s, _ in cts], "ct": [str(Path(p).resolve()) for _, p in cts]}).to_csv(
+        out_csv, index=False)
+    return out_csv
+
+
+def render(ct_source: Path, out: Path, *, views: int, size: int, pitch: float, seed: int,
+           volume_spacing: float | None = None, random_physics: bool = False) -> dict[str, float]:
+    """DRR pairs of every CT in ``ct_source`` with the chest preset; ``{"pairs", "seconds"}``."""
+    args = ["--ct-dir", ct_source, "--out", out, "--preset", "chest", "--projections-per-ct", views,
+            "--size", size, "--pitch", pitch, "--seed", seed, "--val-fraction", 0, "--test-fraction", 0,
+            *(["--random-physics"] if random_physics else [])]
+    if volume_spacing:
+        args += ["--volume-spacing", volume_spacing]
+    seconds = run(module_command("scripts.make_drr_dataset", *args))
+    return {"pairs": len(pd.read_csv(out / "manifest.csv")), "seconds": seconds}
+
+
+def relocated(manifest: Path, root: Path, split: Mapping[str, str] | str | None) -> pd.DataFrame:
+    """Rows of a DRR ``manifest`` with image paths relative to ``root`` and ``split`` (one for all, per
+    subject ID, or None to keep the manifest's)."""
+    from pipeline.xray.drr_dataset import NOISELESS_KEYS
+
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    for key in (k for k in (*PATH_KEYS, *NOISELESS_KEYS) if k in table):
+        table[key] = [os.path.relpath((manifest.parent / v).resolve(), root.resolve()) if v else "" for v in table[key]]
+    if split is not None:
+        table["split"] = [split if isinstance(split, str) else split[s] for s in table["subject_id"]]
+    return table
+
+
+def write_manifest(parts: Sequence[pd.DataFrame], path: Path) -> Path:
+    """One pair manifest of ``parts`` (columns a part lacks, e.g. tumour labels of a real CT, are empty)."""
+    pd.concat(parts, ignore_index=True).fillna("").to_csv(path, index=False)
+    return path
+
+
+def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict[str, float]]]:
+    """Phantoms, DRR sets and the two manifests (module docstring); ``({test set: manifest}, render times)``."""
+    from pipeline.data.phantoms.chest import SUBJECT_ID_PREFIX
+    from pipeline.data.phantoms.chest_dataset import write_chest_dataset
+
+    trainval, _ = write_phantom_sets(
+        write_chest_dataset, out / "phantoms", n_trainval=args.train_subjects + args.val_subjects,
+        n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed, size=args.phantom_size,
+        test_id=lambda i: f"{SUBJECT_ID_PREFIX}{901 + i:03d}")
+    ids = sorted(f.name for f in trainval)
+    trainval_split = {s: "train" if i < args.train_subjects else "val" for i, s in enumerate(ids)}
+    drr, pitch = out / "drr", detector_pitch(args.size)
+    options = {"size": args.size, "pitch": pitch}
+    timing = {"phantoms train/val": render(out / "phantoms" / "trainval", drr / "trainval", views=args.views,
+                                           seed=args.train_seed, random_physics=args.physics == "random", **options),
+              "phantoms test": render(out / "phantoms" / "test", drr / "test", views=args.test_views,
+                                      seed=args.test_seed, **options),
+              "phantoms test, drawn systems": render(out / "phantoms" / "test", drr / "test_systems",
+                                                     views=args.test_views, seed=args.test_seed + 1,
+                                                     random_physics=True, **options),
+              "real CT": render(real_ct_list(args.real_ct_dir, drr / "real_cts.csv"), drr / "real",
+                                views=args.test_views, seed=args.test_seed, volume_spacing=args.real_volume_spacing,
+                                **options)}
+    train_rows = relocated(drr / "trainval" / "manifest.csv", drr, trainval_split)
+    manifests = {
+        "phantoms": write_manifest([train_rows, relocated(drr / "test" / "manifest.csv", drr, "test")],
+                                   drr / "phantoms.csv"),
+        "real": write_manifest([train_rows[train_rows["split"] == "train"],
+                                relocated(drr / "real" / "manifest.csv", drr, "test")], drr / "real.csv"),
+        "systems": write_manifest([train_rows[train_rows["split"] == "train"],
+                                   relocated(drr / "test_systems" / "manifest.csv", drr, "test")], drr / "systems.csv"),
+    }
+    return manifests, timing
+
+
+def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argparse.Namespace,
+                      ) -> tuple[dict[str, Path], dict[str, float]]:
+    """DRRs of the real CT's deformed variants (``--views`` each) added to the training split of both
+    manifests, written anew in ``out/drr_variants``; ``({test set: manifest}, render time)``. The real-CT
+    test is then no longer held out (the variants are that patient)."""
+    folder = out / "drr_variants"
+    pitch = float(pd.read_csv(manifests["phantoms"])["pixel_spacing_mm"].iloc[0])  # the sets' one scale
+    timing = render(real_ct_list(args.real_ct_dir, folder / "variant_cts.csv", variants=True), folder / "variants",
+                    views=args.views, size=args.size, pitch=pitch, seed=args.train_seed + 1,
+                    volume_spacing=args.real_volume_spacing, random_physics=args.physics == "random")
+    variants = relocated(folder / "variants" / "manifest.csv", folder, "train")
+    return {name: write_manifest([relocated(manifest, folder, None), variants], folder / f"{name}.csv")
+            for name, manifest in manifests.items()}, timing
+
+
+def reused_data(run_dir: Path) -> dict[str, Path]:
+    """``{test set: manifest}`` of an earlier run's ``run_dir/drr`` (``make_data``'s layout)."""
+    manifests = {name: run_dir / "drr" / f"{name}.csv" for name in TEST_SETS}
+    manifests = {name: p for name, p in manifests.items() if p.is_file() or name not in OPTIONAL_TEST_SETS}
+    missing = [str(p) for p in manifests.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--data {run_dir}: no {', '.join(missing)} (not a benchmark_chest output folder)")
+    return manifests

@@ -1,0 +1,23 @@
+"""scripts.chest_realism: masks and path statistics on a tiny phantom (the real-CT figure runs for a minute)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.data.phantoms.chest import make_chest_subject
+from scripts.chest_realism import masks_of, path_statistics, project_ap
+
+
+def test_masks_and_statistics_of_a_tiny_phantom():
+    subject = make_chest_subject(seed=1, size=(50, 40, 45), contrast="none")
+    body, lung = masks_of(subject.ct)
+    assert lung.any() and np.all(body[lung]) and not body[0, -1, :].any()  # lungs inside the body, air in front
+    lines = project_ap(subject.ct, subject.affine, size=32)
+    assert lines.shape == (3, 32, 32) and lines[2].max() > 10.0  # > 10 cm of lung along the central rays
+    stats = path_statistics(lines)
+    assert set(stats) == {"bone (body)", "bone (lung fields)", "soft (lung fields)", "share behind bone"}
+    assert all(np.all(np.diff(v) >= 0) for k, v in stats.items() if k != "share behind bone")  # percentiles
+    assert 0.0 < stats["share behind bone"][0] < 1.0
+    with pytest.raises(ValueError, match="no lung field"):
+        path_statistics(np.zeros((3, 4, 4)))

@@ -1,0 +1,38 @@
+"""Per-image measures of 2-D predictions (pipeline.xray.image_measures): sharpness and texture of the bone image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_edge_gain_reads_blur_not_noise_or_broad_offsets():
+    from scipy import ndimage
+
+    from pipeline.xray.image_measures import edge_gain
+
+    rows = np.arange(128)[:, None] * np.ones((1, 128))
+    truth = 0.8 * ((rows % 24) < 8) + 0.002 * rows  # 8-pixel "ribs" every 24 rows on a slope
+    body = np.ones_like(truth, bool)
+    assert edge_gain(truth, truth, body, sigma_px=2.0) == pytest.approx(1.0)
+    assert edge_gain(1.5 * truth, truth, body, sigma_px=2.0) == pytest.approx(1.5)
+    blurred = ndimage.gaussian_filter(truth, 2.0)
+    assert edge_gain(blurred, truth, body, sigma_px=2.0) < 0.7
+    noisy = truth + np.random.default_rng(0).normal(0.0, 0.2, truth.shape)
+    assert edge_gain(noisy, truth, body, sigma_px=2.0) == pytest.approx(1.0, abs=0.05)
+    broad = truth + 0.5 * np.sin(rows / 40.0)  # a smooth, rib-free correction leaves the edges alone
+    assert edge_gain(broad, truth, body, sigma_px=2.0) == pytest.approx(1.0, abs=0.05)
+
+
+def test_checkerboard_ratio_flags_a_period_two_pattern():
+    from scipy import ndimage
+
+    from pipeline.xray.image_measures import checkerboard_ratio
+
+    yy, xx = np.mgrid[:64, :64]
+    truth = ndimage.gaussian_filter(((xx // 8 + yy // 8) % 2).astype(float), 3.0)
+    body = np.ones_like(truth, bool)
+    assert checkerboard_ratio(truth, truth, body) == pytest.approx(1.0)
+    pattern = 0.02 * (-1.0) ** (xx + yy)  # 2 % of the range, period 2
+    assert checkerboard_ratio(truth + pattern, truth, body) > 3.0
+    assert checkerboard_ratio(ndimage.gaussian_filter(truth, 1.0), truth, body) < 1.0
