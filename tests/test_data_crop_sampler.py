@@ -182,20 +182,25 @@ def test_draws_are_seeded_and_a_restored_state_continues_the_stream():
     assert torch.equal(resumed.draw()["mr"], expected)
 
 
-def test_prefetching_keeps_the_stream_and_a_resume_redraws_the_prefetched_batch():
+@pytest.mark.parametrize("batches_per_draw", [1, 3])
+def test_draws_of_several_batches_prefetch_and_resume_keep_the_stream(batches_per_draw):
     subjects = make_subjects()
-    plain, ahead = sampler(subjects, seed=3), sampler(subjects, seed=3)
-    expected = [plain.draw()["mr"] for _ in range(3)]
-    stream = iter(ahead)
-    first = next(stream)["mr"]
-    ahead.prefetch()
-    ahead.prefetch()  # a second call before next() draws nothing more
-    state = ahead.state_dict()  # taken with a batch pending: the state before its draw
-    got = [first, next(stream)["mr"], next(stream)["mr"]]
-    assert all(torch.equal(a, b) for a, b in zip(got, expected))
-    resumed = sampler(subjects, seed=0)
-    resumed.load_state_dict(state)
-    assert torch.equal(next(iter(resumed))["mr"], expected[1])
+    make = lambda: sampler(subjects, seed=3, batches_per_draw=batches_per_draw)  # noqa: E731
+    plain = make()
+    expected = [plain.draw() for _ in range(7)]
+    assert all(b["mr"].shape == (8, 5, 6, 6) and b["ct"].shape == (8, 1, 6, 6) for b in expected)
+    assert len({b["mr"][:, 2].sum().item() for b in expected}) == 7  # every batch other crops
+    ahead = make()
+    stream, got, states = iter(ahead), [], []
+    for _ in range(7):
+        states.append(ahead.state_dict())  # before each batch: mid-draw or between draws
+        got.append(next(stream))
+        ahead.prefetch()  # the trainer's call once an iteration is queued
+    assert all(torch.equal(a["mr"], b["mr"]) and torch.equal(a["ct"], b["ct"]) for a, b in zip(got, expected))
+    for k in (1, 4, 5):  # a resumed run continues with the batch it had not yet handed out
+        resumed = make()
+        resumed.load_state_dict(states[k])
+        assert torch.equal(next(iter(resumed))["mr"], expected[k]["mr"])
 
 
 def test_memory_estimate_and_storage_choice(monkeypatch):
@@ -216,6 +221,8 @@ def test_bad_options_are_refused():
         sampler(pos_fraction=1.5)
     with pytest.raises(ValueError, match="batch_size"):
         sampler(batch_size=0)
+    with pytest.raises(ValueError, match="batches_per_draw"):
+        sampler(batches_per_draw=0)
     with pytest.raises(ValueError, match="no training subjects"):
         VolumeBank([])
 

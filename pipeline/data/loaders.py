@@ -35,6 +35,9 @@ from transforms.plane import check_planes
 from transforms.spatial import load_oriented
 
 MODES = ("2d", "2.5d", "3d")
+#: Iterations' batches the crop sampler cuts in one draw, per device type: on a GPU a draw's cost is its
+#: ~1.7 ms of launches whatever its size (H200), on the CPU it is the gathers (pipeline.data.crop_sampler).
+BATCHES_PER_DRAW = {"cuda": 8, "cpu": 1}
 
 
 def check_mode(mode: str) -> str:
@@ -148,7 +151,7 @@ def training_sampler(
     ``spatial_augmentation`` (2D/2.5D): half of the crops rotated in-plane by up to 10 degrees and scaled by
     up to 10 %, every image alike (:class:`~pipeline.data.crop_sampler.BodyCropSampler`).
     Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
-    ``(N, 1, P, P, P)`` each.
+    ``(N, 1, P, P, P)`` each. On CUDA :data:`BATCHES_PER_DRAW` iterations' crops are cut at once.
     """
     records = drop_missing(records)
     if not records:
@@ -164,7 +167,8 @@ def training_sampler(
         replicate_axis=None if mode == "3d" else 2, planes=planes_for_mode(mode, planes), batch_size=batch_size,
         samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
         seed=seed, channels_slab=mode != "3d", augment=augmentation_for(mr_augmentation),
-        spatial_prob=0.5 if as_flag(spatial_augmentation, name="spatial_augmentation") else 0.0)
+        spatial_prob=0.5 if as_flag(spatial_augmentation, name="spatial_augmentation") else 0.0,
+        batches_per_draw=BATCHES_PER_DRAW["cuda" if bank.device.type == "cuda" else "cpu"])
 
 
 def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
