@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["InputError", "as_flag", "find_input_error", "install_one_line_errors", "subject_prefix"]
+__all__ = ["USER_ERRORS", "InputError", "as_flag", "find_input_error", "install_one_line_errors", "subject_prefix"]
 
 
 class InputError(ValueError):
@@ -20,12 +20,18 @@ def subject_prefix(subject_id: str | None) -> str:
     return f"{subject_id}: " if subject_id else ""
 
 
-def find_input_error(error: BaseException | None) -> InputError | None:
-    """The :class:`InputError` in ``error``'s chain of causes (MONAI's bundle runner wraps it in a
-    ``RuntimeError: Failed to evaluate ConfigExpression``), or None."""
+#: What a command reports in one line: bad input, and an output it refuses to overwrite (a user's situation,
+#: not a bug: the message names the file and says to pass overwrite).
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileExistsError)
+
+
+def find_input_error(error: BaseException | None, kinds: tuple[type[BaseException], ...] = (InputError,),
+                     ) -> BaseException | None:
+    """The first error of ``kinds`` (default :class:`InputError`) in ``error``'s chain of causes (MONAI's
+    bundle runner wraps it in a ``RuntimeError: Failed to evaluate ConfigExpression``), or None."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, InputError):
+        if isinstance(error, kinds):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
@@ -33,7 +39,7 @@ def find_input_error(error: BaseException | None) -> InputError | None:
 
 
 def install_one_line_errors() -> None:
-    """Make an uncaught :class:`InputError` (also a wrapped one) print as ``error: <message>`` on one line
+    """Make an uncaught :data:`USER_ERRORS` (also a wrapped one) print as ``error: <message>`` on one line
     instead of a page of traceback; the process still exits non-zero. Other errors keep their traceback.
 
     Called first by every bundle config (``initialize``) and script: a user's bad input is not a bug."""
@@ -42,7 +48,7 @@ def install_one_line_errors() -> None:
         return
 
     def hook(exc_type, exc, traceback):
-        error = find_input_error(exc)
+        error = find_input_error(exc, USER_ERRORS)
         if error is None:
             return previous(exc_type, exc, traceback)
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -3,6 +3,9 @@ the user typed (the bundle command line hands ``false`` over as the string "fals
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.errors import InputError, as_flag, find_input_error
@@ -40,3 +43,22 @@ def test_find_input_error_walks_the_cause_chain():
     except RuntimeError as outer:
         assert str(find_input_error(outer)) == "1BA001: mr.nii.gz missing"
     assert find_input_error(ValueError("other")) is None
+
+
+@pytest.mark.parametrize(("raised", "one_line"), [
+    ("InputError('1BA001: mr.nii.gz: not a NIfTI')", "error: 1BA001: mr.nii.gz: not a NIfTI"),
+    ("FileExistsError('out/summary.csv exists; pass --overwrite true to replace it')",
+     "error: out/summary.csv exists; pass --overwrite true to replace it"),
+])
+def test_bad_input_and_refused_overwrites_are_one_line_other_errors_keep_the_traceback(raised, one_line):
+    code = ("from pipeline.errors import InputError, install_one_line_errors\n"
+            "install_one_line_errors()\n"
+            "try:\n"
+            f"    raise {raised}\n"
+            "except Exception as inner:\n"
+            "    raise RuntimeError('Failed to evaluate ConfigExpression') from inner\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and result.stderr.strip() == one_line
+    bug = subprocess.run([sys.executable, "-c", "from pipeline.errors import install_one_line_errors\n"
+                          "install_one_line_errors(); raise KeyError('bug')"], capture_output=True, text=True, check=False)
+    assert bug.returncode != 0 and "Traceback" in bug.stderr
