@@ -59,13 +59,13 @@ from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
 #: Recipe name -> ``train.json`` overrides, one difference each from the bundle as shipped ("default": L1
-#: only, lr 5e-4, no dropout, base_channels 16, transposed-convolution up-sampling).
+#: only, lr 5e-4, no dropout, base_channels 32, transposed-convolution up-sampling).
 RECIPES: dict[str, dict[str, object]] = {
     "default": {},
     "gan": {"adversarial_start_fraction": 0.0},
     "resize": {"upsample": "resize"},
     "pixelshuffle": {"upsample": "pixelshuffle"},
-    "wide": {"base_channels": 32},
+    "light": {"base_channels": 16},
     "crop128": {"patch_size": 128},
     "noiseless": {"noiseless_targets": True},
 }
