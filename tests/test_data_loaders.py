@@ -205,6 +205,14 @@ def test_training_patches_have_the_mode_shapes_and_come_from_one_place(record, m
         np.testing.assert_array_equal(sample["mask"][0].numpy(), mask_expected)
 
 
+def test_3d_mode_trains_without_augmentation_and_says_so(record, caplog):
+    plain = crops(record, mode="3d", seed=4)
+    with caplog.at_level("WARNING", logger="pipeline.data.loaders"):
+        asked = crops(record, mode="3d", seed=4, mr_augmentation="intensity", spatial_augmentation=True)
+    assert "3D mode trains without them" in caplog.text
+    assert all(torch.equal(a["mr"], b["mr"]) and torch.equal(a["ct"], b["ct"]) for a, b in zip(plain, asked))
+
+
 @pytest.mark.parametrize(("fraction", "inside"), [(1.0, 1.0), (0.0, 0.0)])
 def test_foreground_fraction_decides_where_patches_are_centred(record, fraction, inside):
     samples = crops(record, mode="2d", count=6, foreground_fraction=fraction, seed=3)

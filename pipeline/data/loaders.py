@@ -16,6 +16,7 @@ for validation (the metric is HU MAE).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,8 @@ from transforms.intensity import NormalizeMRd
 from transforms.mask import BodyMaskd
 from transforms.plane import check_planes
 from transforms.spatial import load_oriented
+
+logger = logging.getLogger(__name__)
 
 MODES = ("2d", "2.5d", "3d")
 #: Iterations' batches the crop sampler cuts in one draw, per device type: on a GPU a draw's cost is its
@@ -151,8 +154,14 @@ def training_sampler(
     ``spatial_augmentation`` (2D/2.5D): half of the crops rotated in-plane by up to 10 degrees and scaled by
     up to 10 %, every image alike (:class:`~pipeline.data.crop_sampler.BodyCropSampler`).
     Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
-    ``(N, 1, P, P, P)`` each. On CUDA :data:`BATCHES_PER_DRAW` iterations' crops are cut at once.
+    ``(N, 1, P, P, P)`` each. On CUDA :data:`BATCHES_PER_DRAW` iterations' crops are cut at once. 3D mode
+    trains without augmentation (a warning says so when the options ask for it, as train.json's defaults do).
     """
+    augment = augmentation_for(mr_augmentation)
+    spatial = as_flag(spatial_augmentation, name="spatial_augmentation")
+    if mode == "3d" and (augment is not None or spatial):
+        logger.warning("mr_augmentation / spatial_augmentation work on 2D/2.5D crops: 3D mode trains without them")
+        augment, spatial = None, False
     records = drop_missing(records)
     if not records:
         raise ValueError("no training subjects (the manifest's train split is empty)")
@@ -166,8 +175,7 @@ def training_sampler(
         bank, spatial_size=patch_shape(mode=mode, patch_size=patch_size, slab_size=slab_size),
         replicate_axis=None if mode == "3d" else 2, planes=planes_for_mode(mode, planes), batch_size=batch_size,
         samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
-        seed=seed, channels_slab=mode != "3d", augment=augmentation_for(mr_augmentation),
-        spatial_prob=0.5 if as_flag(spatial_augmentation, name="spatial_augmentation") else 0.0,
+        seed=seed, channels_slab=mode != "3d", augment=augment, spatial_prob=0.5 if spatial else 0.0,
         batches_per_draw=BATCHES_PER_DRAW["cuda" if bank.device.type == "cuda" else "cpu"])
 
 
