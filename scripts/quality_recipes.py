@@ -36,9 +36,11 @@ RECIPES: dict[str, dict[str, object]] = {
     "depth7": {"num_downs": 7},
     "slab7": {"slab_size": 7},
     "slab9": {"slab_size": 9},
-    # augmentation on the training device (issue 19): the MR as other scanners could show it; small rotations
-    "intensity_aug": {"mr_augmentation": "intensity"},
-    "spatial_aug": {"spatial_augmentation": True},
+    # augmentation on the training device (issue 19): the MR as other scanners could show it; small rotations.
+    # Both are on in the default since 0.4.0 (the race of 2026-12-04 was "no_aug" against "both_aug")
+    "no_aug": {"mr_augmentation": "none", "spatial_augmentation": False},
+    "intensity_aug": {"mr_augmentation": "intensity", "spatial_augmentation": False},
+    "spatial_aug": {"mr_augmentation": "none", "spatial_augmentation": True},
     "both_aug": {"mr_augmentation": "intensity", "spatial_augmentation": True},
     # per CPU-minute: narrower networks buy iterations, a higher learning rate moves faster
     "width24": {"base_channels": 24},
