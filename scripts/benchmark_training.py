@@ -347,15 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     precision = autocast_dtype(device, amp=AMP)
     print(f"torch {torch.__version__}, device {device} ({name}), {precision or 'float32'}, recipe {args.recipe}; "
           f"real sampler: {args.phantoms} phantoms of {'x'.join(map(str, args.phantom_shape))} voxels, three planes")
-    print(f"{'mode':5} {'config':8} {'variant':13} {'patch':>5} {'crops':>5} {'bare':>8} {'engine':>8} {'real':>8} {'engine/bare':>11} "
-          f"{'real/bare':>9} {'sampler':>8} {'memory':>7}   (crops/s; sampler: ms per batch; memory: peak GB, real loop)")
+    print(f"{'mode':5} {'config':8} {'variant':13} {'patch':>5} {'crops':>5} {'bare':>8} {'engine':>8} {'real':>8} "
+          f"{'engine/bare':>11} {'real/bare':>9} {'sampler':>8} {'memory':>7}   "
+          "(crops/s; sampler: ms per batch; memory: peak GB, real loop)")
+    phantoms = f"{args.phantoms}x{'x'.join(map(str, args.phantom_shape))}"
     with contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory(
             prefix="benchmark_training_") as tmp:
         for mode, config_name, variant in itertools.product(args.modes, args.configs, args.variants):
             config, crops = CONFIGS[mode, config_name], crops_per_iteration(CONFIGS[mode, config_name])
             seconds = benchmark_mode(mode, config, iterations=args.iterations, warmup=args.warmup,
-                                     root=Path(tmp) / f"{mode}-{args.phantoms}x{'x'.join(map(str, args.phantom_shape))}",
-                                     subjects=args.phantoms,
+                                     root=Path(tmp) / f"{mode}-{phantoms}", subjects=args.phantoms,
                                      shape=tuple(args.phantom_shape), device=device,
                                      adversarial=args.recipe == "gan", **VARIANTS[variant])
             rate = {key: crops / seconds[key] for key in ("real", "engine", "bare_real", "bare_engine")}

@@ -60,5 +60,6 @@ def test_bad_input_and_refused_overwrites_are_one_line_other_errors_keep_the_tra
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode != 0 and result.stderr.strip() == one_line
     bug = subprocess.run([sys.executable, "-c", "from pipeline.errors import install_one_line_errors\n"
-                          "install_one_line_errors(); raise KeyError('bug')"], capture_output=True, text=True, check=False)
+                          "install_one_line_errors(); raise KeyError('bug')"],
+                         capture_output=True, text=True, check=False)
     assert bug.returncode != 0 and "Traceback" in bug.stderr
