@@ -194,6 +194,8 @@ def split_settings(card: Mapping[str, Any] | None, **given: float | int | None) 
             raise InputError(f"--{name} {value}: the model was trained with {name} {recorded[name]} (model card); "
                              f"the same folder would be split into other subjects. Leave --{name} out")
     return {**DEFAULT_SPLIT_SETTINGS, **recorded}
+
+
 def training_records(source: str | os.PathLike, *, image_key: str, target_keys: Sequence[str], split: str,
                      noiseless_targets: bool = False, **split_options: Any) -> list[dict[str, Any]]:
     """:func:`load_records` for training and validation. With ``noiseless_targets`` each target is read from
@@ -268,7 +270,7 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
         stored = card.get("network")
         if network is not None and stored is not None and dict(stored) != dict(network):
             key = next(k for k in sorted(set(stored) | set(network)) if stored.get(k) != network.get(k))
-            raise ValueError(f"{card_path}: the model in this output folder was trained with {key} = "
+            raise InputError(f"{card_path}: the model in this output folder was trained with {key} = "
                              f"{stored.get(key)!r}, this run asks for {network.get(key)!r}; use another output_dir")
         return card
     fitted = fixed or fit_windows(records, image_key=image_key, target_keys=target_keys, png_scale=png_scale)
