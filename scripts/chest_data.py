@@ -23,7 +23,6 @@ OPTIONAL_TEST_SETS = ("systems",)
 VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
 
 
-
 def detector_pitch(size: int) -> float:
     """Detector pitch (mm) at which ``size`` pixels cover the chest phantoms' widest extent (+5 %), as
     ``make_drr_dataset`` would fit it for a phantom; given explicitly so every set has one scale."""
