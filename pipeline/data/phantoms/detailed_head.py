@@ -206,35 +206,26 @@ def save_detailed_montage(subject_dirs: Sequence[str | os.PathLike], path: str |
     Slices of the closest canonical (RAS) orientation: axial anterior up with the patient's right on the
     image right; sagittal anterior right, superior up.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import nibabel as nib
 
-    from pipeline.report.figures import save_png
+    from pipeline.report.figures import save_image_grid
 
     dirs = [Path(d) for d in subject_dirs][:max_subjects]
     if not dirs:
         raise ValueError("save_detailed_montage needs at least one subject folder")
     files = json.loads((dirs[0] / "phantom.json").read_text(encoding="utf-8"))["families"]
-    columns = [*files, "CT"]
-    fig, axes = plt.subplots(len(dirs), 2 * len(columns), figsize=(2.4 * 2 * len(columns), 2.6 * len(dirs)),
-                             squeeze=False)
-    for row, folder in zip(axes, dirs):
+    rows = []
+    for folder in dirs:
         read = lambda name: np.asanyarray(nib.as_closest_canonical(nib.load(folder / name)).dataobj)  # noqa: E731
         ct, mask = read("ct.nii.gz"), read("mask.nii.gz")
         z = int(np.argmax(((ct < -400) & (mask > 0)).sum(axis=(0, 1))))
         x = ct.shape[0] // 2
-        for c, column in enumerate(columns):
+        axial, sagittal = [], []
+        for column in [*files, "CT"]:
             volume = ct if column == "CT" else read(files[column])
             window = ct_window_hu if column == "CT" else (0.0, float(np.percentile(volume, 99.5)))
-            for ax, image, view in ((row[c], volume[:, :, z].T, f"axial {z}"), (row[len(columns) + c], volume[x].T, "sagittal")):
-                ax.imshow(image, origin="lower", cmap="gray", vmin=window[0], vmax=window[1])
-                ax.set_title(f"{folder.name} {column} {view}", fontsize=7)
-                ax.axis("off")
-    fig.tight_layout()
-    try:
-        return save_png(fig, path, overwrite=True, dpi=90)  # the montage is regenerated with its data
-    finally:
-        plt.close(fig)
+            # transposed and flipped: anterior (axial) / superior (sagittal) at the top of the panel
+            axial.append((volume[:, :, z].T[::-1], f"{folder.name} {column} axial {z}", window))
+            sagittal.append((volume[x].T[::-1], f"{folder.name} {column} sagittal", window))
+        rows.append(axial + sagittal)
+    return save_image_grid(rows, path, overwrite=True)  # the montage is regenerated with its data
