@@ -197,7 +197,6 @@ class BodyCropSampler:
         self.batches_per_draw = int(batches_per_draw)
         self._queue: list[dict[str, torch.Tensor]] = []  # batches of the last draw not yet handed out
         self._draw_state: torch.Tensor | None = None  # the generator's state before that draw
-        self._taken = 0  # batches of that draw handed out
 
     @property
     def crops_per_batch(self) -> int:
@@ -208,7 +207,7 @@ class BodyCropSampler:
         """The generator's state before the current draw and how many of its batches were handed out: a
         resumed run cuts that draw again and continues after them."""
         if self._queue:
-            return {"generator": self._draw_state, "taken": self._taken}
+            return {"generator": self._draw_state, "taken": self.batches_per_draw - len(self._queue)}
         return {"generator": self.generator.get_state(), "taken": 0}
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -218,7 +217,6 @@ class BodyCropSampler:
         if taken:
             self._refill()
             del self._queue[:taken]
-            self._taken = taken
 
     # --- draws --------------------------------------------------------------------------------------------
     def _uniform(self, *shape: int) -> torch.Tensor:
@@ -342,13 +340,11 @@ class BodyCropSampler:
         crops, block = self.crops_per_batch, self._cut(self.batches_per_draw)
         self._queue = [{key: value[i * crops:(i + 1) * crops] for key, value in block.items()}
                        for i in range(self.batches_per_draw)]
-        self._taken = 0
 
     def draw(self) -> dict[str, torch.Tensor]:
         """One iteration's batch (see the class docstring for shapes), from the current draw or a new one."""
         if not self._queue:
             self._refill()
-        self._taken += 1
         return self._queue.pop(0)
 
     def prefetch(self) -> None:
