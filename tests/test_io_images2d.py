@@ -199,6 +199,10 @@ def test_read_paired_manifest_resolves_paths_and_names_subject(tmp_path):
     (tmp_path / "se" / "S1_p000.png").unlink()
     with pytest.raises(InputError, match="^S1: se file"):
         read_paired_manifest(tmp_path / "manifest.csv")
+    rows[1]["de_bone"] = ""  # an empty cell is no file, not the manifest's folder
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(InputError, match=r"^S2: no de_bone for S2_p000 \(empty cell in "):
+        read_paired_manifest(tmp_path / "manifest.csv", split="val")
 
 
 def test_loader_rejects_pairs_of_different_shapes(tmp_path):

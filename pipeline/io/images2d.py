@@ -264,7 +264,8 @@ def read_paired_manifest(manifest: str | os.PathLike, *, keys: Sequence[str] = D
     """Rows of a pair manifest CSV as dicts, paths made absolute; only ``split`` rows when given.
 
     Required columns: ``keys``. Missing ``subject_id`` / ``projection_id`` are filled from the row.
-    Raises :class:`InputError` naming the subject and file for a missing file (``check_files``) or column.
+    Raises :class:`InputError` naming the subject and file for a missing column, and with ``check_files``
+    for an empty cell or a missing file.
     """
     manifest = Path(manifest)
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
@@ -284,6 +285,8 @@ def read_paired_manifest(manifest: str | os.PathLike, *, keys: Sequence[str] = D
             if column not in keys and column not in record:
                 record[column] = row[column]
         for key in keys:
+            if check_files and not row[key].strip():  # would resolve to the manifest's own folder
+                raise InputError(f"{subject}: no {key} for {record['image_id']} (empty cell in {manifest})")
             path = Path(row[key])
             path = path if path.is_absolute() else manifest.parent / path
             if check_files and not path.exists():

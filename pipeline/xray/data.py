@@ -202,17 +202,10 @@ def training_records(source: str | os.PathLike, *, image_key: str, target_keys: 
     its noiseless reference (``<key>_noiseless``, written by the DRR builder with realism: the same chain
     without quantum noise), i.e. the network learns the *expected* DE image; the records keep the target
     names, so nothing downstream changes. Evaluation still scores against the noisy DE images (PSNR, SSIM,
-    CNR) and fits the bone leak on the noiseless ones. Raises :class:`pipeline.errors.InputError` naming the
-    image when a reference is missing."""
+    CNR) and fits the bone leak on the noiseless ones. A missing reference (DRRs rendered without realism
+    have none) is an :class:`pipeline.errors.InputError` naming the image (:func:`load_records`)."""
     columns = {key: f"{key}_noiseless" if noiseless_targets else key for key in target_keys}
-    keys = [image_key, *columns.values()]
-    records = load_records(source, keys=keys, split=split, check_files=False, **split_options)
-    for record in records:  # before the headers are read: a missing reference, not an odd file type
-        for column in columns.values():
-            if Path(record[column]).is_dir():  # an empty cell resolves to the manifest's folder
-                raise InputError(f"{record['subject_id']}: no {column} for {record['image_id']} in {source} "
-                                 "(noiseless_targets needs DRRs rendered with realism)")
-    check_pair_headers(records, keys=keys)
+    records = load_records(source, keys=[image_key, *columns.values()], split=split, **split_options)
     return [{**{k: v for k, v in record.items() if k not in columns.values()},
              **{key: record[column] for key, column in columns.items()}} for record in records]
 
