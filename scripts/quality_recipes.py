@@ -46,6 +46,9 @@ RECIPES: dict[str, dict[str, object]] = {
     "width24": {"base_channels": 24},
     "width16": {"base_channels": 16},
     "lr1e3": {"learning_rate": 1e-3},
+    # the validated and saved model as an average of the weights (issue 19: the train/held-out gap)
+    "ema": {"ema_decay": 0.999},
+    "ema995": {"ema_decay": 0.995},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: the bundle's own validation schedule (every tenth of the budget, at most 10 % of the

@@ -15,6 +15,7 @@ from ignite.engine import Events
 
 from bundle_runner import REPO, read_events, tiny_phantom_manifest
 from bundle_runner import run_bundle as run_bundle_config
+from pipeline.engine.handlers import load_generator_state
 from pipeline.engine.model_card import card_hash
 from pipeline.engine.trainer import Pix2PixTrainer, autocast_dtype, constant_then_linear_decay, pix2pix_adam
 from pipeline.sct.model_card import rtsynth_version
@@ -36,7 +37,8 @@ def run_bundle(*args: str, launcher: list[str] | None = None, config: str | None
 
 def test_train_logs_checkpoints_and_resumes(manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "2", "--epoch_length", "2", *TINY)
+    ema = ["--ema_decay", "0.5"]  # the weight average is validated, saved and resumed with the rest
+    run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "2", "--epoch_length", "2", *TINY, *ema)
 
     scalars, images = read_events(out / "tensorboard")
     for tag in ("G_l1", "G_adversarial", "G_total", "D_real", "D_fake", "lr_G", "lr_D", "val_mae_hu"):
@@ -48,11 +50,18 @@ def test_train_logs_checkpoints_and_resumes(manifest: Path, tmp_path: Path) -> N
     assert checkpoint["trainer"]["iteration"] == 4  # 2 epochs x 2 iterations
     best = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert set(best) == set(checkpoint["generator"])
+    assert int(checkpoint["ema"]["n_averaged"]) == 4  # one update per iteration
+    averaged = load_generator_state(out / "checkpoints" / "latest.pt")  # the average, not the last weights
+    assert set(averaged) == set(checkpoint["generator"])
+    assert all(torch.equal(averaged[k], checkpoint["ema"]["module." + k]) for k in averaged)
+    assert any(not torch.equal(averaged[k], checkpoint["generator"][k]) for k in averaged)
 
-    log = run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "3", "--epoch_length", "2", *TINY)
+    log = run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "3", "--epoch_length", "2",
+                     *TINY, *ema)
     assert "resuming from" in log
     resumed = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert resumed["trainer"]["iteration"] == 6  # continued from 4, not restarted
+    assert int(resumed["ema"]["n_averaged"]) == 6  # the same average continued
 
 
 def test_inference_bundle_obeys_the_model_card(manifest: Path, tmp_path: Path) -> None:
@@ -98,10 +107,11 @@ def test_torchrun_two_processes_gloo(manifest: Path, tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # a 3-second budget: rank 0's clock ends the run for both ranks (they would hang in DDP otherwise)
     log = run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1000", "--epoch_length", "2",
-                     "--max_minutes", "0.05", *TINY, launcher=torchrun, config=configs)
+                     "--max_minutes", "0.05", "--ema_decay", "0.9", *TINY, launcher=torchrun, config=configs)
     assert "val_mae_hu" in log and "time budget of 0.1 min spent" in log
     checkpoint = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in checkpoint["generator"])  # saved unwrapped, loadable anywhere
+    assert set(load_generator_state(out / "checkpoints" / "latest.pt")) == set(checkpoint["generator"])  # the average's
     assert checkpoint["trainer"]["iteration"] >= 2 and checkpoint["progress"]["elapsed_seconds"] >= 3.0
     assert (out / "models" / "model.pt").is_file()  # the final validation, reduced over the ranks, saved it
 

@@ -58,9 +58,13 @@ def save_model_state(model: torch.nn.Module, path: str | Path) -> Path:
 
 def load_generator_state(path: str | Path) -> dict:
     """Generator weights from either file this module writes: ``model.pt`` (a bare state dict, see
-    :class:`BestModelSaver`) or ``latest.pt`` (a dict with a ``"generator"`` entry). Tensors only
-    (``weights_only=True``)."""
+    :class:`BestModelSaver`) or ``latest.pt`` (a dict with a ``"generator"`` entry, and an ``"ema"`` entry
+    when the run kept a weight average: then the average, the model validation saw, see
+    :mod:`pipeline.engine.weight_average`). Tensors only (``weights_only=True``)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    average = state.get("ema") if "generator" in state else None
+    if average:  # AveragedModel's state: the network's under "module.", plus its update count
+        return {k.removeprefix("module."): v for k, v in average.items() if k != "n_averaged"}
     return state.get("generator", state)
 
 
