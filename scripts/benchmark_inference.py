@@ -2,6 +2,7 @@
 
     python -m scripts.benchmark_inference [--modes 2.5d 3d] [--overlap 0.5] [--sw-batch-size N] [--repeats 1]
         [--runtimes torch onnx] [--shape 160 192 112] [--planes axial coronal sagittal] [--tta] [--device cuda]
+        [--batch N [--read-ahead R]]
 
 The MR is a head phantom (``pipeline.data.phantoms.head``, default grid) upsampled with ``scipy.ndimage.zoom`` to
 ``--shape`` (default 256 x 256 x 180) and written at 1 mm on an oblique LPS-like grid (cached in
@@ -19,6 +20,10 @@ random inputs. Each bare call runs right after its pipeline call (and is exclude
 times), so both see the same machine load: on a CPU shared with other jobs, a replay minutes later
 measures the load drift, not the pipeline. ``whole / bare`` is the figure of merit (target <= 1.15):
 what the pipeline costs on top of the network.
+
+``--batch N`` then times ``predict_inputs`` over N copies of the MR (first mode only), one subject after the other
+against pipelined (``--read-ahead`` subjects read and preprocessed ahead in threads, the last one written behind
+the network: :mod:`pipeline.sct.batch`); per volume, and against the single volume's ``bare``.
 
 ``--runtimes torch onnx`` also exports the same randomly initialised generator to ONNX
 (:mod:`pipeline.sct.onnx_runtime`) and runs the whole pipeline with onnxruntime in the same process,
@@ -41,6 +46,7 @@ from networks import Pix2PixUNet
 from pipeline.data.loaders import input_channels, spatial_dims
 from pipeline.data.phantoms.head import make_phantom_subject
 from pipeline.io.volumes import write_like_reference
+from pipeline.sct.batch import READ_AHEAD
 from pipeline.sct.inference import WINDOW_BATCH, SCTPredictor
 from pipeline.sct.onnx_runtime import OnnxGenerator, export_onnx
 
@@ -175,6 +181,33 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
     return result
 
 
+def run_batch(mode: str, mr_path: Path, mask_path: Path | None, work_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per volume of ``predict_inputs`` over ``--batch`` copies of the MR (links in one folder), one subject
+    after the other (``read_ahead`` 0) and pipelined (``--read-ahead``: reading and preprocessing ahead, writing
+    behind the network; :mod:`pipeline.sct.batch`), alternated ``--repeats`` times on the same machine load."""
+    patch_size, num_downs = CONFIGS[mode]
+    torch.manual_seed(0)
+    network = Pix2PixUNet(spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
+                          num_downs=num_downs, base_channels=args.base_channels, norm="instance")
+    predictor = SCTPredictor(network, mode=mode, patch_size=patch_size, slab_size=args.slab_size, overlap=args.overlap,
+                             sw_batch_size=args.sw_batch_size, device=torch.device(args.device), progress=False,
+                             tta=args.tta, planes=args.planes if mode == "2.5d" else ("axial",))
+    folder = work_dir / "batch"
+    folder.mkdir(exist_ok=True)
+    for index in range(args.batch):
+        link = folder / f"S{index:03d}.nii.gz"
+        if not link.exists():
+            link.symlink_to(mr_path.resolve())
+    seconds = {"one after the other": 0.0, f"read ahead {args.read_ahead}": 0.0}
+    for _ in range(args.repeats):
+        for name, read_ahead in zip(seconds, (0, args.read_ahead)):
+            clock = time.perf_counter()
+            predictor.predict_inputs(folder, output_dir=work_dir / "batch_out", overwrite=True, read_ahead=read_ahead)
+            _synchronize(predictor.device)
+            seconds[name] += (time.perf_counter() - clock) / (args.batch * args.repeats)
+    return seconds
+
+
 def print_table(results: dict[str, dict[str, float]], *, shape, args: argparse.Namespace) -> None:
     modes = list(results)
     mask = "mask file given" if args.with_mask else "body mask derived from the MR"
@@ -223,6 +256,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnx"],
                         help="also run the generator exported to ONNX with onnxruntime (same run, right after PyTorch)")
     parser.add_argument("--work-dir", type=Path, default=None, help="cache for the MR and outputs (default: a temp dir)")
+    parser.add_argument("--batch", type=int, default=0, help="also time predict_inputs over this many subjects "
+                        "(copies of the MR), one after the other against pipelined (first mode only)")
+    parser.add_argument("--read-ahead", type=int, default=READ_AHEAD["cuda"], help="subjects read ahead in the batch run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -237,6 +273,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                                          runtime=runtime)
                 print(f"{name}: whole {results[name]['whole']:.1f} s, bare {results[name]['bare']:.1f} s", flush=True)
         print_table(results, shape=args.shape, args=args)
+        if args.batch:
+            mode = args.modes[0]
+            batch = run_batch(mode, mr_path, mask_path if args.with_mask else None, work_dir, args)
+            bare = results[mode]["bare"]
+            print(f"\nbatch of {args.batch} subjects ({mode}, predict_inputs, s per volume):")
+            for name, seconds in batch.items():
+                print(f"  {name:<22} {seconds:8.2f} s   whole / bare {seconds / bare:7.2f}")
+            first, second = batch.values()
+            print(f"  pipelined / one after the other {second / first:.3f}")
+            results[f"{mode} batch"] = batch
     return results
 
 

@@ -22,7 +22,8 @@ from pipeline.data.phantoms.head import write_phantom_dataset
 from pipeline.engine.model_card import write_model_card
 from pipeline.errors import InputError
 from pipeline.io.volumes import read_volume
-from pipeline.sct.inference import SCTPredictor, predict_unit_volume, resolve_inputs, subject_id_from_path
+from pipeline.sct.batch import resolve_inputs, subject_id_from_path
+from pipeline.sct.inference import SCTPredictor, predict_unit_volume
 from pipeline.sct.model_card import MODEL_CARD_NAME, training_card
 from transforms.intensity import HU_AIR, HU_MAX, HU_MIN, normalize_mr, unit_range_to_hu
 from transforms.mask import body_mask_from_mr
@@ -369,7 +370,8 @@ def test_predict_inputs_writes_one_sct_per_subject(synthrad_folder, tmp_path):
     assert written[0].stat().st_mtime_ns == before  # never overwritten silently
 
 
-def test_a_bad_subject_does_not_cost_the_others_and_skip_existing_finishes_a_run(synthrad_folder, tmp_path):
+@pytest.mark.parametrize("read_ahead", [0, 2])  # one after the other (the CPU default), and pipelined (pipeline.sct.batch)
+def test_a_bad_subject_does_not_cost_the_others_and_skip_existing_finishes_a_run(synthrad_folder, tmp_path, read_ahead):
     """1BA002's MR is all NaN: 1BA001 and 1BA004 (after it) are still written; the error lists 1BA002 only.
     Rerunning with skip_existing after the MR is fixed writes just the missing subject."""
     good = synthrad_folder / "1BA001" / "mr.nii.gz"
@@ -381,7 +383,7 @@ def test_a_bad_subject_does_not_cost_the_others_and_skip_existing_finishes_a_run
     nib.save(nib.Nifti1Image(np.full(source.shape, np.nan, np.float32), source.affine, source.header), bad)
     out = tmp_path / "out"
     with pytest.raises(InputError) as error:
-        predictor("2.5d").predict_inputs(synthrad_folder, output_dir=out)
+        predictor("2.5d").predict_inputs(synthrad_folder, output_dir=out, read_ahead=read_ahead)
     assert str(error.value).startswith("1 of 3 subject(s) failed") and "1BA002: mr" in str(error.value)
     assert "1BA001" not in str(error.value) and "1BA004" not in str(error.value)
     assert sorted(p.parent.name for p in out.glob("*/sct.nii.gz")) == ["1BA001", "1BA004"]
@@ -389,7 +391,7 @@ def test_a_bad_subject_does_not_cost_the_others_and_skip_existing_finishes_a_run
     bad.unlink()
     bad.symlink_to(good.resolve())
     stamp = (out / "1BA001" / "sct.nii.gz").stat().st_mtime_ns
-    written = predictor("2.5d").predict_inputs(synthrad_folder, output_dir=out, skip_existing=True)
+    written = predictor("2.5d").predict_inputs(synthrad_folder, output_dir=out, skip_existing=True, read_ahead=read_ahead)
     assert [p.parent.name for p in written] == ["1BA001", "1BA002", "1BA004"]
     assert (out / "1BA001" / "sct.nii.gz").stat().st_mtime_ns == stamp  # skipped, not rewritten
     assert nib.load(out / "1BA002" / "sct.nii.gz").shape == SHAPE

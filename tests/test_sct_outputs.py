@@ -15,7 +15,8 @@ from networks import Pix2PixUNet
 from pipeline.data.phantoms.head import make_phantom_subject
 from pipeline.errors import InputError
 from pipeline.io.dicom import write_mr_dicom_series
-from pipeline.sct.inference import SCTPredictor, resolve_inputs
+from pipeline.sct.batch import resolve_inputs
+from pipeline.sct.inference import SCTPredictor
 from pipeline.sct.outputs import output_paths, write_sct_outputs
 
 # Voxel axes stored as (P, S, L)-ish: a non-RAS, permuted, oblique NIfTI the DICOM writer must rearrange.

@@ -26,16 +26,16 @@ from tqdm.auto import tqdm
 
 from pipeline.data.checks import check_mask_array, check_volume_array
 from pipeline.data.loaders import check_mode, planes_for_mode, preprocessing
-from pipeline.data.manifest import find_subjects, load_split, read_manifest
 from pipeline.engine.distributed import gather_lists, rank, rank_shard
 from pipeline.engine.handlers import load_generator_state
 from pipeline.engine.trainer import torch_threads as _torch_threads
 from pipeline.errors import InputError, as_flag
-from pipeline.io.dicom_series import is_dicom_folder, volume_file
-from pipeline.io.geometry import VOLUME_SUFFIXES, check_orientation, check_same_grid, read_geometry
+from pipeline.io.dicom_series import volume_file
+from pipeline.io.geometry import check_orientation, check_same_grid, read_geometry
 from pipeline.io.volumes import read_volume, write_like_reference
+from pipeline.sct.batch import predict_records, resolve_inputs, subject_id_from_path
 from pipeline.sct.model_card import rtsynth_version
-from pipeline.sct.outputs import output_paths, refuse_existing_outputs, write_sct_outputs
+from pipeline.sct.outputs import refuse_existing_outputs, write_sct_outputs
 from pipeline.sct.tta import mean_and_std_hu, member_count, members_hu, std_path_for
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
@@ -250,31 +250,53 @@ class SCTPredictor:
         data = self.load(mr_path, mask_path=mask_path, subject_id=subject_id)
         return self.restore(self.infer(self.preprocess(data)))
 
+    def prepare(
+        self, mr_path: str | Path, out_path: str | Path, *, stack: contextlib.ExitStack, mask_path: str | Path | None = None,
+        subject_id: str = "", overwrite: bool = False, output_format: str = "nifti", mr_series_uid: str | None = None,
+    ) -> dict:
+        """Everything before the network for one subject: the outputs checked (refused before minutes of
+        inference), the MR file (a DICOM folder's series converted once by
+        :func:`pipeline.io.dicom_series.volume_file`, kept until ``stack`` closes), :meth:`load`, :meth:`preprocess`.
+        The returned dict carries what :meth:`finish` needs to write the outputs."""
+        out_path, overwrite = Path(out_path), as_flag(overwrite, name="overwrite")
+        refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)
+        subject_id = subject_id or subject_id_from_path(mr_path)
+        std_path = std_path_for(out_path)
+        if self.ensemble and std_path.exists() and not overwrite:
+            raise FileExistsError(f"{subject_id}: {std_path} exists; pass overwrite to replace it")
+        mr_file = stack.enter_context(volume_file(mr_path, series_uid=mr_series_uid, subject_id=subject_id))
+        data = self.preprocess(self.load(mr_file, mask_path=mask_path, subject_id=subject_id))
+        data["outputs"] = {"mr_file": mr_file, "out_path": out_path, "output_format": output_format, "overwrite": overwrite,
+                           "mr_dicom_dir": Path(mr_path) if Path(mr_path).is_dir() else None,
+                           "mr_series_uid": mr_series_uid}
+        return data
+
+    def finish(self, data: dict) -> Path:
+        """:meth:`restore` a prepared (:meth:`prepare`) and inferred (:meth:`infer`) subject and write its sCT as
+        :func:`pipeline.sct.outputs.write_sct_outputs` does (and an ensemble's ``sct_std.nii.gz``); returns the NIfTI
+        path, or the DICOM folder alone."""
+        hu = self.restore(data)  # an ensemble also adds data["std_hu"]
+        out = data["outputs"]
+        written = write_sct_outputs(hu, mr_file=out["mr_file"], out_path=out["out_path"], output_format=out["output_format"],
+                                    mr_dicom_dir=out["mr_dicom_dir"], mr_series_uid=out["mr_series_uid"],
+                                    model_id=self.model_id, description=self.provenance, overwrite=out["overwrite"])
+        if "std_hu" in data:
+            # float32: a rounded std would tie most voxels and blur its ranking of the error
+            write_like_reference(data["std_hu"], reference_path=out["mr_file"], out_path=std_path_for(out["out_path"]),
+                                 dtype=np.float32, overwrite=out["overwrite"], description=self.provenance)
+        return written[0]
+
     def predict_file(
         self, mr_path: str | Path, out_path: str | Path, *, mask_path: str | Path | None = None,
         subject_id: str = "", overwrite: bool = False, output_format: str = "nifti", mr_series_uid: str | None = None,
     ) -> Path:
-        """sCT of ``mr_path`` (a volume file, or a DICOM folder: its MR series, or ``mr_series_uid``, converted
-        once by :func:`pipeline.io.dicom_series.volume_file`) written as ``output_format`` by
-        :func:`pipeline.sct.outputs.write_sct_outputs`; returns the NIfTI path, or the DICOM folder alone."""
-        out_path, overwrite = Path(out_path), as_flag(overwrite, name="overwrite")
-        refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)  # before minutes of inference
-        subject_id = subject_id or subject_id_from_path(mr_path)
-        dicom_dir = Path(mr_path) if Path(mr_path).is_dir() else None
-        std_path = std_path_for(out_path)
-        if self.ensemble and std_path.exists() and not overwrite:
-            raise FileExistsError(f"{subject_id}: {std_path} exists; pass overwrite to replace it")
-        with volume_file(mr_path, series_uid=mr_series_uid, subject_id=subject_id) as mr_file:
-            data = self.infer(self.preprocess(self.load(mr_file, mask_path=mask_path, subject_id=subject_id)))
-            hu = self.restore(data)  # an ensemble also adds data["std_hu"]
-            written = write_sct_outputs(hu, mr_file=mr_file, out_path=out_path, output_format=output_format,
-                                        mr_dicom_dir=dicom_dir, mr_series_uid=mr_series_uid, model_id=self.model_id,
-                                        description=self.provenance, overwrite=overwrite)
-            if "std_hu" in data:
-                # float32: a rounded std would tie most voxels and blur its ranking of the error
-                write_like_reference(data["std_hu"], reference_path=mr_file, out_path=std_path, dtype=np.float32,
-                                     overwrite=overwrite, description=self.provenance)
-        return written[0]
+        """sCT of ``mr_path`` (a volume file, or a DICOM folder: its MR series, or ``mr_series_uid``) written as
+        ``output_format``: :meth:`prepare`, :meth:`infer`, :meth:`finish`; returns the NIfTI path, or the DICOM
+        folder alone."""
+        with contextlib.ExitStack() as stack:
+            return self.finish(self.infer(self.prepare(
+                mr_path, out_path, stack=stack, mask_path=mask_path, subject_id=subject_id, overwrite=overwrite,
+                output_format=output_format, mr_series_uid=mr_series_uid)))
 
     @property
     def provenance(self) -> str:
@@ -282,7 +304,8 @@ class SCTPredictor:
         return f"rtsynth {rtsynth_version()} sCT model {self.model_id or 'without model card'}"
 
     def predict_inputs(self, source: str | Path, *, output_dir: str | Path, split: str | None = None,
-                       overwrite: bool = False, skip_existing: bool = False, output_format: str = "nifti") -> list[Path]:
+                       overwrite: bool = False, skip_existing: bool = False, output_format: str = "nifti",
+                       read_ahead: int | None = None) -> list[Path]:
         """Predict every subject of ``source`` (an MR file, a folder, a DICOM folder or a manifest CSV) into
         ``output_dir/<subject_id>/sct.nii.gz`` and/or ``sct_dicom/`` (``output_format``).
 
@@ -292,6 +315,10 @@ class SCTPredictor:
         already there (finishing a run that was interrupted); otherwise an existing output is refused
         unless ``overwrite``.
 
+        ``read_ahead`` subjects are read and preprocessed in threads while the network works on the current one,
+        and the last one is written meanwhile (:mod:`pipeline.sct.batch`); default
+        :data:`pipeline.sct.batch.READ_AHEAD` for the device (none on the CPU: one subject after the other).
+
         Under ``torchrun`` (``multi_gpu_inference.json``) each rank predicts its own subjects
         (:func:`pipeline.engine.distributed.rank_shard`: each exactly once), and rank 0 raises the error
         listing the failures of all ranks once every rank has finished.
@@ -300,40 +327,14 @@ class SCTPredictor:
         if overwrite and skip_existing:
             raise ValueError("overwrite and skip_existing exclude each other")
         records = resolve_inputs(source, split=split)
-        written, failures = [], []
-        for record in tqdm(rank_shard(records, equal_sizes=False), desc="sCT", unit="subject", disable=not self.progress):
-            subject_id = record["subject_id"]
-            out = Path(output_dir) / subject_id / "sct.nii.gz"
-            targets = output_paths(out, output_format=output_format)
-            expected = [*targets.values(), *([std_path_for(out)] if self.ensemble else [])]  # the std map too
-            if skip_existing and all(path.exists() for path in expected):
-                logger.info("%s: %s exists; skipped (skip_existing)", subject_id, out.parent)
-                written.append(next(iter(targets.values())))
-                continue
-            try:
-                written.append(self.predict_file(record["mr"], out, mask_path=record.get("mask"), subject_id=subject_id,
-                                                 overwrite=overwrite, output_format=output_format,
-                                                 mr_series_uid=record.get("mr_series_uid")))
-            except Exception as error:  # noqa: BLE001 - one subject's failure must not cost the others
-                if not isinstance(error, (InputError, FileExistsError)):  # unexpected: keep the traceback in the log
-                    logger.exception("%s: unexpected error", subject_id)
-                message = " ".join(str(error).split()) or type(error).__name__
-                failures.append(message if message.startswith(subject_id) else f"{subject_id}: {message}")
-                logger.error("%s", failures[-1])
-                continue
-            logger.info("%s: wrote %s", subject_id, written[-1])
+        written, failures = predict_records(self, rank_shard(records, equal_sizes=False), output_dir=output_dir,
+                                            overwrite=overwrite, skip_existing=skip_existing,
+                                            output_format=output_format, read_ahead=read_ahead)
         failures = gather_lists(failures)  # under torchrun: every rank's, so that rank 0 reports them all
         if failures and rank() == 0:
             raise InputError(f"{len(failures)} of {len(records)} subject(s) failed, the other sCTs were written: "
                              + " | ".join(failures))
         return written
-
-
-def subject_id_from_path(path: str | Path) -> str:
-    """SynthRAD layout ``<ID>/mr.nii.gz`` -> ID; a flat file ``<ID>.nii.gz`` -> ID."""
-    path = Path(path)
-    stem = path.name.split(".")[0]
-    return path.parent.name if stem.lower() in ("mr", "mri", "t1") else stem
 
 
 def check_input_files(mr_path: str | Path, mask_path: str | Path | None, *, subject_id: str) -> None:
@@ -344,55 +345,3 @@ def check_input_files(mr_path: str | Path, mask_path: str | Path | None, *, subj
         raise InputError(f"{subject_id}: {Path(mr_path).name} is {mr_geometry.ndim}-D {tuple(mr_geometry.shape)}; expected a 3-D volume")
     if mask_path:
         check_same_grid(mr_geometry, read_geometry(mask_path, subject_id=subject_id), subject_id=subject_id, names=("mr", "mask"))
-
-
-def resolve_inputs(source: str | Path, *, split: str | None = None) -> list[dict]:
-    """Records ``{"subject_id", "mr"[, "mask"][, "mr_series_uid"]}`` (paths as str) for every subject of ``source``:
-
-    - an MR file (ID from :func:`subject_id_from_path`), or a DICOM folder (one subject; its MR series);
-    - a manifest CSV (all rows, or one ``split``); ``mr`` may be a DICOM folder, an optional
-      ``mr_series_uid`` column names the series when that folder holds several;
-    - a folder of MR files (``<ID>.nii.gz``, ...): used when volumes lie directly in the folder;
-    - otherwise a SynthRAD-style folder ``<ID>/mr.*`` with optional ``mask.*`` (or the MR as DICOM files in
-      ``<ID>/mr/`` or ``<ID>/``), scanned with :func:`pipeline.data.manifest.find_subjects`; subject
-      folders without an MR are skipped with a warning.
-    """
-    source = Path(source)
-    keys = ("subject_id", "mr", "mask", "mr_series_uid")
-    if source.suffix == ".csv":
-        rows = read_manifest(source).to_dict("records")
-        if split:
-            chosen = {record["subject_id"] for record in load_split(source, split)}  # load_split's checks and errors
-            rows = [row for row in rows if row["subject_id"] in chosen]
-        return [{k: v for k, v in row.items() if k in keys and isinstance(v, str)} for row in rows]
-    if source.is_file() or is_dicom_folder(source):
-        return [{"subject_id": subject_id_from_path(source), "mr": str(source)}]
-    if not source.is_dir():
-        raise InputError(f"input {source} does not exist")
-    flat = sorted(f for f in source.iterdir() if f.is_file() and f.name.lower().endswith(VOLUME_SUFFIXES))
-    if flat:
-        return [{"subject_id": subject_id_from_path(f), "mr": str(f)} for f in flat]
-    dicom = {folder.name: mr for folder in sorted(p for p in source.iterdir() if p.is_dir())
-             for mr in (folder, folder / "mr") if is_dicom_folder(mr)}  # <ID>/mr/ wins over <ID>/
-    try:
-        rows = find_subjects(source).to_dict("records")
-    except InputError:
-        if not dicom:
-            raise
-        rows = []
-    records = {subject_id: {"subject_id": subject_id, "mr": str(mr.absolute())} for subject_id, mr in dicom.items()}
-    for row in rows:
-        subject_id = row["subject_id"]
-        if row["mr"] is not None and subject_id in records:
-            raise InputError(f"{subject_id}: two MRs, {Path(row['mr']).name} and the DICOM files in "
-                             f"{records[subject_id]['mr']}; keep one")
-        if row["mr"] is None and subject_id not in records:
-            logger.warning("%s: no mr file in %s; skipped", subject_id, source / subject_id)
-            continue
-        record = records.setdefault(subject_id, {"subject_id": subject_id, "mr": row["mr"]})
-        if row["mask"]:
-            record["mask"] = row["mask"]
-    records = [records[subject_id] for subject_id in sorted(records)]
-    if not records:
-        raise InputError(f"no MR volumes found in {source} (expected <ID>/mr.nii.gz or *.nii.gz files)")
-    return records
