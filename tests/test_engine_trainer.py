@@ -50,10 +50,10 @@ def test_train_logs_checkpoints_and_resumes(manifest: Path, tmp_path: Path) -> N
     assert checkpoint["trainer"]["iteration"] == 4  # 2 epochs x 2 iterations
     best = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert set(best) == set(checkpoint["generator"])
-    assert int(checkpoint["ema"]["n_averaged"]) == 4  # one update per iteration
+    assert checkpoint["ema"]["updates"] == 4  # one update per iteration
     averaged = load_generator_state(out / "checkpoints" / "latest.pt")  # the average, not the last weights
     assert set(averaged) == set(checkpoint["generator"])
-    assert all(torch.equal(averaged[k], checkpoint["ema"]["module." + k]) for k in averaged)
+    assert all(torch.equal(averaged[k], checkpoint["ema"]["module"][k]) for k in averaged)
     assert any(not torch.equal(averaged[k], checkpoint["generator"][k]) for k in averaged)
 
     log = run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "3", "--epoch_length", "2",
@@ -61,7 +61,7 @@ def test_train_logs_checkpoints_and_resumes(manifest: Path, tmp_path: Path) -> N
     assert "resuming from" in log
     resumed = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert resumed["trainer"]["iteration"] == 6  # continued from 4, not restarted
-    assert int(resumed["ema"]["n_averaged"]) == 6  # the same average continued
+    assert resumed["ema"]["updates"] == 6  # the same average continued
 
 
 def test_inference_bundle_obeys_the_model_card(manifest: Path, tmp_path: Path) -> None:

@@ -63,9 +63,7 @@ def load_generator_state(path: str | Path) -> dict:
     :mod:`pipeline.engine.weight_average`). Tensors only (``weights_only=True``)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     average = state.get("ema") if "generator" in state else None
-    if average:  # AveragedModel's state: the network's under "module.", plus its update count
-        return {k.removeprefix("module."): v for k, v in average.items() if k != "n_averaged"}
-    return state.get("generator", state)
+    return average["module"] if average else state.get("generator", state)
 
 
 def latest_checkpoint(directory: str | Path, *, filename: str = "latest.pt") -> str | None:
