@@ -27,7 +27,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "adamw_cosine": {"optimizer": "adamw", "budget_schedule": "cosine"},
     # against the shipped default (2026-12-02): does the adversarial term earn its compute? a whole 1 mm slice?
     "l1_only": {"adversarial_start_fraction": 1.0},
-    "fov224": {"patch_size": 224, "samples_per_volume": 1},
+    "fov256": {"patch_size": 256, "samples_per_volume": 1},  # a whole 1 mm head slice (edges replicated)
     "planes3": {"planes": "all"},  # multi-plane 2.5D: one network on axial, coronal and sagittal slabs, fused
     "l1_planes3": {"adversarial_start_fraction": 1.0, "planes": "all"},
     # capacity and context against the shipped default (issue 19): wider, deeper, more slices per slab
