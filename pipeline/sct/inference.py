@@ -259,7 +259,7 @@ class SCTPredictor:
         :func:`pipeline.io.dicom_series.volume_file`, kept until ``stack`` closes), :meth:`load`, :meth:`preprocess`.
         The returned dict carries what :meth:`finish` needs to write the outputs."""
         out_path, overwrite = Path(out_path), as_flag(overwrite, name="overwrite")
-        refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)
+        refuse_existing_outputs(out_path, output_format=output_format, overwrite=overwrite)  # before minutes of inference
         subject_id = subject_id or subject_id_from_path(mr_path)
         std_path = std_path_for(out_path)
         if self.ensemble and std_path.exists() and not overwrite:
