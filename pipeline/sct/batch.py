@@ -124,7 +124,7 @@ def predict_records(predictor, records: Iterable[dict], *, output_dir: str | Pat
                     settle(job, error)
                     continue
                 writes.append((job, writer.submit(finish, data, stack)))
-                while len(writes) > 1:  # one write running, none waiting behind it
+                while len(writes) > 1:  # at most one write waits behind the running one (bounded memory)
                     settle(*writes.popleft())
             while writes:
                 settle(*writes.popleft())
