@@ -97,7 +97,7 @@ def predict_records(predictor, records: Iterable[dict], *, output_dir: str | Pat
             stack = contextlib.ExitStack()
             try:
                 outcome = finish(predictor.infer(prepare(job, stack)), stack)
-            except Exception as error:  # settled below, as on the pipelined path
+            except Exception as error:  # noqa: BLE001 - settled below (logged there), as on the pipelined path
                 stack.close()
                 outcome = error
             settle(job, outcome)
@@ -119,7 +119,7 @@ def predict_records(predictor, records: Iterable[dict], *, output_dir: str | Pat
                 read_next()
                 try:
                     data = predictor.infer(prepared.result())  # the network in this thread: one CUDA stream, in order
-                except Exception as error:  # reading or the network failed: settled now
+                except Exception as error:  # noqa: BLE001 - reading or the network failed: settled (logged) now
                     stack.close()
                     settle(job, error)
                     continue
