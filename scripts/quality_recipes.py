@@ -48,7 +48,6 @@ RECIPES: dict[str, dict[str, object]] = {
     "lr1e3": {"learning_rate": 1e-3},
     # the validated and saved model as an average of the weights (issue 19: the train/held-out gap)
     "ema": {"ema_decay": 0.999},
-    "ema995": {"ema_decay": 0.995},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: the bundle's own validation schedule (every tenth of the budget, at most 10 % of the
