@@ -129,11 +129,7 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
         patch_size = args.patch_size_3d
     if mode != "3d" and args.patch_size_2d:
         patch_size = args.patch_size_2d
-    torch.manual_seed(0)
-    network = Pix2PixUNet(
-        spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
-        num_downs=num_downs, base_channels=args.base_channels, norm="instance",
-    )
+    network = make_network(mode, args)
     if runtime == "onnx":  # the same weights (seed 0), exported and run by onnxruntime
         onnx_path = export_onnx(network, out_dir / f"generator_{mode}.onnx", patch_size=patch_size,
                                 in_channels=input_channels(mode=mode, slab_size=args.slab_size),
@@ -141,11 +137,7 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
         network = OnnxGenerator(onnx_path, threads=args.threads)
     device = torch.device(args.device)
     timed = TimedNetwork(network)
-    predictor = SCTPredictor(
-        timed, mode=mode, patch_size=patch_size, slab_size=args.slab_size, overlap=args.overlap,
-        sw_batch_size=args.sw_batch_size, device=device, progress=False, tta=args.tta,
-        planes=args.planes if mode == "2.5d" else ("axial",),
-    )
+    predictor = make_predictor(timed, mode, patch_size, args)
     window_batch = args.sw_batch_size or WINDOW_BATCH["cuda" if device.type == "cuda" else "cpu"]
     warm = torch.zeros(window_batch, input_channels(mode=mode, slab_size=args.slab_size),
                        *([patch_size] * spatial_dims(mode)), device=device)
@@ -181,17 +173,26 @@ def run_mode(mode: str, mr_path: Path, mask_path: Path | None, out_dir: Path, ar
     return result
 
 
-def run_batch(mode: str, mr_path: Path, mask_path: Path | None, work_dir: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Seconds per volume of ``predict_inputs`` over ``--batch`` copies of the MR (links in one folder), one subject
-    after the other (``read_ahead`` 0) and pipelined (``--read-ahead``: reading and preprocessing ahead, writing
-    behind the network; :mod:`pipeline.sct.batch`), alternated ``--repeats`` times on the same machine load."""
-    patch_size, num_downs = CONFIGS[mode]
+def make_network(mode: str, args: argparse.Namespace) -> Pix2PixUNet:
+    """The generator of ``mode`` (:data:`CONFIGS`), randomly initialised with seed 0."""
     torch.manual_seed(0)
-    network = Pix2PixUNet(spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
-                          num_downs=num_downs, base_channels=args.base_channels, norm="instance")
-    predictor = SCTPredictor(network, mode=mode, patch_size=patch_size, slab_size=args.slab_size, overlap=args.overlap,
-                             sw_batch_size=args.sw_batch_size, device=torch.device(args.device), progress=False,
-                             tta=args.tta, planes=args.planes if mode == "2.5d" else ("axial",))
+    return Pix2PixUNet(spatial_dims=spatial_dims(mode), in_channels=input_channels(mode=mode, slab_size=args.slab_size),
+                       num_downs=CONFIGS[mode][1], base_channels=args.base_channels, norm="instance")
+
+
+def make_predictor(network: torch.nn.Module, mode: str, patch_size: int, args: argparse.Namespace) -> SCTPredictor:
+    """The pipeline around ``network`` with the command line's window, TTA, planes and device."""
+    return SCTPredictor(network, mode=mode, patch_size=patch_size, slab_size=args.slab_size, overlap=args.overlap,
+                        sw_batch_size=args.sw_batch_size, device=torch.device(args.device), progress=False,
+                        tta=args.tta, planes=args.planes if mode == "2.5d" else ("axial",))
+
+
+def run_batch(mode: str, mr_path: Path, work_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per volume of ``predict_inputs`` over ``--batch`` copies of the MR (links in one folder; body masks
+    derived from the MR), one subject after the other (``read_ahead`` 0) and pipelined (``--read-ahead``: reading
+    and preprocessing ahead, writing behind the network; :mod:`pipeline.sct.batch`), alternated ``--repeats`` times
+    on the same machine load."""
+    predictor = make_predictor(make_network(mode, args), mode, CONFIGS[mode][0], args)
     folder = work_dir / "batch"
     folder.mkdir(exist_ok=True)
     for index in range(args.batch):
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                         help="also run the generator exported to ONNX with onnxruntime (same run, right after PyTorch)")
     parser.add_argument("--work-dir", type=Path, default=None, help="cache for the MR and outputs (default: a temp dir)")
     parser.add_argument("--batch", type=int, default=0, help="also time predict_inputs over this many subjects "
-                        "(copies of the MR), one after the other against pipelined (first mode only)")
+                        "(copies of the MR, body masks derived), one after the other against pipelined (first mode only)")
     parser.add_argument("--read-ahead", type=int, default=READ_AHEAD["cuda"], help="subjects read ahead in the batch run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         print_table(results, shape=args.shape, args=args)
         if args.batch:
             mode = args.modes[0]
-            batch = run_batch(mode, mr_path, mask_path if args.with_mask else None, work_dir, args)
+            batch = run_batch(mode, mr_path, work_dir, args)
             bare = results[mode]["bare"]
             print(f"\nbatch of {args.batch} subjects ({mode}, predict_inputs, s per volume):")
             for name, seconds in batch.items():
