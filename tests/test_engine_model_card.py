@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.engine import model_card
-from pipeline.engine.model_card import VOLATILE_KEYS, card_hash, read_model_card, write_model_card
+from pipeline.engine.model_card import VOLATILE_KEYS, card_hash, check_patch_size, read_model_card, write_model_card
+from pipeline.errors import InputError
 
 CARD = {
     "mode": "2.5d",
@@ -139,3 +140,11 @@ def test_card_hash_matches_the_card_on_disk(tmp_path):
     path = tmp_path / "card.json"
     write_model_card(path, {**CARD, "hu_window": (-1024.0, 3000.0)})
     assert card_hash(read_model_card(path)) == card_hash(CARD)
+
+
+def test_check_patch_size_accepts_multiples_and_names_the_next_one():
+    check_patch_size(128, divisor=64)
+    check_patch_size(64, divisor=64)
+    with pytest.raises(InputError, match=r"patch_size 100 is not a multiple of 2 \*\* num_downs = 64 \(the U-Net halves "
+                                         r"the window 6 times\): use e.g. --patch_size 128"):
+        check_patch_size(100, divisor=64)

@@ -135,6 +135,17 @@ def test_time_budget_stops_the_run_and_validates_at_the_end(drr: Path, tmp_path:
     assert any(t.endswith("val_mae_de_soft") for t in scalars), scalars
 
 
+def test_a_patch_size_the_u_net_cannot_halve_is_one_line_before_training(drr: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"), "--dataset",
+           str(drr), "--output_dir", str(tmp_path / "run"), *TINY, "--patch_size", "24"]  # num_downs 4: 16 | 32
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("error: patch_size 24 is not a multiple of 2 ** num_downs = 16 (the U-Net halves the window 4 "
+                    "times): use e.g. --patch_size 32, or fewer --num_downs")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def _write_png_pairs(root: Path, n_subjects: int = 4, size: int = 32) -> None:
     """Fake 2-D brain MR/CT slices (8-bit MR, 16-bit CT) in ``root/{mr,ct}/``."""
     rng = np.random.default_rng(0)

@@ -17,11 +17,23 @@ from typing import Any
 from pipeline.errors import InputError, as_flag
 from pipeline.io.atomic import atomic_write
 
-__all__ = ["VOLATILE_KEYS", "card_hash", "read_model_card", "write_model_card", "check_settings", "find_card"]
+__all__ = ["VOLATILE_KEYS", "card_hash", "check_patch_size", "read_model_card", "write_model_card", "check_settings",
+           "find_card"]
 
 
 def _canonical(card: Mapping[str, Any]) -> str:
     return json.dumps(card, indent=2, sort_keys=True, default=str)
+
+
+def check_patch_size(patch_size: int, *, divisor: int) -> None:
+    """Raise :class:`InputError` (one line, before any training) when ``patch_size`` is not a multiple of
+    ``divisor`` = ``2 ** num_downs``: the U-Net halves its input ``num_downs`` times and would fail on the
+    first batch with a page of shape errors. Shared by both tasks' training."""
+    if int(patch_size) % int(divisor):
+        larger = -(-int(patch_size) // int(divisor)) * int(divisor)
+        num_downs = int(divisor).bit_length() - 1
+        raise InputError(f"patch_size {patch_size} is not a multiple of 2 ** num_downs = {divisor} (the U-Net halves "
+                         f"the window {num_downs} times): use e.g. --patch_size {larger}, or fewer --num_downs")
 
 
 def card_hash(card: Mapping[str, Any]) -> str:

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.loaders import planes_for_mode
-from pipeline.errors import InputError
-from pipeline.engine.model_card import card_hash, check_settings, find_card, read_model_card
+from pipeline.engine.model_card import card_hash, check_patch_size, check_settings, find_card, read_model_card
 from transforms.intensity import HU_MAX, HU_MIN
 from transforms.plane import check_planes
 
@@ -58,11 +57,7 @@ def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing:
 
     Raises :class:`InputError` (one line, before any training) when ``patch_size`` is not a multiple of
     ``2 ** num_downs``: the U-Net halves the window ``num_downs`` times and would fail on the first batch."""
-    divisor = 2 ** int(num_downs)
-    if int(patch_size) % divisor:
-        larger = -(-int(patch_size) // divisor) * divisor
-        raise InputError(f"patch_size {patch_size} is not a multiple of 2 ** num_downs = {divisor} (the U-Net halves "
-                         f"the window {num_downs} times): use e.g. --patch_size {larger}, or fewer --num_downs")
+    check_patch_size(patch_size, divisor=2 ** int(num_downs))
     return {
         "task": "mri_to_ct",
         "mode": str(mode),

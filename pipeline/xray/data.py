@@ -49,7 +49,7 @@ from monai.transforms import (
 )
 
 from pipeline.data.manifest import SPLITS, subject_splits
-from pipeline.engine.model_card import read_model_card
+from pipeline.engine.model_card import check_patch_size, read_model_card
 from pipeline.errors import InputError
 from pipeline.io.images2d import (
     LoadPairedImaged,
@@ -319,7 +319,8 @@ def training_transforms(*, image_key: str, target_keys: Sequence[str], windows: 
                         patch_size: int | None = None, divisor: int = 1, flip_lr: bool = True,
                         png_scale: float | Mapping[str, float] | None = None, body_mask: bool = False) -> Compose:
     """Load, scale to [-1, 1], concatenate targets under :data:`TARGET_KEY`, then (random part) crop
-    ``patch_size`` x ``patch_size`` (None: whole images, padded (edge) to a multiple of ``divisor``)
+    ``patch_size`` x ``patch_size`` (None: whole images, padded (edge) to a multiple of ``divisor``, the
+    generator's ``2 ** num_downs``; a ``patch_size`` that is no multiple of it raises :class:`InputError`)
     and mirror left-right (image columns) with p = 0.5 when ``flip_lr``.
 
     A left-right flip of a projection is another plausible projection (the patient mirrored); up-down
@@ -341,6 +342,7 @@ def training_transforms(*, image_key: str, target_keys: Sequence[str], windows: 
         SelectItemsd(keys),
     ]
     if patch_size:
+        check_patch_size(patch_size, divisor=divisor)
         chain += [SpatialPadd(keys, spatial_size=(patch_size, patch_size), mode="edge"),
                   RandSpatialCropd(keys, roi_size=(patch_size, patch_size), random_size=False)]
     else:
