@@ -7,7 +7,7 @@
 Per mode and configuration (``CONFIGS``: ``default`` = train.json's defaults, 2 subjects x 2 crops of 128^2
 per iteration; ``gpu`` = the bundle docs' GPU recipe, 8 x 4 = 32 crops; ``large`` = 16 x 8 = 128 crops; 3-D: the
 docs' 3D line), networks of
-the bundle's settings (slab 5, base channels 32, masked L1, Adam 5e-4, three planes) in three loops:
+the bundle's settings (slab 5, base channels 32, masked L1, Adam 1e-3, three planes) in three loops:
 
 - ``bare``: a plain PyTorch iteration on pre-built random batches of the training shapes, on the device (the
   floor);
@@ -68,7 +68,7 @@ CONFIGS = {
     ("3d", "gpu"): {"patch_size": 64, "batch_size": 4, "samples_per_volume": 2, "num_downs": 5},
     ("3d", "large"): {"patch_size": 64, "batch_size": 8, "samples_per_volume": 4, "num_downs": 5},
 }
-SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE = 5, 32, 5e-4  # train.json
+SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE = 5, 32, 1e-3  # train.json
 MASKED_L1 = True  # train.json: the L1 terms count voxels inside the body only
 AMP = True  # train.json: mixed precision on CUDA (bfloat16 where the GPU has it), float32 on the CPU
 #: train.json's speed options, each an option until a benchmark shows it gains
