@@ -156,7 +156,17 @@ def test_validation_every_interval_epochs_without_a_budget():
     ValidationSchedule(validator=FakeValidator(validations), progress=progress, interval=3,
                        budget_fraction=0.25).attach(trainer)  # no budget: the fraction does not apply
     trainer.run(range(2), max_epochs=10)
-    assert validations == [3, 6, 9]
+    assert validations == [3, 6, 9, 10]  # and at the end: the last epoch's model is a candidate too
+
+
+def test_a_run_shorter_than_the_interval_validates_at_its_end():
+    clock, validations = FakeClock(), []
+    progress = TrainingProgress(clock=clock)
+    trainer = make_engine(clock, 1.0, [])
+    progress.attach(trainer)
+    ValidationSchedule(validator=FakeValidator(validations), progress=progress, interval=10).attach(trainer)
+    trainer.run(range(2), max_epochs=3)
+    assert validations == [3]  # without it no models/model.pt would be written, and inference would have none
 
 
 def test_a_resumed_budget_continues_the_validation_schedule():

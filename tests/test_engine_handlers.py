@@ -29,6 +29,7 @@ from pipeline.engine.handlers import (
     to_display_range,
     validation_panel,
 )
+from pipeline.errors import InputError
 from pipeline.xray.validator import PairedImagePanel
 
 
@@ -333,3 +334,8 @@ def test_resume_from_an_older_checkpoint_without_newer_entries(tmp_path, caplog)
     engine.run([0], max_epochs=1)
     torch.testing.assert_close(resumed.weight, weight.weight)
     assert not Best.loaded and "has no best" in caplog.text
+
+
+def test_load_generator_state_without_a_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no trained model there"):
+        load_generator_state(tmp_path / "models" / "model.pt")

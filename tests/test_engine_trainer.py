@@ -90,6 +90,22 @@ def test_inference_bundle_obeys_the_model_card(manifest: Path, tmp_path: Path) -
     assert not (tmp_path / "other").exists()
 
 
+def test_a_run_shorter_than_val_interval_writes_a_model_and_inference_without_one_is_one_line(
+        manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "1",
+               "--val_interval", "5", *TINY)
+    assert (out / "models" / "model.pt").is_file()  # validated at the end although no interval came due
+
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"), "--input",
+           str(manifest), "--split", "test", "--output_dir", str(tmp_path / "untrained")]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'untrained' / 'models' / 'model.pt'}: no trained model there")
+    assert not (tmp_path / "untrained" / "predictions").exists()
+
+
 def test_a_patch_size_the_u_net_cannot_halve_is_one_line_before_training(manifest: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "train.json"), "--manifest",
            str(manifest), "--output_dir", str(tmp_path / "run"), *TINY, "--patch_size", "40"]  # num_downs 5: 32 | 64

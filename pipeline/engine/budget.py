@@ -171,8 +171,9 @@ class TrainingProgress:
 class ValidationSchedule:
     """Runs ``validator`` during training (attached to the trainer): at the end of every ``interval``-th epoch,
     or, with a time budget (``progress.max_seconds``) and ``budget_fraction``, at the end of the first epoch
-    after each further ``budget_fraction`` of the budget; and once more when a budgeted run ends unless its
-    last epoch just validated (so ``models/model.pt`` is the best validated model).
+    after each further ``budget_fraction`` of the budget; and once more when the run ends unless its last
+    epoch just validated, with or without a budget (so ``models/model.pt`` is the best validated model, the
+    last epochs included, and a run shorter than ``interval`` epochs still writes one).
 
     Without validation subjects (``validator`` has no batches, e.g. a manifest without a ``val`` split) the
     run trains without validation: a warning at the start, and at the end ``model`` is saved to
@@ -270,5 +271,5 @@ class ValidationSchedule:
                 save_model_state(self.model, self.model_path)
                 logger.warning("no validation: saved the last model as %s", self.model_path)
             return
-        if self.progress.max_seconds is not None and self._validated_epoch != engine.state.epoch:
+        if self._validated_epoch != engine.state.epoch:
             self._validate(engine)

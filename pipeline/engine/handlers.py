@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 
 from pipeline.engine import distributed
 from pipeline.engine.trainer import unwrap_ddp
+from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,13 @@ def load_generator_state(path: str | Path) -> dict:
     """Generator weights from either file this module writes: ``model.pt`` (a bare state dict, see
     :class:`BestModelSaver`) or ``latest.pt`` (a dict with a ``"generator"`` entry, and an ``"ema"`` entry
     when the run kept a weight average: then the average, the model validation saw, see
-    :mod:`pipeline.engine.weight_average`). Tensors only (``weights_only=True``)."""
+    :mod:`pipeline.engine.weight_average`). Tensors only (``weights_only=True``).
+
+    A missing file raises :class:`InputError` (one line): no model there yet is a user's situation (a run that
+    has not validated yet, a mistyped ``ckpt_path``), not a bug."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no trained model there (training writes models/model.pt when it validates, "
+                         "at the latest when it ends); train first, or point ckpt_path at a model")
     state = torch.load(path, map_location="cpu", weights_only=True)
     average = state.get("ema") if "generator" in state else None
     return average["module"] if average else state.get("generator", state)
