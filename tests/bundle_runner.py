@@ -26,6 +26,17 @@ def run_bundle(config: str, *args: str, launcher: list[str] | None = None) -> st
     return run_command([*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args])
 
 
+def bundle_error_line(config: str, *args: str) -> str:
+    """Run a bundle command that must refuse its input: asserts a non-zero exit without a traceback (one clear
+    line, not a page) and returns that last line of stderr."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *args]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-5000:]
+    return result.stderr.strip().splitlines()[-1]
+
+
 def readme_commands(heading: str, readme: Path = REPO / "README.md") -> list[list[str]]:
     """The commands of the first ``bash`` block under the ``## heading`` of ``readme``, each split as a shell
     would (continuation lines joined, comments dropped): so a test runs what the README tells users to type."""
