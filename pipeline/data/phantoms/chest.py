@@ -33,7 +33,7 @@ from pipeline.data.phantoms.anatomy import smooth_noise
 from pipeline.data.phantoms.chest_organs import draw_contrast, paint_abdomen, paint_heart_and_vessels
 from pipeline.data.phantoms.chest_skeleton import make_thorax, paint_skeleton
 from pipeline.data.phantoms.dataset import phantom_grid
-from pipeline.data.phantoms.shapes import Canvas, capsule_sdf, ellipse_sdf, ellipsoid_sdf, intersect
+from pipeline.data.phantoms.shapes import Canvas, ellipse_sdf, ellipsoid_sdf, intersect
 
 #: Grid presets: shape (voxels) and isotropic spacing (mm); both cover 400 x 320 x 360 mm (R-L, A-P, S-I).
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
