@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     run(bundle(BUNDLE / "train.json", manifest=manifest, output_dir=work, epochs=args.epochs,
                epoch_length=args.epoch_length, val_interval=args.val_interval, **recipe_overrides(args)))
     train_minutes = (time.perf_counter() - t_train) / 60
-    run(bundle(BUNDLE / "inference.json", input=manifest, split="test", output_dir=work,
-               **({"dropout": args.dropout} if args.dropout is not None else {})))
+    run(bundle(BUNDLE / "inference.json", input=manifest, split="test", output_dir=work))  # eval mode: no dropout
     run(bundle(BUNDLE / "evaluate.json", manifest=manifest, split="test", output_dir=work))
     if args.dose:
         run(bundle(BUNDLE / "evaluate_dose.json", manifest=manifest, split="test", output_dir=work))
