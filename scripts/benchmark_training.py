@@ -7,7 +7,8 @@
 Per mode and configuration (``CONFIGS``: ``default`` = train.json's defaults, 2 subjects x 2 crops of 128^2
 per iteration; ``gpu`` = the bundle docs' GPU recipe, 8 x 4 = 32 crops; ``large`` = 16 x 8 = 128 crops; 3-D: the
 docs' 3D line), networks of
-the bundle's settings (slab 5, base channels 32, masked L1, Adam 1e-3, three planes) in three loops:
+the bundle's settings (slab size, base channels, masked L1, learning rate and AMP read from train.json; three
+planes) in three loops:
 
 - ``bare``: a plain PyTorch iteration on pre-built random batches of the training shapes, on the device (the
   floor);
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -68,9 +70,13 @@ CONFIGS = {
     ("3d", "gpu"): {"patch_size": 64, "batch_size": 4, "samples_per_volume": 2, "num_downs": 5},
     ("3d", "large"): {"patch_size": 64, "batch_size": 8, "samples_per_volume": 4, "num_downs": 5},
 }
-SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE = 5, 32, 1e-3  # train.json
-MASKED_L1 = True  # train.json: the L1 terms count voxels inside the body only
-AMP = True  # train.json: mixed precision on CUDA (bfloat16 where the GPU has it), float32 on the CPU
+#: The bundle's settings that shape the networks and the iteration, read from train.json rather than copied:
+#: masked_l1 (the L1 terms count voxels inside the body only), amp (bfloat16 autocast where the GPU has it,
+#: float32 on the CPU).
+TRAIN_JSON = json.loads((Path(__file__).resolve().parents[1] / "bundles" / "mri_to_ct" / "configs" / "train.json")
+                        .read_text(encoding="utf-8"))
+SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE, MASKED_L1, AMP = (
+    TRAIN_JSON[key] for key in ("slab_size", "base_channels", "learning_rate", "masked_l1", "amp"))
 #: train.json's speed options, each an option until a benchmark shows it gains
 VARIANTS = {"eager": {}, "channels_last": {"channels_last": True}, "compile": {"compile": True},
             "both": {"channels_last": True, "compile": True}}
