@@ -13,25 +13,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    """``cmd`` from the repository root, one torch thread, output captured; never raises on its exit code."""
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _bundle_command(config: str, *args: str, launcher: list[str] | None = None) -> list[str]:
+    return [*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args]
+
+
 def run_command(cmd: list[str]) -> str:
     """Run ``cmd`` from the repository root (one torch thread); assert it succeeds; returns the log."""
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = _run(cmd)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout + result.stderr
 
 
 def run_bundle(config: str, *args: str, launcher: list[str] | None = None) -> str:
     """``python -m monai.bundle run --config_file CONFIG ARGS`` from the repository root; returns the log."""
-    return run_command([*(launcher or [sys.executable]), "-m", "monai.bundle", "run", "--config_file", config, *args])
+    return run_command(_bundle_command(config, *args, launcher=launcher))
 
 
 def bundle_error_line(config: str, *args: str) -> str:
     """Run a bundle command that must refuse its input: asserts a non-zero exit without a traceback (one clear
     line, not a page) and returns that last line of stderr."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = _run(_bundle_command(config, *args))
     assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-5000:]
     return result.stderr.strip().splitlines()[-1]
