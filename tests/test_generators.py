@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from networks.generators import Pix2PixUNet, init_weights
+from networks.generators import Pix2PixUNet, init_weights, upsample_layer
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -136,6 +136,26 @@ def test_checkerboard_free_upsampling_modes_shapes(upsample, spatial_dims, shape
     loss = out.square().mean()
     loss.backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(("spatial_dims", "shape"), [(2, (2, 5, 7, 9)), (3, (1, 3, 4, 5, 6))])
+@pytest.mark.parametrize("bias", [True, False])
+def test_resize_convolution_equals_nearest_upsampling_then_convolution(spatial_dims, shape, bias):
+    # the reference: the two layers as written (torch's nearest x2, then a 3^d convolution with zero padding 1)
+    torch.manual_seed(0)
+    layer = upsample_layer("resize", spatial_dims, shape[1], 4, bias=bias)
+    conv_type = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+    reference = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"),
+                                    conv_type(shape[1], 4, kernel_size=3, padding=1, bias=bias))
+    reference.load_state_dict(layer.state_dict())  # same keys: checkpoints of either load into the other
+    x = torch.randn(shape, requires_grad=True)
+    got, want = layer(x), reference(x)
+    assert got.shape == want.shape == (shape[0], 4, *(2 * n for n in shape[2:]))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(got.square().sum(), [x, layer[1].weight])
+    want_grads = torch.autograd.grad(want.square().sum(), [x, reference[1].weight])
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
 
 
 def _parity_spread(y: torch.Tensor) -> float:
