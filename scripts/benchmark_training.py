@@ -61,11 +61,11 @@ from transforms.intensity import HU_MAX, HU_MIN
 from transforms.plane import PLANES
 
 #: (mode, configuration) -> the bundle's settings: 2.5D ``default`` = train.json's defaults, ``gpu`` = the bundle
-#: docs' GPU recipe; 3D = the bundle docs' 3D line.
+#: docs' GPU recipe (which keeps 32 channels where train.json's CPU default has 24); 3D = the bundle docs' 3D line.
 CONFIGS = {
     ("2.5d", "default"): {"patch_size": 128, "batch_size": 2, "samples_per_volume": 2, "num_downs": 6},
-    ("2.5d", "gpu"): {"patch_size": 128, "batch_size": 8, "samples_per_volume": 4, "num_downs": 6},
-    ("2.5d", "large"): {"patch_size": 128, "batch_size": 16, "samples_per_volume": 8, "num_downs": 6},
+    ("2.5d", "gpu"): {"patch_size": 128, "batch_size": 8, "samples_per_volume": 4, "num_downs": 6, "base_channels": 32},
+    ("2.5d", "large"): {"patch_size": 128, "batch_size": 16, "samples_per_volume": 8, "num_downs": 6, "base_channels": 32},
     ("3d", "default"): {"patch_size": 64, "batch_size": 1, "samples_per_volume": 2, "num_downs": 5},
     ("3d", "gpu"): {"patch_size": 64, "batch_size": 4, "samples_per_volume": 2, "num_downs": 5},
     ("3d", "large"): {"patch_size": 64, "batch_size": 8, "samples_per_volume": 4, "num_downs": 5},
@@ -91,9 +91,9 @@ def make_networks(mode: str, config: dict, device: torch.device | str = "cpu"):
     """Generator, discriminator and generator loss as train.json builds them (seeded: every loop starts alike)."""
     torch.manual_seed(0)
     dims, cin = spatial_dims(mode), input_channels(mode=mode, slab_size=SLAB_SIZE)
-    g = Pix2PixUNet(spatial_dims=dims, in_channels=cin, num_downs=config["num_downs"], base_channels=BASE_CHANNELS,
-                    dropout=0.0)
-    d = ConditionalPatchDiscriminator(spatial_dims=dims, in_channels=cin + 1, base_channels=BASE_CHANNELS)
+    width = config.get("base_channels", BASE_CHANNELS)
+    g = Pix2PixUNet(spatial_dims=dims, in_channels=cin, num_downs=config["num_downs"], base_channels=width, dropout=0.0)
+    d = ConditionalPatchDiscriminator(spatial_dims=dims, in_channels=cin + 1, base_channels=width)
     return g.to(device), d.to(device), Pix2PixGeneratorLoss(spatial_dims=dims)
 
 
