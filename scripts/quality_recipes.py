@@ -50,6 +50,9 @@ RECIPES: dict[str, dict[str, object]] = {
     "lr5e4": {"learning_rate": 5e-4},
     "lr1e3": {"learning_rate": 1e-3},
     "lr2e3": {"learning_rate": 2e-3},
+    # the decoder's up-sampling without the transposed convolutions' checkerboard (same cost since the folded
+    # resize-convolution of networks/generators.py)
+    "resize": {"upsample": "resize"},
     # the validated and saved model as an average of the weights (issue 19: the train/held-out gap)
     "ema": {"ema_decay": 0.999},
 }

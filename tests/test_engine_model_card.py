@@ -104,6 +104,20 @@ def test_volatile_entries_may_differ_and_the_stored_card_is_kept(tmp_path):
         write_model_card(path, {**CARD, "rtsynth_version": "0.2.0"}, volatile=())
 
 
+def test_a_card_older_than_an_entry_resumes_with_the_entrys_older_default(tmp_path):
+    path = tmp_path / "card.json"
+    write_model_card(path, CARD)  # written before "upsample" existed
+    before = path.read_bytes()
+    older = {"upsample": "transpose"}
+    assert write_model_card(path, {**CARD, "upsample": "transpose"}, older_defaults=older) == CARD
+    assert path.read_bytes() == before  # the stored card (and its hash, the sCT provenance) is kept
+    with pytest.raises(ValueError, match=r"has upsample = 'transpose', this run 'resize'"):
+        write_model_card(path, {**CARD, "upsample": "resize"}, older_defaults=older)
+    with pytest.raises(ValueError, match="upsample"):  # without the older default the entry is missing
+        write_model_card(path, {**CARD, "upsample": "transpose"})
+    assert path.read_bytes() == before
+
+
 def test_another_rank_writing_first_is_accepted_when_equal(tmp_path, monkeypatch):
     path = tmp_path / "card.json"
 

@@ -72,6 +72,7 @@ def test_inference_bundle_obeys_the_model_card(manifest: Path, tmp_path: Path) -
     card = json.loads((out / "models" / "model_card.json").read_text())
     assert (card["patch_size"], card["num_downs"], card["base_channels"], card["mode"]) == (32, 5, 8, "2.5d")
     assert card["planes"] == ["axial", "coronal", "sagittal"]  # the default recipe: multi-plane
+    assert card["upsample"] == "transpose"
 
     infer = ["--input", str(manifest), "--split", "test", "--output_dir", str(out)]
     run_bundle_config(str(CONFIGS / "inference.json"), *infer)
@@ -107,14 +108,20 @@ def test_a_patch_size_the_u_net_cannot_halve_is_one_line_before_training(manifes
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_3d_mode_trains(manifest: Path, tmp_path: Path) -> None:
+def test_3d_mode_trains_and_infers_with_resize_convolutions(manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "run3d"
     run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "1",
-               *TINY, "--mode", "3d", "--patch_size", "24", "--num_downs", "3")
+               *TINY, "--mode", "3d", "--patch_size", "24", "--num_downs", "3", "--upsample", "resize")
     state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(v.ndim == 5 for v in state.values())  # 3-D convolutions
+    assert any(v.ndim == 5 and v.shape[-1] == 3 for v in state.values())  # 3x3x3: resize-convolution kernels
     # no slab axis in 3D: the default planes do not apply, the card says so
-    assert json.loads((out / "models" / "model_card.json").read_text())["planes"] == ["axial"]
+    card = json.loads((out / "models" / "model_card.json").read_text())
+    assert card["planes"] == ["axial"] and card["upsample"] == "resize"
+    # inference builds the resize-convolution network from the card (a transposed one would not load)
+    run_bundle_config(str(CONFIGS / "inference.json"), "--input", str(manifest), "--split", "test",
+                      "--output_dir", str(out))
+    assert len(list((out / "predictions").glob("*/sct.nii.gz"))) >= 1
 
 
 @pytest.mark.distributed

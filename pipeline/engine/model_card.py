@@ -52,12 +52,15 @@ VOLATILE_KEYS = ("rtsynth_version",)
 
 
 def write_model_card(path: str | os.PathLike, card: Mapping[str, Any], *,
-                     volatile: tuple[str, ...] = VOLATILE_KEYS) -> dict[str, Any]:
+                     volatile: tuple[str, ...] = VOLATILE_KEYS,
+                     older_defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``card`` to ``path`` unless a card is there already; returns the card on disk.
 
     An existing card (resumed run, another DDP rank that wrote first) must equal ``card`` except in the
     ``volatile`` entries: otherwise ``ValueError`` names the first differing entry, because a model
-    trained under two cards would be described by neither. The stored card is kept as it is.
+    trained under two cards would be described by neither. ``older_defaults`` fills the entries a card
+    written before they existed lacks (what those runs used), so such a run resumes when its settings
+    match. The stored card is kept as it is.
     """
     path = Path(path)
     wanted = json.loads(_canonical(card))
@@ -67,12 +70,14 @@ def write_model_card(path: str | os.PathLike, card: Mapping[str, Any], *,
         except FileExistsError:  # another rank wrote it between our check and our write
             pass
     stored = read_model_card(path)
-    if stored != wanted:
-        differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k) and k not in volatile)
+    compared = {**json.loads(_canonical(dict(older_defaults or {}))), **stored}
+    if compared != wanted:
+        differing = sorted(k for k in set(compared) | set(wanted)
+                           if compared.get(k) != wanted.get(k) and k not in volatile)
         if not differing:
             return stored
         key = differing[0]
-        raise ValueError(f"{path}: the model card in this output folder has {key} = {stored.get(key)!r}, this run "
+        raise ValueError(f"{path}: the model card in this output folder has {key} = {compared.get(key)!r}, this run "
                          f"{wanted.get(key)!r} ({len(differing)} entries differ: {', '.join(differing)}); "
                          "use another output_dir or the stored settings")
     return stored

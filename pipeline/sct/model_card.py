@@ -30,9 +30,9 @@ logger = logging.getLogger(__name__)
 MODEL_CARD_NAME = "model_card.json"
 #: What inference must match: the network's input geometry and architecture.
 SETTINGS = ("mode", "patch_size", "slab_size", "target_spacing", "num_downs", "base_channels", "attention", "norm",
-            "planes")
+            "planes", "upsample")
 #: Values of settings added after the first cards were written: what those older models were trained with.
-OLDER_CARD_DEFAULTS = {"planes": ["axial"]}
+OLDER_CARD_DEFAULTS = {"planes": ["axial"], "upsample": "transpose"}
 MR_NORMALISATION = "per subject: zero signal -> -1, 99.5th percentile inside the body mask -> +1, clipped"
 
 
@@ -51,7 +51,8 @@ def _file_hash(path: str | os.PathLike | None) -> str | None:
 
 def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing: Sequence[float] | None,
                   num_downs: int, base_channels: int, attention: bool, norm: str = "instance",
-                  planes: Sequence[str] | str = ("axial",), manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+                  planes: Sequence[str] | str = ("axial",), upsample: str = "transpose",
+                  manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """The card of an sCT training run (JSON-ready): the :data:`SETTINGS`, the HU window and MR
     normalisation the network was trained in, the training manifest's hash and the code version.
 
@@ -69,6 +70,7 @@ def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing:
         "attention": bool(attention),
         "norm": str(norm),
         "planes": list(planes_for_mode(mode, planes)),
+        "upsample": str(upsample),
         "hu_window": [HU_MIN, HU_MAX],
         "mr_normalisation": MR_NORMALISATION,
         "manifest_sha256": _file_hash(manifest),
