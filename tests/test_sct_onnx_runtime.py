@@ -20,9 +20,9 @@ pytest.importorskip("onnxruntime")
 PATCH = 32
 
 
-def tiny_generator() -> Pix2PixUNet:
+def tiny_generator(upsample: str = "transpose") -> Pix2PixUNet:
     torch.manual_seed(0)
-    generator = Pix2PixUNet(spatial_dims=2, in_channels=5, num_downs=3, base_channels=4)
+    generator = Pix2PixUNet(spatial_dims=2, in_channels=5, num_downs=3, base_channels=4, upsample=upsample)
     with torch.no_grad():  # away from the initialisation, so a wrong weight would show
         for parameter in generator.parameters():
             parameter.add_(0.02 * torch.randn_like(parameter))
@@ -34,10 +34,12 @@ def predictor(generator: torch.nn.Module, *, slab_size: int = 5) -> SCTPredictor
                         progress=False)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=["transpose", "resize"])
+def exported(request, tmp_path_factory):
+    """Exported generators with either decoder (the resize-convolution runs as a transposed convolution with a
+    folded kernel, one ONNX operator)."""
     folder = tmp_path_factory.mktemp("onnx")
-    generator = tiny_generator()
+    generator = tiny_generator(request.param)
     torch.save(generator.state_dict(), folder / "model.pt")
     export_onnx(generator, folder / "model.onnx", in_channels=5, spatial_dims=2, patch_size=PATCH,
                        checkpoint_path=folder / "model.pt")
