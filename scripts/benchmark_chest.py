@@ -59,11 +59,12 @@ from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
 #: Recipe name -> ``train.json`` overrides, one difference each from the bundle as shipped ("default": L1
-#: only, lr 5e-4, no dropout, base_channels 32, transposed-convolution up-sampling).
+#: only, lr 5e-4, no dropout, base_channels 32, resize-convolution up-sampling since 0.5.3).
 RECIPES: dict[str, dict[str, object]] = {
     "default": {},
     "gan": {"adversarial_start_fraction": 0.0},
-    "resize": {"upsample": "resize"},
+    "transpose": {"upsample": "transpose"},  # the default until 0.5.3
+    "resize": {"upsample": "resize"},  # the default since 0.5.3 (kept: the name of the earlier rows)
     "pixelshuffle": {"upsample": "pixelshuffle"},
     "light": {"base_channels": 16},
     "crop128": {"patch_size": 128},

@@ -62,7 +62,7 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
     assert set(torch.load(out / "models" / "model.pt", weights_only=True)) == set(checkpoint["generator"])
     card = json.loads((out / "models" / "xray_model.json").read_text())
     assert card["target_keys"] == ["de_soft", "de_bone"]
-    assert card["network"] == {"num_downs": 4, "base_channels": 8, "upsample": "transpose", "attention": False,
+    assert card["network"] == {"num_downs": 4, "base_channels": 8, "upsample": "resize", "attention": False,
                                "norm": "instance", "dropout": 0.0}
     se_max = max(load_image_2d(r["se"]).max() for r in load_records(drr, keys=["se"], split="train"))
     assert card["windows"]["image"][0] <= 0.0 < se_max < card["windows"]["image"][1]
