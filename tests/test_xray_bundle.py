@@ -92,7 +92,7 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
             assert np.abs(png - np.clip(values, 0, None)).max() <= 1.01e-4
     before = (out / "predictions" / "predictions.csv").stat().st_mtime_ns
     predictor = DEPredictor(generator=Pix2PixUNet(spatial_dims=2, in_channels=1, out_channels=2, num_downs=4,
-                                                  base_channels=8), divisor=16)
+                                                  base_channels=8, upsample="resize"), divisor=16)
     predictor.load_weights(out / "models" / "model.pt")
     with pytest.raises(FileExistsError, match="exist"):  # no silent overwrite, checked before predicting
         predictor.predict_inputs(drr, output_dir=out / "predictions", split="val")
@@ -161,7 +161,7 @@ def test_png_mr_ct_pairs_train(tmp_path: Path) -> None:
                "--target_keys", "['ct']", "--val_fraction", "0.25", "--test_fraction", "0.25",
                "--epochs", "1", "--epoch_length", "2", *TINY)
     state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert state["output_block.1.weight"].shape[1] == 1  # one output channel: the CT
+    assert state["output_block.1.1.weight"].shape[0] == 1  # resize-convolution (out, in, 3, 3): one channel, the CT
     assert json.loads((out / "models" / "xray_model.json").read_text())["image_key"] == "mr"
 
 
