@@ -7,8 +7,8 @@
 Per mode and configuration (``CONFIGS``: ``default`` = train.json's defaults, 2 subjects x 2 crops of 128^2
 per iteration; ``gpu`` = the bundle docs' GPU recipe, 8 x 4 = 32 crops; ``large`` = 16 x 8 = 128 crops; 3-D: the
 docs' 3D line), networks of
-the bundle's settings (slab size, base channels, masked L1, learning rate and AMP read from train.json; three
-planes) in three loops:
+the bundle's settings (slab size, base channels, masked L1, learning rate and AMP read from train.json, except
+that ``gpu`` and ``large`` keep the GPU recipe's 32 channels; three planes) in three loops:
 
 - ``bare``: a plain PyTorch iteration on pre-built random batches of the training shapes, on the device (the
   floor);
