@@ -45,7 +45,8 @@ from scripts.benchmark_common import (
     validation_curve,
 )
 from scripts.commands import bundle_command, command_line, run
-from scripts.quality_data import PHANTOMS, default_size, existing_manifests, make_data, training_fit_manifest
+from scripts.quality_data import (PHANTOMS, default_size, existing_manifests, make_data, registration_floors,
+                                  training_fit_manifest)
 from scripts.quality_recipes import COMMON, DEFAULT_RECIPES, RECIPES
 from transforms.intensity import HU_MAX, HU_MIN
 
@@ -197,8 +198,10 @@ def evaluate_recipe(name: str, overrides: Mapping[str, object], *, manifest: Pat
 
 
 def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[int, int, int], phantoms: str,
-                   transferred: Mapping[str, tuple[str, float]] | None = None) -> None:
-    """``quality.md``; ``transferred``: test family -> (training family, MAE of the lookup fitted on it)."""
+                   transferred: Mapping[str, tuple[str, float]] | None = None,
+                   floors: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """``quality.md``; ``transferred``: test family -> (training family, MAE of the lookup fitted on it);
+    ``floors``: test family -> its registration floor (:func:`scripts.quality_data.registration_floors`)."""
     header = ["recipe", "test MR", "iterations", "train crops L1 HU", "train subjects MAE HU", "validation MAE HU",
               "held-out MAE HU", "× lookup", "PSNR dB", "SSIM", "Dice bone@250", "MAE air / soft / bone HU",
               "air × lookup air", "stripe ratio", "inference s", "Spearman ρ(std, \\|error\\|)"]
@@ -220,6 +223,13 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[
             source, value = transferred[first.test_family]
             body.append([f"tissue lookup fitted on {source}", first.test_family, *[""] * 4, cell(value, "{:.1f}"),
                          cell(value / first.lookup_mae_hu, "{:.3f}"), *[""] * 8])
+        floor = (floors or {}).get(first.test_family)
+        if floor:
+            air_ratio = floor["air"] / first.lookup_mae_air_hu if first.lookup_mae_air_hu else None
+            body.append(["registration floor (the CT without noise, moved as the MR)", first.test_family,
+                         *[""] * 4, cell(floor["mae_hu"], "{:.1f}"), cell(floor["mae_hu"] / first.lookup_mae_hu, "{:.3f}"),
+                         "", "", "", " / ".join(cell(floor[k], "{:.0f}") for k in ("air", "soft_tissue", "bone")),
+                         cell(air_ratio, "{:.3f}"), "", "", ""])
     note = (f"{measured_on(command)}; {phantoms} phantoms {'x'.join(map(str, size))} voxels; MAE on held-out test "
             "subjects (other seed), ratio to the tissue lookup's MAE in the same run, fitted on the training split "
             "of the same MR family (lower is better).")
@@ -228,7 +238,10 @@ def write_markdown(rows: pd.DataFrame, path: Path, *, command: str, size: tuple[
               "training crops in HU, mean over the last 10 % of iterations; train subjects MAE: full volumes of "
               "training subjects inferred like the held-out ones; validation MAE: the last validation. Stripe "
               "ratio: mean |error step| between axial slices over the in-plane one, inside the body (1 = no "
-              "slice-to-slice stripes; `stripe_ratio`).", "",
+              "slice-to-slice stripes; `stripe_ratio`). Registration floor: each test subject regenerated from its "
+              "`phantom.json` with the CT's noise left out and moved through that MR's misregistration: the sCT of "
+              "a model that read the anatomy perfectly from the MR, an estimate of the error no MR-only model "
+              "avoids (noise, misregistration).", "",
               *(f"- `{r.recipe}`: {r.overrides}" for r in recipes.itertuples())]
     lines = [note, "", *markdown_table(header, body), "", *legend]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -270,9 +283,10 @@ def sagittal_figure(rows: pd.DataFrame, manifest: Path, path: Path) -> None:
 
 
 def plot(curves: Mapping[str, pd.DataFrame], train_curves: Mapping[str, pd.DataFrame], rows: pd.DataFrame,
-         path: Path) -> None:
+         path: Path, *, floor_mae_hu: float | None = None) -> None:
     """Validation MAE and the training crops' L1 (HU, dashed) per trained recipe, its held-out MAE
-    (``+tta``: the TTA row; cross-family rows as x), the training family's baselines as lines."""
+    (``+tta``: the TTA row; cross-family rows as x), the training family's baselines (and its registration
+    floor, when known) as lines."""
     points = [(r.recipe.split(" -> ")[0].removesuffix("+tta"), r.train_min, r.mae_hu,
                f"{r.recipe} held-out: {r.ratio_to_lookup:.2f} x lookup",
                "x" if " -> " in r.recipe else "P" if r.recipe.endswith("+tta") else "*")
@@ -280,6 +294,8 @@ def plot(curves: Mapping[str, pd.DataFrame], train_curves: Mapping[str, pd.DataF
     first = rows.iloc[0]
     lines = [(first.lookup_mae_hu, f"tissue lookup {first.lookup_mae_hu:.0f} HU", "k", "--"),
              (first.bulk_mae_hu, f"bulk density {first.bulk_mae_hu:.0f} HU", "grey", ":")]
+    if floor_mae_hu is not None:
+        lines.append((floor_mae_hu, f"registration floor {floor_mae_hu:.0f} HU", "tab:green", "-."))
     plot_curves(curves, path, column="val_mae_hu", ylabel="MAE in the body (HU)", points=points, lines=lines,
                 dashed={name: c.rename(columns={"l1_hu": "val_mae_hu"}) for name, c in train_curves.items()},
                 dashed_label="training crops L1", ylim=(0.0, 1.2 * max(first.bulk_mae_hu, first.lookup_mae_hu)))
@@ -334,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
                     if args.fit_subjects > 0 else None)
     transferred = {family: (train_family, transferred_lookup_mae(manifest, test_manifest))
                    for family, test_manifest in tests if family != train_family}
+    floors = registration_floors(dict(tests)) if args.phantoms == "detailed" else {}
+    for family, floor in floors.items():
+        print(f"registration floor on the {family} test subjects: {floor['mae_hu']:.1f} HU (no MR-only model beats it "
+              "on average: the CT's noise and the MR/CT misregistration)")
     rows, curves, train_curves = [], {}, {}
     for name in args.recipes:
         work = args.out / name
@@ -350,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "quality.csv", index=False)  # after every recipe: a crash keeps what ran
         write_markdown(table, args.out / "quality.md", command=command, size=size, phantoms=args.phantoms,
-                       transferred=transferred)
-        plot(curves, train_curves, table, args.out / "quality.png")
+                       transferred=transferred, floors=floors)
+        plot(curves, train_curves, table, args.out / "quality.png",
+             floor_mae_hu=floors.get(train_family, {}).get("mae_hu"))
         sagittal_figure(table[table["test_family"] == train_family], manifest, args.out / "sagittal.png")
     print("\n" + (args.out / "quality.md").read_text())
     print(f"plots: {args.out / 'quality.png'}, {args.out / 'sagittal.png'}")

@@ -8,14 +8,21 @@
 
 Training and validation subjects come from ``train_seed``, held-out test subjects from ``test_seed``
 (other anatomy, renamed ``1B?9xx``). A run's ``phantoms/`` folder can be reused (``--data``).
+
+:func:`registration_floors` regenerates the detailed test subjects from their ``phantom.json`` and scores
+each family's registration floor (the CT without its noise, moved as that MR was): what the CT's noise and
+the MR/CT misregistration alone cost a model that read the anatomy perfectly from the MR.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scripts.benchmark_common import write_phantom_sets
@@ -84,3 +91,45 @@ def training_fit_manifest(manifest: Path, out: Path, *, n: int) -> Path:
     fit = df[df["split"] == "train"].head(n).copy()
     fit["split"] = "test"
     return write_manifest(fit, out, overwrite=True)
+
+
+def registration_floors(manifests: Mapping[str, Path]) -> dict[str, dict[str, float]]:
+    """Per family of ``manifests`` (``{family: manifest}``, :func:`make_data`'s): the mean over the test split of
+    the registration floor's MAE (HU) against the stored CT, in the body and per CT region (``mae_hu``,
+    ``air``, ``soft_tissue``, ``bone``; :func:`pipeline.report.metrics.region_statistics`).
+
+    Each test subject is regenerated from its ``phantom.json`` (seed, grid) with
+    :func:`~pipeline.data.phantoms.detailed_head.make_detailed_subject` (``return_floor``); a subject whose
+    regenerated CT differs from its stored ``ct.nii.gz`` (written by another version of the generator), or a
+    set that is not detailed phantoms, gives ``{}`` with a warning instead of a wrong floor."""
+    from pipeline.data.manifest import load_split
+    from pipeline.data.phantoms.detailed_head import make_detailed_subject
+    from pipeline.data.phantoms.mr_acquisition import FAMILIES
+    from pipeline.io.volumes import read_volumes_on_one_grid
+    from pipeline.report.metrics import region_statistics
+
+    families = list(manifests)
+    if not set(families) <= set(FAMILIES):
+        warnings.warn(f"MR families {families} are not the detailed phantoms' {FAMILIES}; no registration floor",
+                      stacklevel=2)
+        return {}
+    per_family: dict[str, list[dict[str, float]]] = {family: [] for family in families}
+    for record in load_split(next(iter(manifests.values())), "test"):
+        phantom = Path(record["ct"]).with_name("phantom.json")
+        if not phantom.is_file():
+            warnings.warn(f"{record['subject_id']}: no {phantom.name} beside its CT (not a detailed phantom); "
+                          "no registration floor", stacklevel=2)
+            return {}
+        drawn = json.loads(phantom.read_text())
+        subject = make_detailed_subject(seed=drawn["seed"], size=tuple(drawn["shape"]), families=families,
+                                        return_floor=True)
+        stored, _ = read_volumes_on_one_grid(record, ("ct", "mask"))
+        if not np.array_equal(np.asarray(stored["ct"]), subject.ct):
+            warnings.warn(f"{record['subject_id']}: regenerating {phantom} does not reproduce its ct.nii.gz "
+                          "(another version of the generator); no registration floor", stacklevel=2)
+            return {}
+        for family in families:
+            stats = region_statistics(subject.registration_floor[family], subject.ct, stored["mask"])
+            per_family[family].append({("mae_hu" if s["region"] == "body" else s["region"]): s["mae_hu"]
+                                       for s in stats})
+    return {family: pd.DataFrame(values).mean().to_dict() for family, values in per_family.items() if values}

@@ -17,7 +17,8 @@ PURE = 0.95
 
 @pytest.fixture(scope="module")
 def subject():
-    return make_detailed_subject(seed=5, size="2mm", families=("spgr", "mprage", "t2_tse"), return_tissues=True)
+    return make_detailed_subject(seed=5, size="2mm", families=("spgr", "mprage", "t2_tse"), return_tissues=True,
+                                 return_floor=True)
 
 
 def _pure(subject, tissue):
@@ -37,6 +38,11 @@ def test_same_seed_same_subject_and_each_family_independent_of_the_others():
     assert a.mr["spgr"].tobytes() == b.mr["spgr"].tobytes()
     assert not np.array_equal(a.ct, c.ct)
     assert a.record["mr"]["spgr"] == b.record["mr"]["spgr"]
+    floored = make_detailed_subject(seed=2, size="tiny", families=("spgr",), return_floor=True)
+    assert a.registration_floor is None and set(floored.registration_floor) == {"spgr"}
+    for name in ("ct", "mask"):  # keeping the floor draws nothing more
+        assert getattr(a, name).tobytes() == getattr(floored, name).tobytes(), name
+    assert a.mr["spgr"].tobytes() == floored.mr["spgr"].tobytes()
     with pytest.raises(ValueError, match="families"):
         make_detailed_subject(seed=2, size="tiny", families=("spgr", "spgr"))
     with pytest.raises(ValueError, match="families"):
@@ -86,6 +92,26 @@ def test_each_family_has_its_own_scanner_and_a_small_misregistration(subject):
         mis = record["misregistration"]
         assert 0.05 < mis["rms_mm"] < 1.5 and mis["max_mm"] < 3.0
     json.dumps(subject.record)  # JSON-ready
+
+
+def test_registration_floor_differs_from_the_ct_by_its_noise_inside_and_by_the_misregistration_at_edges(subject):
+    from scipy import ndimage
+
+    noise_sd = subject.record["ct"]["noise_sd_hu"]
+    body = subject.mask > 0
+    wm = _pure(subject, T.WHITE_MATTER)
+    bone = ndimage.binary_dilation(subject.tissue_labels == T.CORTICAL_BONE) & body
+    for family, floor in subject.registration_floor.items():
+        assert floor.dtype == np.int16 and floor.shape == subject.ct.shape
+        error = subject.ct.astype(float) - floor
+        # inside white matter the CT is the floor plus its noise (and a little texture moved by < 1 voxel)
+        assert 0.8 * noise_sd < error[wm].std() < 1.3 * noise_sd, family
+        assert abs(error[wm].mean()) < 0.2 * noise_sd, family
+        # at bone edges a sub-millimetre shift of a ~1000 HU step costs far more than the noise
+        assert np.abs(error[bone]).mean() > 3 * np.abs(error[wm]).mean(), family
+    # each family's MR was moved its own way
+    floors = subject.registration_floor
+    assert not np.array_equal(floors["spgr"], floors["mprage"])
 
 
 def test_dataset_files_record_and_montage(tmp_path):

@@ -97,3 +97,30 @@ def test_detailed_sets_have_a_manifest_per_family_over_the_same_subjects(tmp_pat
 
     same = transferred_lookup_mae(manifests["spgr"], manifests["spgr"])
     assert transferred_lookup_mae(manifests["spgr"], manifests["t2_tse"]) > 1.2 * same
+
+
+def test_registration_floor_of_detailed_sets_and_a_clear_refusal_when_the_ct_was_not_made_so(tmp_path):
+    import nibabel as nib
+
+    from scripts.benchmark_quality import transferred_lookup_mae
+    from scripts.quality_data import make_data, registration_floors
+
+    manifests = make_data(tmp_path / "ph", phantoms="detailed", size=(46, 54, 52), n_train=1, n_val=0, n_test=1,
+                          train_seed=0, test_seed=1000, families=("spgr", "mprage"))
+    floors = registration_floors(manifests)
+    assert set(floors) == {"spgr", "mprage"}
+    lookup = transferred_lookup_mae(manifests["spgr"], manifests["spgr"])
+    for floor in floors.values():
+        assert set(floor) == {"mae_hu", "air", "soft_tissue", "bone"}
+        assert 0 < floor["mae_hu"] < lookup  # a perfect reading of the anatomy beats an intensity lookup
+        assert floor["soft_tissue"] < floor["bone"]  # bone edges pay most for a shift
+    # a CT that the generator did not make (edited, or another version) gets no floor, and says why
+    ct_path = tmp_path / "ph" / "test" / "1BD901" / "ct.nii.gz"
+    image = nib.load(ct_path)
+    edited = np.asarray(image.dataobj).copy()
+    edited[10, 10, 10] += 1
+    nib.save(nib.Nifti1Image(edited, image.affine, image.header), ct_path)
+    with pytest.warns(UserWarning, match="1BD901.*does not reproduce"):
+        assert registration_floors(manifests) == {}
+    with pytest.warns(UserWarning, match="not the detailed phantoms"):
+        assert registration_floors({"simple": manifests["spgr"]}) == {}

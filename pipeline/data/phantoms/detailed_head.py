@@ -38,7 +38,7 @@ from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, subjec
 from pipeline.data.phantoms.head_tissues import HEAD_TISSUES, N_HEAD_TISSUES, SUBJECT_JITTER, HeadTissue
 from pipeline.data.phantoms.jaw_neck import paint_jaw_and_neck
 from pipeline.data.phantoms.mr_acquisition import (FAMILIES, acquire_mr, draw_misregistration, draw_protocol,
-                                                   draw_tissue_jitter, misregister)
+                                                   draw_tissue_jitter, misregistration_coordinates, resample_at)
 from pipeline.data.phantoms.skull_base import line_air_spaces, paint_ethmoid_and_nose, paint_temporal_bones
 from pipeline.io.atomic import atomic_write
 from pipeline.io.volumes import write_nifti
@@ -89,14 +89,20 @@ class DetailedSubject:
     record: dict = field(default_factory=dict)  # what was drawn (JSON-ready)
     tissue_labels: np.ndarray | None = None  # uint8 dominant HeadTissue per voxel (return_tissues)
     tissue_fractions: np.ndarray | None = None  # (N_HEAD_TISSUES, X, Y, Z) float32 (return_tissues)
+    #: family -> int16 HU (return_floor): the CT without its noise, moved exactly as that family's MR was. The
+    #: sCT of a model that read the anatomy perfectly from the MR; its MAE against ``ct`` estimates the error
+    #: that the CT's noise and the MR/CT misregistration leave to any MR-only model.
+    registration_floor: dict[str, np.ndarray] | None = None
 
 
 def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", families: Sequence[str] = DEFAULT_FAMILIES,
-                          return_tissues: bool = False) -> DetailedSubject:
+                          return_tissues: bool = False, return_floor: bool = False) -> DetailedSubject:
     """Generate one subject, deterministic in ``seed`` (see the module docstring for what it holds).
 
     ``size``: a :data:`SIZES` preset or a shape ``(X, Y, Z)`` over :data:`FOV_MM`; ``families``: the MR
-    families to image (each from its own random stream, so adding one changes no other).
+    families to image (each from its own random stream, so adding one changes no other); ``return_tissues``:
+    keep the tissue labels and fractions; ``return_floor``: keep each family's registration floor
+    (:attr:`DetailedSubject.registration_floor`). Neither changes what is drawn.
     """
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families or len(set(families)) != len(families):
@@ -132,24 +138,28 @@ def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", famil
     mask = (fractions[T.AIR] < 0.5).astype(np.uint8)
     fields["soft"] = smooth_noise(rng, shape, spacing, 4.0)
     jitter = draw_tissue_jitter(rng)
-    ct, ct_record = _image_ct(rng, fractions, fields, mask)
+    ct, ct_record, noise_free_ct = _image_ct(rng, fractions, fields, mask)
 
     record = {"seed": int(seed), "shape": list(shape), "spacing_mm": [float(s) for s in spacing],
               "head": {"rotation_deg": [float(a) for a in angles], "scale": float(scale),
                        "semi_axes_mm": [float(a) for a in head_semi], "warp_sd_mm": float(warp_mm)},
               "ct": ct_record, "mr": {}}
     textures = {t: (fields[name], amplitude) for t, (name, amplitude) in TEXTURES.items()}
-    mrs = {}
+    mrs, floor = {}, {}
     for family in families:
         family_rng = np.random.default_rng([seed, 1 + FAMILIES.index(family)])
         protocol = draw_protocol(family_rng, family)
         image = acquire_mr(family_rng, fractions, protocol, spacing=spacing, qz=q[2], jitter=jitter, textures=textures)
         mis = draw_misregistration(family_rng)
-        mrs[family], displacement = misregister(family_rng, image, affine, head_centre, mis)
+        coords, displacement = misregistration_coordinates(family_rng, shape, affine, head_centre, mis)
+        mrs[family] = resample_at(image, coords)
+        if return_floor:
+            floor[family] = _store_hu(resample_at(noise_free_ct, coords))
         body = displacement[mask > 0]
         record["mr"][family] = {**protocol.as_dict(), "misregistration": {
             **mis.as_dict(), "rms_mm": float(np.sqrt(np.mean(body**2))), "max_mm": float(body.max())}}
-    subject = DetailedSubject(ct=ct, mask=mask, affine=affine, mr=mrs, record=record)
+    subject = DetailedSubject(ct=ct, mask=mask, affine=affine, mr=mrs, record=record,
+                              registration_floor=floor if return_floor else None)
     if return_tissues:
         subject.tissue_labels = np.argmax(fractions, axis=0).astype(np.uint8)
         subject.tissue_fractions = fractions
@@ -157,9 +167,10 @@ def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", famil
 
 
 def _image_ct(rng: np.random.Generator, fractions: np.ndarray, fields: dict[str, np.ndarray],
-              mask: np.ndarray) -> tuple[np.ndarray, dict]:
-    """CT in HU (int16) and what was drawn: tissue mix with per-subject offsets, density and texture
-    fields, point spread, correlated noise (10-20 HU SD), -1000 HU outside the body."""
+              mask: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
+    """CT in HU (int16), what was drawn (tissue mix with per-subject offsets, density and texture fields, point
+    spread, correlated noise of 10-20 HU SD, -1000 HU outside the body), and the same CT without its noise
+    (float32, for the registration floor)."""
     nominal = np.array([HEAD_TISSUES[t].hu for t in HeadTissue])
     offsets = rng.normal(0.0, SUBJECT_JITTER["hu"], size=len(HeadTissue))
     offsets[[T.AIR, T.SINUS_AIR]] = 0.0
@@ -168,11 +179,17 @@ def _image_ct(rng: np.random.Generator, fractions: np.ndarray, fields: dict[str,
         ct += fractions[tissue] * (np.float32(HEAD_TISSUES[tissue].hu_sd_spatial) * fields[name])
     psf_voxels, noise_sd, grain = rng.uniform(0.35, 0.6), rng.uniform(10.0, 20.0), rng.uniform(0.6, 1.0)
     ct = ndimage.gaussian_filter(ct, psf_voxels)
+    noise_free = np.where(mask > 0, ct, np.float32(HU_AIR)).astype(np.float32)
     noise = ndimage.gaussian_filter(rng.standard_normal(ct.shape, dtype=np.float32), grain)
     ct += noise * np.float32(noise_sd / max(float(noise.std()), 1e-6))
     ct[mask == 0] = HU_AIR
     record = {"psf_sigma_voxels": float(psf_voxels), "noise_sd_hu": float(noise_sd), "noise_grain_voxels": float(grain)}
-    return np.rint(np.clip(ct, HU_MIN, HU_STORE_MAX)).astype(np.int16), record
+    return _store_hu(ct), record, noise_free
+
+
+def _store_hu(ct: np.ndarray) -> np.ndarray:
+    """HU as stored: rounded, clipped to [HU_MIN, 3071], int16."""
+    return np.rint(np.clip(ct, HU_MIN, HU_STORE_MAX)).astype(np.int16)
 
 
 def write_detailed_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0, size: str | Sequence[int] = "1mm",

@@ -30,7 +30,8 @@ from pipeline.data.phantoms.dataset import rotation_matrix
 from pipeline.data.phantoms.head_tissues import HEAD_TISSUES, SUBJECT_JITTER, HeadTissue
 
 __all__ = ["FAMILIES", "MRProtocol", "Misregistration", "TissueJitter", "acquire_mr", "draw_misregistration",
-           "draw_protocol", "draw_tissue_jitter", "misregister", "tissue_signals"]
+           "draw_protocol", "draw_tissue_jitter", "misregister", "misregistration_coordinates", "resample_at",
+           "tissue_signals"]
 
 FAMILIES = ("spgr", "mprage", "t2_tse")
 
@@ -168,12 +169,14 @@ def draw_misregistration(rng: np.random.Generator) -> Misregistration:
     )
 
 
-def misregister(rng: np.random.Generator, image: np.ndarray, affine: np.ndarray, centre_mm,
-                mis: Misregistration) -> tuple[np.ndarray, np.ndarray]:
-    """Resample ``image`` (on the grid of ``affine``, voxel -> world mm) through the displacement
-    ``d(x) = (R - I)(x - centre) + t + e(x)``: the result at ``x`` is the image at ``x + d(x)``
-    (trilinear, as a registration's resampler). Returns ``(image, |d| in mm)``, both ``(X, Y, Z)`` float32."""
-    shape, spacing = image.shape, np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+def misregistration_coordinates(rng: np.random.Generator, shape: tuple[int, int, int], affine: np.ndarray, centre_mm,
+                                mis: Misregistration) -> tuple[np.ndarray, np.ndarray]:
+    """Where each voxel of the grid ``shape`` / ``affine`` (voxel -> world mm) samples the moved image: the
+    displacement ``d(x) = (R - I)(x - centre) + t + e(x)`` in voxel coordinates, ``(3, X, Y, Z)`` float32, and
+    ``|d|`` in mm, ``(X, Y, Z)`` float32. Draws the elastic field from ``rng``; kept apart from the resampling
+    so that other images (the registration floor of :mod:`~pipeline.data.phantoms.detailed_head`) can be
+    moved exactly as the MR was."""
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     linear, origin = affine[:3, :3], affine[:3, 3]
     rot = rotation_matrix(mis.rotation_deg) - np.eye(3)
     to_voxel = np.linalg.inv(linear)
@@ -188,5 +191,18 @@ def misregister(rng: np.random.Generator, image: np.ndarray, affine: np.ndarray,
         coords[a] = ijk[a] + d_voxel
     for a in range(3):  # the displacement in world mm, for the record
         magnitude += (sum(float(linear[a, c]) * (coords[c] - ijk[c]) for c in range(3))) ** 2
-    warped = ndimage.map_coordinates(image, coords, order=1, mode="nearest", output=np.float32)
-    return warped, np.sqrt(magnitude)
+    return coords, np.sqrt(magnitude)
+
+
+def resample_at(image: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """``image`` sampled at voxel ``coords`` ``(3, X, Y, Z)``: trilinear, as a registration's resampler, float32."""
+    return ndimage.map_coordinates(image, coords, order=1, mode="nearest", output=np.float32)
+
+
+def misregister(rng: np.random.Generator, image: np.ndarray, affine: np.ndarray, centre_mm,
+                mis: Misregistration) -> tuple[np.ndarray, np.ndarray]:
+    """Resample ``image`` (on the grid of ``affine``, voxel -> world mm) through the displacement
+    ``d(x) = (R - I)(x - centre) + t + e(x)``: the result at ``x`` is the image at ``x + d(x)``
+    (trilinear, as a registration's resampler). Returns ``(image, |d| in mm)``, both ``(X, Y, Z)`` float32."""
+    coords, magnitude = misregistration_coordinates(rng, image.shape, affine, centre_mm, mis)
+    return resample_at(image, coords), magnitude
