@@ -15,7 +15,7 @@ from scripts.benchmark_common import write_phantom_sets
 from scripts.commands import module_command, run
 
 #: Image columns of a DRR manifest besides the noiseless references (pipeline.xray.drr_dataset.NOISELESS_KEYS).
-PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path")
+PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path", "lung_path")
 TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT",
              "systems": "held-out chest phantoms, each image from another system (kVp, filtration, scatter, dose, blur drawn)"}
 #: Test sets an older run's ``--data`` may lack.

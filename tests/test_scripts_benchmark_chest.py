@@ -14,12 +14,14 @@ from scripts.chest_data import real_ct_list, relocated, reused_data, write_manif
 
 
 def _results(path: Path, *, tumours: bool) -> Path:
-    """A long results.csv as pipeline.xray.evaluation writes it: 2 images; 3 tumours (the last behind a rib)."""
+    """A long results.csv as pipeline.xray.evaluation writes it: 2 images; 3 tumours (the last behind a rib);
+    with ``tumours`` (phantoms) also the lung fields' leak, which DRR sets older than the lung path lack."""
     rows = []
     for method, psnr, leak in (("pix2pix", 30.0, 0.10), ("se_scaled", 26.0, 0.50)):
         for image, offset in (("2TP901_p000", 0.0), ("2TP901_p001", 2.0)):
+            lung = (("bone_leak_lung", 0.05 + offset / 100),) if tumours else ()
             for metric, value in (("psnr", psnr + offset), ("ssim", 0.90), ("mae", 0.2), ("bone_leak", leak),
-                                  ("soft_gain", 0.04), ("bone_leak_fine", 0.2)):
+                                  ("soft_gain", 0.04), ("bone_leak_fine", 0.2), *lung):
                 rows.append((method, "2TP901", image, "de_soft", metric, value))
             rows.append((method, "2TP901", image, "de_bone", "psnr", 99.0))  # another region: not in the table
             rows.append((method, "2TP901", image, "de_bone", "edge_gain", 0.7 + offset / 10))  # this one is
@@ -64,10 +66,11 @@ def test_markdown_has_one_table_per_test_set_and_empty_cnr_without_tumour_labels
     assert phantoms.count("| se_scaled (baseline) |") == 1  # ... and once per table
     resize = next(line for line in phantoms.splitlines() if line.startswith("| resize |"))
     assert "| 2.00 / 1.33 / 1.50 | 1.50 |" in resize and "| upsample=resize | 900 | 31.00 | 0.900 |" in resize
+    assert "| 0.100 | 0.200 | 0.060 | +0.040 |" in resize  # leak: whole image, < 10 mm, lung fields
     real_resize = next(line for line in real.splitlines() if line.startswith("| resize |"))
     cells = [c.strip() for c in real_resize.strip("|").split("|")]
-    assert cells[3] == "31.00" and cells[7:10] == ["0.200", "+0.040", "0.80"]  # metrics there ...
-    assert cells[10:] == [""] * 5  # ... CNR columns empty
+    assert cells[3] == "31.00" and cells[7:11] == ["0.200", "", "+0.040", "0.80"]  # metrics there (no lung path) ...
+    assert cells[11:] == [""] * 5  # ... CNR columns empty
     assert "| target (issue 20) |" in real and "≤ 0.25" in real
 
 

@@ -100,15 +100,22 @@ def test_bad_ct_is_reported_with_subject(tmp_path):
 
 def test_chest_ct_drr_shows_spine_in_bone_image():
     assert CHEST_CT.exists(), "make test fetches it: python -m scripts.get_chest_ct --out data/chest_ct"
-    densities, affine = load_densities("CXR001", CHEST_CT, volume_spacing_mm=2.8)
+    densities, affine = load_densities("CXR001", CHEST_CT, volume_spacing_mm=2.8, with_lung=True)
     geometry = ProjectionGeometry(detector_shape=(32, 32), pixel_spacing_mm=17.0)  # AP view, 544 mm panel
     images = render_pair(densities, affine, geometry, config=DRRDatasetConfig())
+    materials_only = render_pair(densities[:2], affine, geometry, config=DRRDatasetConfig())
+    assert "lung_path" not in materials_only and np.array_equal(materials_only["se"], images["se"])
     bone, soft = images["de_bone"].numpy(), images["de_soft"].numpy()
     assert np.isfinite(bone).all() and images["se"].min() >= 0
     rows = slice(12, 22)  # mid-thorax: spine (centre columns) vs lungs (a quarter of the way in)
     spine, lung = bone[rows, 15:17].mean(), bone[rows, [8, 23]].mean()
     assert spine > 1.5 * lung
     assert soft[rows, 15:17].mean() > soft[rows, [8, 23]].mean()  # mediastinum denser than lung
+    # lung path (mm): a lung is 100-200 mm deep front to back; little lung in front of the spine
+    lung_path = images["lung_path"].numpy()
+    assert lung_path[rows, [8, 23]].mean() > 80.0
+    assert lung_path[rows, 15:17].mean() < 0.5 * lung_path[rows, [8, 23]].mean()
+    assert lung_path[:, :2].max() < 5.0  # beside the body, no lung (nor a table pad counted as lung)
 
 
 def test_chest_phantoms_with_tumour_masks_tilts_and_seeded_realism(tmp_path):
@@ -129,8 +136,10 @@ def test_chest_phantoms_with_tumour_masks_tilts_and_seeded_realism(tmp_path):
         labels = nib.load(manifest.parent / row.tumour_mask).get_fdata()
         assert set(np.unique(labels)) - {0.0} <= listed and labels.max() > 0  # the tumours are in view
         assert nib.load(manifest.parent / row.bone_path).get_fdata().min() >= 0.0
+        assert nib.load(manifest.parent / row.lung_path).get_fdata().max() > 30.0  # mm: the lung fields
     copy = pd.read_csv(tmp_path / "copies" / "m.csv")
-    assert (tmp_path / "copies" / copy["tumour_mask"][0]).resolve() == (manifest.parent / table["tumour_mask"][0]).resolve()
+    for key in ("tumour_mask", "lung_path", "de_soft_noiseless"):  # the copy's paths are relative to itself
+        assert (tmp_path / "copies" / copy[key][0]).resolve() == (manifest.parent / table[key][0]).resolve()
     # Same seed, same realisation; the masks' files are refused like the images without overwrite.
     again = build_drr_dataset(tmp_path / "cts", tmp_path / "b", config=config, progress=False)
     se_a = nib.load(manifest.parent / table["se"][0]).get_fdata()

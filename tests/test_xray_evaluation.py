@@ -185,3 +185,38 @@ def test_any_pair_keys_from_a_folder_of_8bit_images(tmp_path):
     (predictions / "ct" / f"{tested[0]}.png").unlink()
     with pytest.raises(InputError, match=rf"no prediction for 1 of 3 held-out image\(s\) .*ct/{tested[0]}"):
         run_evaluation(output_dir=tmp_path / "again", **options)
+
+
+def test_lung_field_leak_sees_the_ribs_over_the_lungs_apart_from_bone_left_in_the_mediastinum(tmp_path):
+    """A prediction that removes the ribs over the lungs but keeps the spine and mediastinum's "bone"
+    (a real CT's iodine) leaks over the whole image and not in the lung fields; the SE image leaks in both."""
+    from pipeline.io.images2d import save_image_2d
+    from pipeline.xray.evaluation import LUNG_FIELD_MIN_MM, evaluate_images
+
+    rows, cols = np.mgrid[:64, :64]
+    centre = np.abs(cols - 31.5) < 10  # spine and mediastinum, between the lungs
+    ribs = 0.3 * ((rows // 6) % 2 == 0) * ~centre
+    bone = ribs + 0.8 * centre + 0.005 * rows
+    soft = 2.0 + 0.01 * rows + 0.3 * centre + 0.002 * cols
+    lung_path = np.where(centre, 10.0, 150.0)  # mm of lung along each ray
+    lung_path[:, :3] = lung_path[:, -3:] = 0.5 * LUNG_FIELD_MIN_MM  # the chest wall at the image's sides
+    images = {"se": soft + bone, "de_soft": soft, "de_bone": bone, "lung_path": lung_path}
+    prediction = {"de_soft": soft + 0.5 * bone * centre, "de_bone": bone - 0.5 * bone * centre}
+    for key, image in images.items():
+        save_image_2d(image.astype(np.float32), tmp_path / key / "S1_p000.nii.gz")
+    for key, image in prediction.items():
+        save_image_2d(image.astype(np.float32), tmp_path / "pred" / key / "S1_p000.nii.gz")
+    record = {"subject_id": "S1", "image_id": "S1_p000",
+              **{k: str(tmp_path / k / "S1_p000.nii.gz") for k in ("se", "de_soft", "de_bone")}}
+
+    def metrics(rec):
+        results = evaluate_images([rec], prediction_dir=tmp_path / "pred", image_key="se",
+                                  target_keys=["de_soft", "de_bone"], label_root=tmp_path)
+        return results.query("method == 'pix2pix'").set_index("metric")["value"].astype(float)
+
+    without = metrics(record)
+    assert "bone_leak_lung" not in without.index  # no lung_path: no lung-field leak
+    got = metrics({**record, "lung_path": "lung_path/S1_p000.nii.gz"})
+    assert got["bone_leak"] > 0.2
+    assert got["bone_leak_lung"] == pytest.approx(0.0, abs=1e-6)
+    assert got["bone_leak_se_lung"] == pytest.approx(1.0, abs=1e-6)  # SE = soft + bone everywhere

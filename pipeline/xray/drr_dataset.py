@@ -12,6 +12,7 @@ read both)::
     OUT/se/CXR001_p000.nii.gz   OUT/de_soft/CXR001_p000.nii.gz   OUT/de_bone/CXR001_p000.nii.gz ...
     OUT/manifest.csv            subject_id, projection_id, se, de_soft, de_bone, split, angle_deg, shift_*_mm
     with realism also OUT/de_soft_noiseless/..., OUT/de_bone_noiseless/... (bone-leak references, NIfTI)
+    OUT/lung_path/...           lung path length per pixel (mm, NIfTI): the lung fields of the evaluation
     OUT/drr_dataset.json        geometry, physics (kVp, mean energies, DE weights), PNG scaling
 
 NIfTI images are float32 ``(H, W)``; 16-bit PNGs store ``round(value / png_scale)`` (default
@@ -47,6 +48,7 @@ from transforms.drr import (
     ProjectionGeometry,
     block_average,
     decompose_materials,
+    lung_mask,
     project_line_integrals,
 )
 
@@ -192,10 +194,12 @@ def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: Projectio
                 config: DRRDatasetConfig, seed: int | None = None,
                 physics: PhysicsDraw | None = None) -> dict[str, torch.Tensor]:
     """One projection: ``{"se", "de_soft", "de_bone", ...}`` float32 (H, W) log images, plus
-    ``bone_path`` (bone line integral, g/cm^2) and, with realism, :data:`NOISELESS_KEYS`. ``seed``: the
-    realism noise. ``physics``: this image's drawn system (the SE image is then its high-kVp exposure);
-    None: ``config``'s kVps, filtration and realism."""
-    lines = project_line_integrals(densities, affine, geometry)
+    ``bone_path`` (bone line integral, g/cm^2), ``lung_path`` (mm of lung along each ray) when
+    ``densities`` has the lung channel (:func:`load_densities` ``with_lung``), and, with realism,
+    :data:`NOISELESS_KEYS`. ``seed``: the realism noise. ``physics``: this image's drawn system (the SE image
+    is then its high-kVp exposure); None: ``config``'s kVps, filtration and realism."""
+    projected = project_line_integrals(densities, affine, geometry)
+    lines = projected[: len(MATERIAL_NAMES)]
     if physics is not None:
         kvps = {"kvp_se": physics.kvp_high, "kvp_low": physics.kvp_low, "kvp_high": physics.kvp_high}
         al, realism = physics.al_filter_mm, physics.realism
@@ -210,6 +214,8 @@ def render_pair(densities: torch.Tensor, affine: np.ndarray, geometry: Projectio
         images = realistic_xray_images(images, seed=seed, **options)
         images.update({f"{k}_noiseless": expected[k] for k in ("de_soft", "de_bone")})
     images["bone_path"] = lines[MATERIAL_NAMES.index("bone")]
+    if projected.shape[0] > len(MATERIAL_NAMES):
+        images["lung_path"] = projected[len(MATERIAL_NAMES)] * 10.0  # a unit indicator integrates to cm
     return images
 
 
@@ -232,15 +238,20 @@ def projected_tumour_labels(labels: np.ndarray, affine: np.ndarray, geometry: Pr
     return out
 
 
-def load_densities(subject: str, path: Path, *, volume_spacing_mm: float | None = None,
+def load_densities(subject: str, path: Path, *, volume_spacing_mm: float | None = None, with_lung: bool = False,
                    ) -> tuple[torch.Tensor, np.ndarray]:
-    """Read a CT (HU), check it, and return ``(partial densities (2, X, Y, Z) g/cm^3, affine)``."""
+    """Read a CT (HU), check it, and return ``(partial densities (2, X, Y, Z) g/cm^3, affine)``; ``with_lung``
+    adds a third channel, the lung parenchyma (:func:`transforms.drr.lung_mask`) as a 0/1 indicator, whose
+    line integral is the lung path length of each ray (the evaluation's lung fields)."""
     try:
         hu, affine = read_volume(path)
     except (OSError, ValueError, RuntimeError) as err:
         raise InputError(f"{subject}: cannot read CT {path}: {err}") from err
     _check_hu(subject, path, hu)
     densities = decompose_materials(hu)
+    if with_lung:
+        lung = torch.from_numpy(lung_mask(hu, affine).astype(np.float32))
+        densities = torch.cat([densities, lung[None]])
     if volume_spacing_mm:
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
         factors = [max(1, int(np.floor(volume_spacing_mm / s + 1e-6))) for s in spacing]
@@ -275,6 +286,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     targets += [out / k / f"{subject}_p{p:03d}.nii.gz" for subject, path in cts
                 if (Path(path).parent / "tumours.nii.gz").exists()
                 for k in ("tumour_mask", "bone_path") for p in range(config.projections_per_ct)]
+    targets += [out / "lung_path" / f"{n}.nii.gz" for n in names]
     if with_realism(config):
         targets += [out / k / f"{n}.nii.gz" for k in NOISELESS_KEYS for n in names]
     if extra_manifest is not None:
@@ -289,7 +301,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     magnification = 1.0 if config.parallel else config.sdd_mm / config.sid_mm
     bar = tqdm(total=len(names), desc="DRR pairs", unit="pair", disable=not progress)
     for subject, path in cts:
-        densities, affine = load_densities(subject, path, volume_spacing_mm=config.volume_spacing_mm)
+        densities, affine = load_densities(subject, path, volume_spacing_mm=config.volume_spacing_mm, with_lung=True)
         tumour_file = Path(path).parent / "tumours.nii.gz"
         tumours = read_volume(tumour_file) if tumour_file.exists() else None  # (labels, affine): own grid
         pitch = config.pixel_spacing_mm or fit_pixel_spacing(
@@ -300,14 +312,10 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
             images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + len(rows),
                                  physics=physics)
             row = {"subject_id": subject, "projection_id": f"{subject}_p{p:03d}"}
-            extra = {k: images[k] for k in NOISELESS_KEYS if k in images}
+            extra = {k: images[k] for k in (*NOISELESS_KEYS, "lung_path") if k in images}
             if tumours is not None:
                 extra.update({"tumour_mask": projected_tumour_labels(tumours[0], tumours[1], geometry),
                               "bone_path": images["bone_path"]})
-            for key, image in extra.items():  # exact values (evaluation references): NIfTI, whatever the format
-                target = out / key / f"{row['projection_id']}.nii.gz"
-                save_image_2d(image, target, pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
-                row[key] = f"{key}/{target.name}"
             for key in config.keys:
                 target = out / key / f"{row['projection_id']}{suffix}"
                 if config.image_format == "png":
@@ -320,6 +328,11 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
                         "shift_x_mm": round(geometry.shift_mm[0], 3), "shift_y_mm": round(geometry.shift_mm[1], 3),
                         "shift_z_mm": round(geometry.shift_mm[2], 3), "pixel_spacing_mm": round(pitch, 4),
                         "ct": str(Path(path).resolve()), **(physics.as_row() if physics is not None else {})})
+            for key, image in extra.items():  # exact values (evaluation references, after the pair's
+                # own columns): NIfTI, whatever the format
+                target = out / key / f"{row['projection_id']}.nii.gz"
+                save_image_2d(image, target, pixel_spacing_mm=(pitch, pitch), overwrite=overwrite)
+                row[key] = f"{key}/{target.name}"
             rows.append(row)
             bar.update(1)
     bar.close()
@@ -327,7 +340,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         warnings.warn(f"{saturated} PNG pixels saturated at {65535 * config.png_scale:.2f}; "
                       "raise png_scale or use NIfTI", stacklevel=2)
     table = pd.DataFrame(rows)
-    for key in ("tumour_mask", "bone_path", *NOISELESS_KEYS):  # subjects without tumour labels: empty cells
+    for key in ("tumour_mask", "bone_path", "lung_path", *NOISELESS_KEYS):  # subjects without tumour labels: empty cells
         if key in table:
             table[key] = table[key].fillna("")
     physics = (describe_physics(kvp_se=config.kvp_se, kvp_low=config.kvp_low, kvp_high=config.kvp_high)
@@ -346,7 +359,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         extra = Path(extra_manifest)
         extra.parent.mkdir(parents=True, exist_ok=True)
         copy = table.copy()
-        for key in [k for k in (*config.keys, "tumour_mask", "bone_path") if k in table]:
+        for key in [k for k in (*config.keys, "tumour_mask", "bone_path", "lung_path", *NOISELESS_KEYS) if k in table]:
             # paths relative to the copy's own folder, as read_paired_manifest expects
             copy[key] = [os.path.relpath((out / v).resolve(), extra.parent.resolve()) if v else ""
                          for v in table[key]]

@@ -25,6 +25,11 @@ Bone suppression in the soft-tissue image (``soft_key``/``bone_key`` both among 
   ``bone_leak`` is dominated by the spine and the large-scale bone load, so a model can lower it with a
   smooth correction while the rib edges stay (a training loss on it did exactly that in a 6-minute
   benchmark: whole-image 0.07 -> 0.04, fine 0.13 -> 0.18, PSNR -1.3 dB; not adopted).
+- ``bone_leak_lung``: the same fit over the lung fields only (body pixels whose ray crosses at least
+  :data:`LUNG_FIELD_MIN_MM` of lung, from the record's ``lung_path`` image, :mod:`pipeline.xray.drr_dataset`;
+  left out without it), with ``bone_leak_se_lung`` for the SE image: the ribs over the lungs, where a lung
+  tumour hides, without the spine, the mediastinum and the heart, where a real CT's iodinated vessels and
+  bolus count as bone in the decomposition and dominate the whole-image leak.
 - ``soft_gain``: the ``gain`` of the same fit: the soft-tissue scale error (0.05 = 5 % too bright where
   tissue is thick). Fitted beside the leak because soft and bone line integrals rise together (thick
   paths cross both; the slope of soft on bone is ~3 in a chest): the slope of the error on bone alone,
@@ -80,6 +85,12 @@ from pipeline.xray.image_measures import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Lung fields: pixels whose ray crosses at least this much lung (mm); a lung is 100-200 mm deep front to back, so
+#: this keeps the lungs and leaves out the mediastinum, the spine and the thin partial-volume shell of the skin.
+LUNG_FIELD_MIN_MM = 30.0
+#: Fewest lung-field pixels for a lung-field leak (a fit over fewer is noise).
+LUNG_FIELD_MIN_PIXELS = 200
 
 #: Where a prediction is looked for, in this order (the float NIfTI first when several formats were written).
 PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
@@ -159,11 +170,14 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
             spacing = float(record.get("pixel_spacing_mm") or "nan")
             fine_sigma = FINE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else None
             edge_sigma = EDGE_SIGMA_MM / spacing if np.isfinite(spacing) and spacing > 0 else 1.0
+            lung = lung_fields(record, body, root=Path(label_root or "."), png_scale=png_scale)
             # the same for every method: computed once per image
             se_scores = bone_suppression(image, soft, bone, body)
             references = {"bone_leak_se": se_scores["bone_leak"],
                           "soft_bone_corr_true": bone_suppression(soft, soft, bone, body)["soft_bone_corr"],
                           "soft_bone_corr_se": se_scores["soft_bone_corr"]}
+            if lung is not None:
+                references["bone_leak_se_lung"] = bone_suppression(image, soft, bone, lung)["bone_leak"]
         methods: dict[str, dict[str, np.ndarray]] = {}
         if prediction_dir is not None:
             methods["pix2pix"] = {k: _load_prediction(record, Path(prediction_dir), k, png_scale) for k in target_keys}
@@ -180,6 +194,8 @@ def evaluate_images(records: Sequence[Mapping[str, Any]], *, prediction_dir: str
             if with_suppression:
                 suppression = {**bone_suppression(predicted[soft_key], soft, bone, body, fine_sigma_px=fine_sigma),
                                **references}
+                if lung is not None:
+                    suppression["bone_leak_lung"] = bone_suppression(predicted[soft_key], soft, bone, lung)["bone_leak"]
                 rows += [{**ids, "region": soft_key, "metric": name, "value": value} for name, value in suppression.items()]
                 rows += [{**ids, "region": bone_key, "metric": "edge_gain",
                           "value": edge_gain(predicted[bone_key], bone, body, sigma_px=edge_sigma)},
@@ -200,6 +216,20 @@ def _load_reference(record: Mapping[str, Any], key: str, *, root: Path, png_scal
     from ``root`` (the manifest's folder)."""
     path = Path(record[key])
     return load_image_2d(path if path.is_absolute() else root / path, png_scale=png_scale)[0]
+
+
+def lung_fields(record: Mapping[str, Any], body: np.ndarray, *, root: Path,
+                png_scale: float | None) -> np.ndarray | None:
+    """``body`` pixels whose ray crosses at least :data:`LUNG_FIELD_MIN_MM` of lung (the record's ``lung_path``
+    image, mm); None without that image or with fewer than :data:`LUNG_FIELD_MIN_PIXELS` such pixels."""
+    if not record.get("lung_path"):
+        return None
+    lung_path = _load_reference(record, "lung_path", root=root, png_scale=png_scale)
+    if lung_path.shape != body.shape:
+        raise InputError(f"{record['subject_id']}: lung_path of {record['image_id']} has shape {lung_path.shape}, "
+                         f"the image {body.shape}")
+    fields = np.asarray(body, bool) & (lung_path >= LUNG_FIELD_MIN_MM)
+    return fields if fields.sum() >= LUNG_FIELD_MIN_PIXELS else None
 
 
 def leak_references(record: Mapping[str, Any], truth: Mapping[str, np.ndarray], *, soft_key: str, bone_key: str,
