@@ -323,36 +323,6 @@ def block_average(volumes: torch.Tensor | np.ndarray, affine: np.ndarray, factor
     return pooled, np.asarray(affine, dtype=np.float64) @ scale
 
 
-#: Lung parenchyma (HU): aerated lung lies between the air of the airways and outside (-1000) and soft tissue.
-LUNG_HU: tuple[float, float] = (-950.0, -400.0)
-
-
-def lung_mask(hu: np.ndarray | torch.Tensor, affine: np.ndarray, *, lung_hu: tuple[float, float] = LUNG_HU,
-              body_hu: float = -400.0) -> np.ndarray:
-    """Lung parenchyma of a CT ``(X, Y, Z)`` in HU: voxels within ``lung_hu`` inside the body, bool ``(X, Y, Z)``.
-
-    The body is the largest connected region above ``body_hu`` with its holes filled slice by slice along
-    the voxel axis closest to the patient's superior axis (``affine``: voxel -> world mm): in 3-D the lungs
-    reach the volume's edge through the trachea and would not count as holes. Why: the lung fields of a
-    radiograph (where a tumour hides behind ribs) are where rays cross lung, and a CT's table pad or
-    blankets can reach lung-like HU outside the body."""
-    from scipy import ndimage
-
-    values = torch.as_tensor(hu).detach().cpu().numpy() if isinstance(hu, torch.Tensor) else np.asarray(hu)
-    if values.ndim != 3:
-        raise ValueError(f"expected a 3-D HU volume (X, Y, Z), got shape {values.shape}")
-    labels, n = ndimage.label(values > body_hu)
-    if n == 0:
-        return np.zeros(values.shape, bool)
-    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    axial = int(np.argmax(np.abs(np.asarray(affine, np.float64)[2, :3])))
-    body = np.moveaxis(body, axial, 0)
-    body = np.stack([ndimage.binary_fill_holes(plane) for plane in body])
-    body = np.moveaxis(body, 0, axial)
-    lo, hi = lung_hu
-    return body & (values >= lo) & (values <= hi)
-
-
 def _affine_of(data: Mapping[Hashable, Any], key: Hashable, affine_key: str | None) -> np.ndarray:
     if affine_key is not None:
         return np.asarray(data[affine_key], dtype=np.float64)
@@ -426,6 +396,5 @@ def pad_value_to_air(hu: np.ndarray, *, below_hu: float = -1024.0) -> np.ndarray
 __all__: Sequence[str] = [
     "MATERIAL_NAMES", "HU_TO_DENSITY", "BONE_FRACTION_HU", "hu_to_density", "bone_mass_fraction",
     "decompose_materials", "ProjectionGeometry", "volume_centre_mm", "ray_bundle", "project_line_integrals",
-    "project_views", "block_average", "MaterialDecompositiond", "ProjectDRRd", "pad_value_to_air", "LUNG_HU",
-    "lung_mask",
+    "project_views", "block_average", "MaterialDecompositiond", "ProjectDRRd", "pad_value_to_air",
 ]

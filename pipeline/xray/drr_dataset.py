@@ -48,9 +48,9 @@ from transforms.drr import (
     ProjectionGeometry,
     block_average,
     decompose_materials,
-    lung_mask,
     project_line_integrals,
 )
+from transforms.lung import lung_mask
 
 CT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 MANIFEST_NAME = "manifest.csv"
@@ -241,7 +241,7 @@ def projected_tumour_labels(labels: np.ndarray, affine: np.ndarray, geometry: Pr
 def load_densities(subject: str, path: Path, *, volume_spacing_mm: float | None = None, with_lung: bool = False,
                    ) -> tuple[torch.Tensor, np.ndarray]:
     """Read a CT (HU), check it, and return ``(partial densities (2, X, Y, Z) g/cm^3, affine)``; ``with_lung``
-    adds a third channel, the lung parenchyma (:func:`transforms.drr.lung_mask`) as a 0/1 indicator, whose
+    adds a third channel, the lung parenchyma (:func:`transforms.lung.lung_mask`) as a 0/1 indicator, whose
     line integral is the lung path length of each ray (the evaluation's lung fields)."""
     try:
         hu, affine = read_volume(path)
