@@ -4,7 +4,7 @@
                                          [--iterations 40] [--modes 2.5d 3d] [--flops] [--cpu-variants]
                                          [--variants eager channels_last compile both]
 
-Per mode and configuration (``CONFIGS``: ``default`` = train.json's defaults, 2 subjects x 2 crops of 128^2
+Per mode and configuration (``CONFIGS``: ``default`` = train.json's defaults, 4 subjects x 2 crops of 128^2
 per iteration; ``gpu`` = the bundle docs' GPU recipe, 8 x 4 = 32 crops; ``large`` = 16 x 8 = 128 crops; 3-D: the
 docs' 3D line), networks of
 the bundle's settings (slab size, base channels, masked L1, learning rate and AMP read from train.json, except
@@ -63,7 +63,7 @@ from transforms.plane import PLANES
 #: (mode, configuration) -> the bundle's settings: 2.5D ``default`` = train.json's defaults, ``gpu`` = the bundle
 #: docs' GPU recipe (which keeps 32 channels where train.json's CPU default has 24); 3D = the bundle docs' 3D line.
 CONFIGS = {
-    ("2.5d", "default"): {"patch_size": 128, "batch_size": 2, "samples_per_volume": 2, "num_downs": 6},
+    ("2.5d", "default"): {"patch_size": 128, "batch_size": 4, "samples_per_volume": 2, "num_downs": 6},
     ("2.5d", "gpu"): {"patch_size": 128, "batch_size": 8, "samples_per_volume": 4, "num_downs": 6, "base_channels": 32},
     ("2.5d", "large"): {"patch_size": 128, "batch_size": 16, "samples_per_volume": 8, "num_downs": 6, "base_channels": 32},
     ("3d", "default"): {"patch_size": 64, "batch_size": 1, "samples_per_volume": 2, "num_downs": 5},
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--configs", nargs="+", default=["default"], choices=["default", "gpu", "large"],
-                        help="default: train.json (2 x 2 crops); gpu: the bundle docs' GPU recipe (8 x 4 crops); "
+                        help="default: train.json (4 x 2 crops); gpu: the bundle docs' GPU recipe (8 x 4 crops); "
                              "large: 16 x 8 crops")
     parser.add_argument("--variants", nargs="+", default=["eager"], choices=sorted(VARIANTS),
                         help="train.json's channels_last / compile options, applied to both loops")

@@ -48,7 +48,11 @@ RECIPES: dict[str, dict[str, object]] = {
     "width16": {"base_channels": 16},
     # what the narrower network's speed buys instead of iterations: whole slices, more crops per step
     "width16_fov256": {"base_channels": 16, "patch_size": 256, "samples_per_volume": 1},
-    "batch8": {"batch_size": 4},
+    "batch8": {"batch_size": 4},  # 4 x 2 crops: the default since 0.4.4 (two runs against 0.4.3's 2 x 2)
+    "batch4": {"batch_size": 2},  # 0.4.3's default
+    "width16_batch8": {"base_channels": 16, "batch_size": 4},
+    "batch16": {"batch_size": 8},
+    "batch8_lr2e3": {"batch_size": 4, "learning_rate": 2e-3},
     # the learning rate around the default (1e-3 since 0.4.2, chosen by three pairs against 5e-4)
     "lr5e4": {"learning_rate": 5e-4},
     "lr1e3": {"learning_rate": 1e-3},
