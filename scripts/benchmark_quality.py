@@ -45,8 +45,14 @@ from scripts.benchmark_common import (
     validation_curve,
 )
 from scripts.commands import bundle_command, command_line, run
-from scripts.quality_data import (PHANTOMS, default_size, existing_manifests, make_data, registration_floors,
-                                  training_fit_manifest)
+from scripts.quality_data import (
+    PHANTOMS,
+    default_size,
+    existing_manifests,
+    make_data,
+    registration_floors,
+    training_fit_manifest,
+)
 from scripts.quality_recipes import COMMON, DEFAULT_RECIPES, RECIPES
 from transforms.intensity import HU_MAX, HU_MIN
 
@@ -352,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                    for family, test_manifest in tests if family != train_family}
     floors = registration_floors(dict(tests)) if args.phantoms == "detailed" else {}
     for family, floor in floors.items():
-        print(f"registration floor on the {family} test subjects: {floor['mae_hu']:.1f} HU (no MR-only model beats it "
-              "on average: the CT's noise and the MR/CT misregistration)")
+        print(f"registration floor on the {family} test subjects: {floor['mae_hu']:.1f} HU (what the CT's noise and the "
+              "MR/CT misregistration cost a model that read the anatomy perfectly from the MR)")
     rows, curves, train_curves = [], {}, {}
     for name in args.recipes:
         work = args.out / name

@@ -37,8 +37,15 @@ from pipeline.data.phantoms.anatomy import paint_head, smooth_noise
 from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, subject_folders
 from pipeline.data.phantoms.head_tissues import HEAD_TISSUES, N_HEAD_TISSUES, SUBJECT_JITTER, HeadTissue
 from pipeline.data.phantoms.jaw_neck import paint_jaw_and_neck
-from pipeline.data.phantoms.mr_acquisition import (FAMILIES, acquire_mr, draw_misregistration, draw_protocol,
-                                                   draw_tissue_jitter, misregistration_coordinates, resample_at)
+from pipeline.data.phantoms.mr_acquisition import (
+    FAMILIES,
+    acquire_mr,
+    draw_misregistration,
+    draw_protocol,
+    draw_tissue_jitter,
+    misregistration_coordinates,
+    resample_at,
+)
 from pipeline.data.phantoms.skull_base import line_air_spaces, paint_ethmoid_and_nose, paint_temporal_bones
 from pipeline.io.atomic import atomic_write
 from pipeline.io.volumes import write_nifti
