@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from transforms.mask import fill_holes_slice_by_slice
+
 PERCENTILES = (10, 25, 50, 75, 90, 99)
 LUNG_FIELD_CM = 8.0
 
@@ -30,7 +32,7 @@ LUNG_FIELD_CM = 8.0
 def masks_of(hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(body, lung)`` boolean masks of an HU volume ``(X, Y, Z)``: body = each axial slice's filled
     HU > -400 region (the lungs inside it), lung = body and HU < -600."""
-    body = np.stack([ndimage.binary_fill_holes(hu[..., k] > -400) for k in range(hu.shape[2])], axis=-1)
+    body = fill_holes_slice_by_slice(hu > -400, axis=2)
     return body, body & (hu < -600)
 
 

@@ -9,7 +9,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from pipeline.data.phantoms.head import make_phantom_subject
-from transforms.mask import BodyMaskd, body_mask_from_mr
+from transforms.mask import BodyMaskd, body_mask_from_mr, fill_holes_slice_by_slice
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,6 +65,18 @@ def test_air_open_to_outside_in_3d_but_enclosed_axially_is_filled():
     mask = body_mask_from_mr(mr)
     assert mask[15, 15, 10]
     assert not body_mask_from_mr(mr, slice_axis=None, closing_iterations=0)[15, 15, 10]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slice_by_slice_fill_closes_a_tube_open_along_its_axis_only(axis):
+    solid = np.zeros((9, 9, 9), bool)
+    solid[2:7, 2:7, :] = True
+    tube = solid.copy()
+    tube[4, 4, :] = False  # a one-voxel channel through the whole volume along z: no 3-D hole
+    tube, solid = np.moveaxis(tube, 2, axis), np.moveaxis(solid, 2, axis)
+    np.testing.assert_array_equal(fill_holes_slice_by_slice(tube, axis), solid)  # enclosed in every slice
+    other = fill_holes_slice_by_slice(tube, (axis + 1) % 3)  # slices along the channel: nothing enclosed
+    np.testing.assert_array_equal(other, tube)
 
 
 def test_scale_invariance_channel_dim_and_explicit_threshold():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from transforms.mask import fill_holes_slice_by_slice, largest_component
+
 __all__ = ["LUNG_HU", "lung_mask"]
 
 #: Lung parenchyma (HU): aerated lung lies between the air of the airways and outside (-1000) and soft tissue.
@@ -21,18 +23,10 @@ def lung_mask(hu: np.ndarray | torch.Tensor, affine: np.ndarray, *, lung_hu: tup
     reach the volume's edge through the trachea and would not count as holes. Why: the lung fields of a
     radiograph (where a tumour hides behind ribs) are where rays cross lung, and a CT's table pad or
     blankets can reach lung-like HU outside the body."""
-    from scipy import ndimage
-
-    values = torch.as_tensor(hu).detach().cpu().numpy() if isinstance(hu, torch.Tensor) else np.asarray(hu)
+    values = hu.detach().cpu().numpy() if isinstance(hu, torch.Tensor) else np.asarray(hu)
     if values.ndim != 3:
         raise ValueError(f"expected a 3-D HU volume (X, Y, Z), got shape {values.shape}")
-    labels, n = ndimage.label(values > body_hu)
-    if n == 0:
-        return np.zeros(values.shape, bool)
-    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
     axial = int(np.argmax(np.abs(np.asarray(affine, np.float64)[2, :3])))
-    body = np.moveaxis(body, axial, 0)
-    body = np.stack([ndimage.binary_fill_holes(plane) for plane in body])
-    body = np.moveaxis(body, 0, axial)
+    body = fill_holes_slice_by_slice(largest_component(values > body_hu), axial)
     lo, hi = lung_hu
     return body & (values >= lo) & (values <= hi)

@@ -75,6 +75,15 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def fill_holes_slice_by_slice(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``mask`` (bool, 3-D) with the holes of each 2-D slice across ``axis`` filled. No MONAI/scipy call fills
+    2-D holes slice by slice in a 3-D volume: scipy per slice. Cavities open to the outside in 3-D (a trachea
+    leaving the volume, sinus ostia) but enclosed in each slice are filled."""
+    moved = np.moveaxis(np.asarray(mask, bool), axis, 0)
+    filled = np.stack([ndimage.binary_fill_holes(plane) for plane in moved])
+    return np.moveaxis(filled, 0, axis)
+
+
 def body_mask_from_mr(
     mr: np.ndarray | torch.Tensor,
     *,
@@ -134,11 +143,7 @@ def body_mask_from_mr(
         mask = closed[pad:-pad, pad:-pad, pad:-pad]
     mask = FillHoles(applied_labels=[1])(torch.as_tensor(mask[None].astype(np.uint8))).cpu().numpy()[0] > 0
     if slice_axis is not None:
-        # No MONAI/scipy call fills 2-D holes slice by slice in a 3-D volume: apply scipy per slice.
-        moved = np.moveaxis(mask, slice_axis, 0)
-        for index in range(moved.shape[0]):
-            moved[index] = ndimage.binary_fill_holes(moved[index])
-        mask = np.moveaxis(moved, 0, slice_axis)
+        mask = fill_holes_slice_by_slice(mask, slice_axis)
     mask_full = np.zeros_like(mask_full)
     mask_full[box] = mask
     mask = mask_full
@@ -186,4 +191,5 @@ class BodyMaskd(MapTransform):
         return d
 
 
-__all__: Sequence[str] = ["body_mask_from_mr", "largest_component", "otsu_threshold_log", "BodyMaskd"]
+__all__: Sequence[str] = ["body_mask_from_mr", "fill_holes_slice_by_slice", "largest_component", "otsu_threshold_log",
+                          "BodyMaskd"]
