@@ -1,5 +1,5 @@
 """Pix2Pix losses: the halved discriminator loss and the generator's adversarial + lambda * L1 loss
-with optional SSIM, gradient-difference, bone-weighted L1 and feature-matching terms.
+with optional SSIM, gradient-difference, detail (high-pass) L1, bone-weighted L1 and feature-matching terms.
 
 Images are CT in [-1, 1] (``transforms.intensity.hu_to_unit_range``), shape ``(B, C, *spatial)``;
 discriminator outputs are raw logits.
@@ -16,13 +16,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss, SSIMLoss
+from monai.networks.layers.convutils import gaussian_1d
+from monai.networks.layers.simplelayers import separable_filtering
 from torch import nn
 
 from transforms.intensity import hu_to_unit_range
 
 __all__ = [
     "ADVERSARIAL_MODES", "discriminator_loss", "generator_adversarial_loss", "gradient_difference_loss",
-    "Pix2PixGeneratorLoss",
+    "high_pass", "Pix2PixGeneratorLoss",
 ]
 
 ADVERSARIAL_MODES = ("vanilla", "lsgan", "hinge")
@@ -92,6 +94,17 @@ def gradient_difference_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Te
     return torch.stack(terms).mean()
 
 
+def high_pass(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """``image`` minus its Gaussian blur of ``sigma_px`` pixels on every spatial axis (MONAI's separable
+    filter, edges replicated so that a constant image gives exactly 0): the detail finer than about
+    ``sigma_px``, e.g. rib shadows (10-20 mm) without the broad body load. ``(B, C, *spatial)`` in and out."""
+    if not sigma_px > 0:
+        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+    kernel = gaussian_1d(torch.tensor(float(sigma_px)), truncated=4.0, approx="erf", normalize=True)
+    kernel = kernel.to(device=image.device, dtype=image.dtype)
+    return image - separable_filtering(image, [kernel] * (image.ndim - 2), mode="replicate")
+
+
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     # an all-zero weight map (a patch entirely outside the body mask) gives 0, not NaN
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
@@ -106,6 +119,10 @@ class Pix2PixGeneratorLoss(nn.Module):
         l1_weight: lambda of Pix2Pix (100).
         ssim_weight: weight of ``1 - SSIM`` (MONAI ``SSIMLoss``, images shifted to [0, 2], data range 2).
         gradient_weight: weight of :func:`gradient_difference_loss`.
+        detail_weight: weight of the detail L1, the L1 of the :func:`high_pass` error at
+            ``detail_sigma_px`` (pixels): the broad image dominates the plain L1, so fine structure that
+            must be removed from one output and kept in another (ribs over the lungs in a soft-tissue
+            image, a few percent of the signal) is weighted again on its own.
         bone_weight: weight of the bone-weighted L1: voxels whose real CT is at least
             ``bone_threshold_hu`` (HU) count ``bone_factor`` times, others once (weighted mean).
         feature_matching_weight: weight of the mean L1 between D's intermediate features of the real
@@ -117,7 +134,7 @@ class Pix2PixGeneratorLoss(nn.Module):
     as in an L1 warm-up); ``real_features`` = D(condition, real), needed for feature
     matching (detached here); ``mask`` optional 0/1 map shaped like ``real``: the L1 terms (``l1``,
     ``bone_l1``) are averaged inside it only. Returns a dict of scalar tensors: "total",
-    "adversarial", "l1", and "ssim", "gradient", "bone_l1", "feature_matching" for the enabled extras
+    "adversarial", "l1", and "ssim", "gradient", "detail", "bone_l1", "feature_matching" for the enabled extras
     (the terms unweighted, the total weighted).
     """
 
@@ -129,6 +146,8 @@ class Pix2PixGeneratorLoss(nn.Module):
         l1_weight: float = 100.0,
         ssim_weight: float = 0.0,
         gradient_weight: float = 0.0,
+        detail_weight: float = 0.0,
+        detail_sigma_px: float = 4.0,
         bone_weight: float = 0.0,
         bone_threshold_hu: float = 250.0,
         bone_factor: float = 5.0,
@@ -139,11 +158,14 @@ class Pix2PixGeneratorLoss(nn.Module):
         _check_mode(adversarial_mode)
         weights = dict(
             adversarial_weight=adversarial_weight, l1_weight=l1_weight, ssim_weight=ssim_weight,
-            gradient_weight=gradient_weight, bone_weight=bone_weight, feature_matching_weight=feature_matching_weight,
+            gradient_weight=gradient_weight, detail_weight=detail_weight, bone_weight=bone_weight,
+            feature_matching_weight=feature_matching_weight,
         )
         negative = [name for name, value in weights.items() if value < 0]
         if negative:
             raise ValueError(f"loss weights must be >= 0, got negative {negative}")
+        if not detail_sigma_px > 0:
+            raise ValueError(f"detail_sigma_px must be > 0, got {detail_sigma_px}")
         if bone_factor < 1:
             raise ValueError(f"bone_factor must be >= 1, got {bone_factor}")
         self.adversarial_mode = adversarial_mode
@@ -151,6 +173,8 @@ class Pix2PixGeneratorLoss(nn.Module):
         self.l1_weight = float(l1_weight)
         self.ssim_weight = float(ssim_weight)
         self.gradient_weight = float(gradient_weight)
+        self.detail_weight = float(detail_weight)
+        self.detail_sigma_px = float(detail_sigma_px)
         self.bone_weight = float(bone_weight)
         self.bone_threshold = float(hu_to_unit_range(torch.tensor(float(bone_threshold_hu))))
         self.bone_factor = float(bone_factor)
@@ -185,6 +209,10 @@ class Pix2PixGeneratorLoss(nn.Module):
                 terms["ssim"] = self.ssim(fake + 1.0, real + 1.0)
             if self.gradient_weight > 0:
                 terms["gradient"] = gradient_difference_loss(fake, real)
+            if self.detail_weight > 0:
+                # the filter is linear: the high-pass of the error, over the whole image (the blur sees
+                # past the mask's edge), averaged inside the mask like the L1
+                terms["detail"] = _weighted_mean(high_pass(fake - real, self.detail_sigma_px).abs(), inside)
             if self.bone_weight > 0:
                 bone = (real >= self.bone_threshold).float()
                 terms["bone_l1"] = _weighted_mean(abs_error, inside * (1.0 + (self.bone_factor - 1.0) * bone))
@@ -201,7 +229,7 @@ class Pix2PixGeneratorLoss(nn.Module):
             terms["feature_matching"] = torch.stack([F.l1_loss(f, r.detach()) for f, r in pairs]).mean()
         weights = {
             "adversarial": self.adversarial_weight, "l1": self.l1_weight, "ssim": self.ssim_weight,
-            "gradient": self.gradient_weight, "bone_l1": self.bone_weight,
+            "gradient": self.gradient_weight, "detail": self.detail_weight, "bone_l1": self.bone_weight,
             "feature_matching": self.feature_matching_weight,
         }
         total = sum(weights[name] * value for name, value in terms.items())

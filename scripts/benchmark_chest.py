@@ -70,6 +70,10 @@ RECIPES: dict[str, dict[str, object]] = {
     "light": {"base_channels": 16},
     "crop128": {"patch_size": 128},
     "noiseless": {"noiseless_targets": True},
+    "detail": {"detail_weight": 100.0},  # the L1 of the high-pass error (sigma 4 px, ~10 mm) beside the plain L1
+    "detail300": {"detail_weight": 300.0},
+    "detail1000": {"detail_weight": 1000.0},
+    "detail300_sigma8": {"detail_weight": 300.0, "detail_sigma_px": 8.0},  # up to ~20 mm: whole rib widths
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the

@@ -13,6 +13,7 @@ from networks.losses import (
     discriminator_loss,
     generator_adversarial_loss,
     gradient_difference_loss,
+    high_pass,
 )
 from transforms.intensity import hu_to_unit_range
 
@@ -86,7 +87,7 @@ def test_generator_adversarial_loss(mode, fooled, caught):
 # --- generator loss -----------------------------------------------------------------------------
 
 def all_extras(**overrides) -> Pix2PixGeneratorLoss:
-    weights = dict(ssim_weight=1.0, gradient_weight=1.0, bone_weight=1.0, feature_matching_weight=1.0)
+    weights = dict(ssim_weight=1.0, gradient_weight=1.0, detail_weight=1.0, bone_weight=1.0, feature_matching_weight=1.0)
     return Pix2PixGeneratorLoss(**{**weights, **overrides})
 
 
@@ -96,8 +97,8 @@ def test_identical_images_give_zero_image_terms(spatial_dims, shape):
     real = torch.rand(shape) * 2 - 1
     feats = [torch.randn(shape[0], 8, *[s // 2 for s in shape[2:]]), torch.zeros(shape[0], 1, 2, 2)]
     terms = all_extras(spatial_dims=spatial_dims)(fake=real.clone(), real=real, fake_features=feats, real_features=feats)
-    assert set(terms) == {"total", "adversarial", "l1", "ssim", "gradient", "bone_l1", "feature_matching"}
-    for name in ("l1", "ssim", "gradient", "bone_l1", "feature_matching"):
+    assert set(terms) == {"total", "adversarial", "l1", "ssim", "gradient", "detail", "bone_l1", "feature_matching"}
+    for name in ("l1", "ssim", "gradient", "detail", "bone_l1", "feature_matching"):
         assert float(terms[name]) == pytest.approx(0.0, abs=1e-5), name
     assert float(terms["total"]) == pytest.approx(float(terms["adversarial"]), abs=1e-5)
     assert float(terms["adversarial"]) == pytest.approx(math.log(2.0))  # logits 0 -> BCE log 2
@@ -119,13 +120,43 @@ def test_weights_scale_each_term():
     kwargs = dict(fake=fake, real=real, fake_features=features(0.3), real_features=real_feats)
     unit = all_extras(l1_weight=1.0)(**kwargs)
     weighted = Pix2PixGeneratorLoss(
-        adversarial_weight=2.0, l1_weight=3.0, ssim_weight=5.0, gradient_weight=7.0, bone_weight=11.0, feature_matching_weight=13.0
+        adversarial_weight=2.0, l1_weight=3.0, ssim_weight=5.0, gradient_weight=7.0, detail_weight=17.0, bone_weight=11.0,
+        feature_matching_weight=13.0,
     )(**kwargs)
     expected = sum(w * unit[name] for name, w in
-                   [("adversarial", 2.0), ("l1", 3.0), ("ssim", 5.0), ("gradient", 7.0), ("bone_l1", 11.0), ("feature_matching", 13.0)])
+                   [("adversarial", 2.0), ("l1", 3.0), ("ssim", 5.0), ("gradient", 7.0), ("detail", 17.0), ("bone_l1", 11.0),
+                    ("feature_matching", 13.0)])
     assert float(weighted["total"]) == pytest.approx(float(expected), rel=1e-5)
-    for name in ("ssim", "gradient", "bone_l1", "feature_matching"):
+    for name in ("ssim", "gradient", "detail", "bone_l1", "feature_matching"):
         assert float(unit[name]) > 0, name
+
+
+def test_high_pass_keeps_fine_stripes_and_drops_the_broad_image():
+    rows = torch.arange(64, dtype=torch.float64)
+    ramp = (rows / 63).expand(64, 64)  # broad: a linear ramp across the image
+    stripes = ((rows // 2) % 2 * 2 - 1).expand(64, 64).T  # fine: 4-pixel period along the other axis
+    x = (ramp + 0.1 * stripes)[None, None]
+    hp = high_pass(x, 4.0)
+    assert float(high_pass(torch.full((1, 1, 16, 16), 3.0), 4.0).abs().max()) < 1e-9  # a constant: nothing
+    inner = hp[..., 16:-16, 16:-16]
+    # the stripes pass almost whole, the ramp (linear: a symmetric blur keeps it) not at all
+    assert torch.allclose(inner, 0.1 * stripes[16:-16, 16:-16][None, None], atol=0.01)
+    with pytest.raises(ValueError, match="sigma_px"):
+        high_pass(x, 0.0)
+
+
+def test_detail_term_ignores_a_broad_error_and_sees_a_stripe():
+    real = torch.zeros(1, 1, 64, 64)
+    offset = real + 0.3  # a broad error (gain or offset): the plain L1 sees it, the detail term does not
+    stripe = real.clone()
+    stripe[..., 30:34, :] = 0.3  # a rib-like stripe the prediction should not have
+    loss = Pix2PixGeneratorLoss(detail_weight=1.0, detail_sigma_px=4.0)
+    broad = loss(fake=offset, real=real, fake_features=None)
+    fine = loss(fake=stripe, real=real, fake_features=None)
+    assert float(broad["detail"]) < 1e-6 < float(broad["l1"])
+    assert float(fine["detail"]) > 0.5 * float(fine["l1"])
+    with pytest.raises(ValueError, match="detail_sigma_px"):
+        Pix2PixGeneratorLoss(detail_weight=1.0, detail_sigma_px=0.0)
 
 
 def test_mask_restricts_l1_to_the_mask():

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from scripts.benchmark_chest import parse_overrides, result_rows, scores, write_markdown
+from scripts.benchmark_chest import RECIPES, parse_overrides, result_rows, scores, write_markdown
 from scripts.benchmark_common import cell
 from scripts.chest_data import real_ct_list, relocated, reused_data, write_manifest
+from scripts.quality_recipes import RECIPES as QUALITY_RECIPES
 
 
 def _results(path: Path, *, tumours: bool) -> Path:
@@ -127,3 +129,12 @@ def test_overrides_and_cells():
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["num_downs"])
     assert cell(float("nan")) == "" and cell(None) == "" and cell(0.1234, "{:.3f}") == "0.123"
+
+
+@pytest.mark.parametrize("benchmark", ["chest", "quality"])
+def test_every_recipe_overrides_a_key_of_its_bundle(benchmark: str):
+    # a misspelt key would only show after a 20-minute race (the bundle CLI adds unknown keys silently)
+    recipes, config = (RECIPES, "xray_dual_energy") if benchmark == "chest" else (QUALITY_RECIPES, "mri_to_ct")
+    keys = set(json.loads(Path(f"bundles/{config}/configs/train.json").read_text()))
+    unknown = {name: sorted(set(overrides) - keys) for name, overrides in recipes.items() if set(overrides) - keys}
+    assert not unknown, unknown
