@@ -73,6 +73,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "detail": {"detail_weight": 100.0},  # the L1 of the high-pass error (sigma 4 px, ~10 mm) beside the plain L1
     "detail300": {"detail_weight": 300.0},
     "detail1000": {"detail_weight": 1000.0},
+    "detail3000": {"detail_weight": 3000.0},
     "detail300_sigma8": {"detail_weight": 300.0, "detail_sigma_px": 8.0},  # up to ~20 mm: whole rib widths
 }
 DEFAULT_RECIPES = ("default",)
