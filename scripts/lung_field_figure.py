@@ -20,19 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.evaluation import LUNG_FIELD_MIN_MM
+from pipeline.xray.image_measures import high_pass
 
 #: Test set name in ``drr/`` -> (prediction folder suffix, row label).
 SETS = {"test": ("phantoms", "held-out phantom"), "real": ("real", "real CT"), "test_systems": ("systems", "drawn system")}
-
-
-def high_pass(image: np.ndarray, sigma_px: float) -> np.ndarray:
-    """``image`` minus its Gaussian blur (edges replicated), the numpy twin of ``networks.losses.high_pass``."""
-    image = np.asarray(image, np.float64)
-    return image - ndimage.gaussian_filter(image, sigma_px, mode="nearest", truncate=4.0)
 
 
 def mean_lung_leak(model_dir: Path, suffix: str) -> float:

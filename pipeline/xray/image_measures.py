@@ -55,6 +55,14 @@ def bone_leak_fit(error: np.ndarray, soft: np.ndarray, bone: np.ndarray) -> tupl
     return float((ss * be - sb * se) / det), float((bb * se - sb * be) / det)
 
 
+def high_pass(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``image`` minus its Gaussian blur of ``sigma_px`` pixels (edges replicated): the detail finer than about
+    ``sigma_px``, e.g. rib shadows without the body's load (the numpy twin of the detail loss's
+    ``networks.losses.high_pass``)."""
+    image = np.asarray(image, np.float64)
+    return image - ndimage.gaussian_filter(image, sigma_px, mode="nearest")
+
+
 def bone_suppression(pred_soft: np.ndarray, true_soft: np.ndarray, true_bone: np.ndarray, body: np.ndarray, *,
                      fine_sigma_px: float | None = None) -> dict[str, float]:
     """``{"bone_leak", "soft_gain", "soft_bone_corr"}`` over ``body`` pixels, and ``bone_leak_fine`` with
@@ -66,7 +74,7 @@ def bone_suppression(pred_soft: np.ndarray, true_soft: np.ndarray, true_bone: np
     out = {"bone_leak": leak, "soft_gain": gain, "soft_bone_corr": _corr(p, b)}
     if fine_sigma_px is not None:
         # high-pass before masking: the blur sees the image, not the mask's edge
-        fine = [(a - ndimage.gaussian_filter(a, fine_sigma_px, mode="nearest"))[m] for a in full]
+        fine = [high_pass(a, fine_sigma_px)[m] for a in full]
         out["bone_leak_fine"] = bone_leak_fit(fine[0] - fine[1], fine[1], fine[2])[0]
     return out
 
