@@ -60,7 +60,8 @@ from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
 #: Recipe name -> ``train.json`` overrides, one difference each from the bundle as shipped ("default": L1
-#: only, lr 5e-4, no dropout, base_channels 32, resize-convolution up-sampling since 0.5.3).
+#: and 300 x the detail L1 since 0.5.4, no adversarial term, lr 5e-4, no dropout, base_channels 32,
+#: resize-convolution up-sampling since 0.5.3).
 RECIPES: dict[str, dict[str, object]] = {
     "default": {},
     "gan": {"adversarial_start_fraction": 0.0},
@@ -70,11 +71,14 @@ RECIPES: dict[str, dict[str, object]] = {
     "light": {"base_channels": 16},
     "crop128": {"patch_size": 128},
     "noiseless": {"noiseless_targets": True},
+    "no_detail": {"detail_weight": 0.0},  # the plain L1 alone: the default until 0.5.4
     "detail": {"detail_weight": 100.0},  # the L1 of the high-pass error (sigma 4 px, ~10 mm) beside the plain L1
-    "detail300": {"detail_weight": 300.0},
+    "detail300": {"detail_weight": 300.0},  # the default since 0.5.4
     "detail1000": {"detail_weight": 1000.0},
     "detail3000": {"detail_weight": 3000.0},
     "detail300_sigma8": {"detail_weight": 300.0, "detail_sigma_px": 8.0},  # up to ~20 mm: whole rib widths
+    # the detail term against noiseless targets: a noisy DE image's high-pass is mostly quantum noise
+    "detail1000_noiseless": {"detail_weight": 1000.0, "noiseless_targets": True},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the
