@@ -133,7 +133,7 @@ class Pix2PixGeneratorLoss(nn.Module):
     D(condition, fake) (list, logits last; None leaves out the adversarial and feature-matching terms,
     as in an L1 warm-up); ``real_features`` = D(condition, real), needed for feature
     matching (detached here); ``mask`` optional 0/1 map shaped like ``real``: the L1 terms (``l1``,
-    ``bone_l1``) are averaged inside it only. Returns a dict of scalar tensors: "total",
+    ``detail``, ``bone_l1``) are averaged inside it only. Returns a dict of scalar tensors: "total",
     "adversarial", "l1", and "ssim", "gradient", "detail", "bone_l1", "feature_matching" for the enabled extras
     (the terms unweighted, the total weighted).
     """

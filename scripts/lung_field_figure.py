@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.evaluation import LUNG_FIELD_MIN_MM
 from pipeline.xray.image_measures import high_pass
@@ -56,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("lung_field_leak.png"))
     args = p.parse_args(argv)
     models = parse_models(args.model)
+    needed = [args.data / "drr" / name / "manifest.csv" for name in args.sets]
+    needed += [model_dir / f"evaluation_{SETS[name][0]}" / "results.csv" for model_dir in models.values() for name in args.sets]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:
+        raise InputError(f"lung_field_figure: missing {', '.join(missing)} (a benchmark_chest run and its recipes' folders)")
 
     import matplotlib
     matplotlib.use("Agg")

@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.errors import InputError
 from pipeline.io.images2d import save_image_2d
 from scripts.lung_field_figure import main, parse_models
+
+
+def test_missing_inputs_are_named_in_one_error(tmp_path: Path):
+    with pytest.raises(InputError, match="manifest.csv.*results.csv"):
+        main(["--data", str(tmp_path), "--model", f"m={tmp_path / 'm'}", "--sets", "test", "--out", str(tmp_path / "f.png")])
 
 
 def test_model_specs_need_a_label_and_a_folder():
