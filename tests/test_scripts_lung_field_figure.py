@@ -1,4 +1,4 @@
-"""scripts.lung_field_figure: a figure from a fake benchmark run."""
+"""scripts.lung_field_figure: the panels of a fake benchmark run, the figure, and the refusals."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.io.images2d import save_image_2d
-from scripts.lung_field_figure import main, parse_models
+from pipeline.xray.image_measures import high_pass
+from scripts.lung_field_figure import main, parse_models, row_panels
 
 
 def test_missing_inputs_are_named_in_one_error(tmp_path: Path):
-    with pytest.raises(InputError, match="manifest.csv.*results.csv"):
-        main(["--data", str(tmp_path), "--model", f"m={tmp_path / 'm'}", "--sets", "test", "--out", str(tmp_path / "f.png")])
+    with pytest.raises(InputError, match="phantoms.csv.*results.csv"):
+        main(["--data", str(tmp_path), "--model", f"m={tmp_path / 'm'}", "--sets", "phantoms", "--out", str(tmp_path / "f.png")])
 
 
 def test_model_specs_need_a_label_and_a_folder():
@@ -24,20 +25,45 @@ def test_model_specs_need_a_label_and_a_folder():
         parse_models(["runs/x"])
 
 
-def test_figure_from_a_fake_run(tmp_path: Path):
+def _fake_run(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """A benchmark run with one training and one test image in ``drr/phantoms.csv`` and one recipe folder."""
     rng = np.random.default_rng(1)
-    folder, model = tmp_path / "run" / "drr" / "test", tmp_path / "run" / "recipe"
+    run, model = tmp_path / "run", tmp_path / "run" / "recipe"
     lung = np.zeros((32, 32), np.float32)
     lung[6:26, 4:14] = lung[6:26, 18:28] = 80.0  # two lung fields, mm of lung per ray
-    images = {"se": rng.normal(size=(32, 32)), "de_soft_noiseless": rng.normal(size=(32, 32)), "lung_path": lung}
-    for key, image in images.items():
-        save_image_2d(image.astype(np.float32), folder / key / "A_p000.nii.gz")
-    save_image_2d(rng.normal(size=(32, 32)).astype(np.float32), model / "predictions_phantoms" / "de_soft" / "A_p000.nii.gz")
-    pd.DataFrame({key: [f"{key}/A_p000.nii.gz"] for key in images}).assign(projection_id="A_p000").to_csv(
-        folder / "manifest.csv", index=False)
+    images = {"se": rng.normal(size=(32, 32)), "de_soft_noiseless": rng.normal(size=(32, 32)), "lung_path": lung,
+              "pred": rng.normal(size=(32, 32))}
+    rows = []
+    for split, image_id in (("train", "A_p000"), ("test", "B_p000")):
+        for key in ("se", "de_soft_noiseless", "lung_path"):
+            # the training row gets other images: the panels must come from the test row
+            image = images[key] if split == "test" or key == "lung_path" else rng.normal(size=(32, 32))
+            save_image_2d(image.astype(np.float32), run / "drr" / split / key / f"{image_id}.nii.gz")
+        rows.append({"projection_id": image_id, "split": split,
+                     **{key: f"{split}/{key}/{image_id}.nii.gz" for key in ("se", "de_soft_noiseless", "lung_path")}})
+    pd.DataFrame(rows).to_csv(run / "drr" / "phantoms.csv", index=False)
+    save_image_2d(images["pred"].astype(np.float32), model / "predictions_phantoms" / "de_soft" / "B_p000.nii.gz")
     (model / "evaluation_phantoms").mkdir(parents=True)
-    pd.DataFrame({"method": ["pix2pix", "se_scaled"], "metric": ["bone_leak_lung"] * 2, "value": [0.4, 0.9]}).to_csv(
-        model / "evaluation_phantoms" / "results.csv", index=False)
+    pd.DataFrame({"method": ["pix2pix", "pix2pix", "se_scaled"], "metric": ["bone_leak_lung"] * 3,
+                  "value": [0.3, 0.5, 0.9]}).to_csv(model / "evaluation_phantoms" / "results.csv", index=False)
+    return run, model, images
+
+
+def test_panels_are_the_test_image_high_passed_with_the_models_mean_lung_leak(tmp_path: Path):
+    run, model, images = _fake_run(tmp_path)
+    lung, panels = row_panels(run, "phantoms", {"recipe": model}, index=0, sigma_px=2.0)
+    assert lung.sum() == 2 * 20 * 10
+    titles = [title for title, _ in panels]
+    assert titles[:2] == ["SE", "true DE soft"] and "lung-field leak 0.40" in titles[2]  # pix2pix's mean, not SE's
+    truth, pred = (high_pass(images[key].astype(np.float32), 2.0) for key in ("de_soft_noiseless", "pred"))
+    np.testing.assert_allclose(panels[0][1], high_pass(images["se"].astype(np.float32), 2.0), atol=1e-5)
+    np.testing.assert_allclose(panels[1][1], truth, atol=1e-5)
+    np.testing.assert_allclose(panels[3][1], pred - truth, atol=1e-5)
+
+
+def test_figure_from_a_fake_run_named_by_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _fake_run(tmp_path)
+    monkeypatch.chdir(tmp_path)  # as the docs' command: folders relative to the working directory
     out = tmp_path / "figure.png"
-    main(["--data", str(tmp_path / "run"), "--model", f"recipe={model}", "--sets", "test", "--out", str(out)])
+    main(["--data", "run", "--model", "recipe=run/recipe", "--sets", "phantoms", "--out", str(out)])
     assert out.stat().st_size > 5000
