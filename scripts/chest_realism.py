@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from transforms.mask import fill_holes_slice_by_slice
 
@@ -81,16 +80,13 @@ def iodine_share(ct_path: Path, *, size: int) -> float | None:
     mask_path, names_path = ct_path.parent / "mask.nii.gz", ct_path.parent / "structures.csv"
     if not (mask_path.is_file() and names_path.is_file()):
         return None
+    from pipeline.data.unenhanced import skeleton_mask
     from transforms.drr import decompose_materials
 
     img = nib.load(ct_path)
     hu = np.asarray(img.dataobj, dtype=np.float32)
     labels = np.asarray(nib.load(mask_path).dataobj)
-    names = pd.read_csv(names_path).set_index("id")["structure"]
-    skeletal = [i for i, n in names.items()
-                if n.startswith(("rib", "vertebra", "scapula", "clavicula", "humerus", "sternum", "sacrum", "costal",
-                                 "hip", "femur", "skull"))]
-    skeleton = ndimage.binary_dilation(np.isin(labels, skeletal), iterations=2)
+    skeleton = skeleton_mask(labels, pd.read_csv(names_path).set_index("id")["structure"].to_dict())
     bone = decompose_materials(torch.from_numpy(hu)[None])[1].numpy()
     lines = project_ap(hu, img.affine, size=size, volume_spacing_mm=2.0, extra=bone * ~skeleton)
     return float(lines[3].sum() / lines[1].sum())
