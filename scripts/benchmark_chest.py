@@ -55,7 +55,7 @@ from scripts.benchmark_common import (
     trained_iterations,
     validation_curve,
 )
-from scripts.chest_data import TEST_SETS, add_real_variants, make_data, reused_data
+from scripts.chest_data import TEST_SETS, add_real_variants, make_data, reused_data, unenhanced_set
 from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real chest CTs (<ID>/ct.nii.gz; scripts.get_chest_ct writes one)")
     p.add_argument("--real-volume-spacing", type=float, default=2.0,
                    help="block-average the real CT to at least this spacing (mm) before projecting")
+    p.add_argument("--train-contrast", choices=("drawn", "none", "venous", "arterial"), default="drawn",
+                   help="contrast phase of the training/validation phantoms (drawn: 30 %% none, 30 %% venous, 40 %% "
+                        "arterial, as the held-out phantoms always are)")
     p.add_argument("--train-subjects", type=int, default=24)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
@@ -248,10 +251,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
         args.out.mkdir(parents=True)
         data = f"DRR sets of {args.data} (reused: the data options of that run apply)"
+        if "real_unenhanced" not in manifests and args.real_ct_dir.is_dir():
+            pitch = float(pd.read_csv(manifests["real"])["pixel_spacing_mm"].iloc[0])  # the sets' one scale
+            made = unenhanced_set(manifests["real"], args.out / "drr_unenhanced", args=args, pitch=pitch)
+            if made is not None:
+                manifests["real_unenhanced"], took = made
+                data += (f"; the real CT without contrast agent rendered here ({took['pairs']} pairs in "
+                         f"{took['seconds']:.0f} s, seed {args.test_seed})")
     else:
         manifests, timing = make_data(args.out, args=args)
         data = (f"Chest phantoms {args.phantom_size}: {args.train_subjects} train / {args.val_subjects} val "
-                f"(seed {args.train_seed}) × {args.views} views ({args.physics} physics), {args.test_subjects} "
+                f"(seed {args.train_seed}, contrast {args.train_contrast}) × {args.views} views ({args.physics} "
+                f"physics), {args.test_subjects} "
                 f"held-out (seed {args.test_seed}) and the real CT × {args.test_views} views; DRRs {args.size} px, "
                 "`--preset chest`; rendering "
                 + ", ".join(f"{k} {v['pairs']} pairs in {v['seconds']:.0f} s ({v['pairs'] / v['seconds']:.2f} "

@@ -4,6 +4,7 @@ detector pitch, and the manifests of its test sets (the benchmark's docstring sa
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,9 +18,12 @@ from scripts.commands import module_command, run
 #: Image columns of a DRR manifest besides the noiseless references (pipeline.xray.drr_dataset.NOISELESS_KEYS).
 PATH_KEYS = ("se", "de_soft", "de_bone", "tumour_mask", "bone_path", "lung_path")
 TEST_SETS = {"phantoms": "held-out chest phantoms", "real": "real chest CT",
-             "systems": "held-out chest phantoms, each image from another system (kVp, filtration, scatter, dose, blur drawn)"}
-#: Test sets an older run's ``--data`` may lack.
-OPTIONAL_TEST_SETS = ("systems",)
+             "systems": "held-out chest phantoms, each image from another system (kVp, filtration, scatter, dose, blur drawn)",
+             "real_unenhanced": "real chest CT without its contrast agent (iodine outside the skeleton set to 40 HU; "
+                                "the same views)"}
+#: Test sets an older run's ``--data`` may lack (``real_unenhanced`` is then made in the new run's folder).
+OPTIONAL_TEST_SETS = ("systems", "real_unenhanced")
+logger = logging.getLogger(__name__)
 VARIANT_ID = re.compile(r"-D\d+$")  # pipeline.data.deformation.variant_id
 
 
@@ -88,7 +92,8 @@ def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], 
     trainval, _ = write_phantom_sets(
         write_chest_dataset, out / "phantoms", n_trainval=args.train_subjects + args.val_subjects,
         n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed, size=args.phantom_size,
-        test_id=lambda i: f"{SUBJECT_ID_PREFIX}{901 + i:03d}")
+        test_id=lambda i: f"{SUBJECT_ID_PREFIX}{901 + i:03d}",
+        trainval_options={"contrast": None if args.train_contrast == "drawn" else args.train_contrast})
     ids = sorted(f.name for f in trainval)
     trainval_split = {s: "train" if i < args.train_subjects else "val" for i, s in enumerate(ids)}
     drr, pitch = out / "drr", detector_pitch(args.size)
@@ -104,15 +109,45 @@ def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], 
                                 views=args.test_views, seed=args.test_seed, volume_spacing=args.real_volume_spacing,
                                 **options)}
     train_rows = relocated(drr / "trainval" / "manifest.csv", drr, trainval_split)
+    real = write_manifest([train_rows[train_rows["split"] == "train"],
+                           relocated(drr / "real" / "manifest.csv", drr, "test")], drr / "real.csv")
     manifests = {
         "phantoms": write_manifest([train_rows, relocated(drr / "test" / "manifest.csv", drr, "test")],
                                    drr / "phantoms.csv"),
-        "real": write_manifest([train_rows[train_rows["split"] == "train"],
-                                relocated(drr / "real" / "manifest.csv", drr, "test")], drr / "real.csv"),
+        "real": real,
         "systems": write_manifest([train_rows[train_rows["split"] == "train"],
                                    relocated(drr / "test_systems" / "manifest.csv", drr, "test")], drr / "systems.csv"),
     }
+    unenhanced = unenhanced_set(real, drr, args=args, pitch=pitch)
+    if unenhanced is not None:
+        manifests["real_unenhanced"], timing["real CT, contrast removed"] = unenhanced
     return manifests, timing
+
+
+def unenhanced_set(real_manifest: Path, folder: Path, *, args: argparse.Namespace, pitch: float,
+                   ) -> tuple[Path, dict[str, float]] | None:
+    """The ``real_unenhanced`` test set: each real CT of ``args.real_ct_dir`` that has its segmentation, without
+    its contrast agent (:mod:`pipeline.data.unenhanced`, into ``folder/real_unenhanced_ct``), rendered as the
+    real set is (``--test-views``, ``--test-seed``: the same views and noise as the real CT's when the seeds
+    match); manifest ``folder/real_unenhanced.csv`` with the training rows of ``real_manifest``.
+    ``(manifest, render time)``, or None (logged) when no real CT has a segmentation."""
+    from pipeline.data.unenhanced import write_unenhanced_ct
+    from pipeline.xray.drr_dataset import find_cts
+
+    labelled = [Path(p).parent for s, p in find_cts(args.real_ct_dir)
+                if not VARIANT_ID.search(s) and (Path(p).parent / "mask.nii.gz").is_file()]
+    if not labelled:
+        logger.warning("%s: no real CT with mask.nii.gz and structures.csv; no real_unenhanced test set",
+                       args.real_ct_dir)
+        return None
+    cts = folder / "real_unenhanced_ct"
+    for subject in labelled:
+        write_unenhanced_ct(subject, cts)
+    timing = render(cts, folder / "real_unenhanced", views=args.test_views, size=args.size, pitch=pitch,
+                    seed=args.test_seed, volume_spacing=args.real_volume_spacing)
+    rows = relocated(real_manifest, folder, None)
+    return write_manifest([rows[rows["split"] == "train"], relocated(folder / "real_unenhanced" / "manifest.csv", folder, "test")],
+                          folder / "real_unenhanced.csv"), timing
 
 
 def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argparse.Namespace,
@@ -131,7 +166,8 @@ def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argpars
 
 
 def reused_data(run_dir: Path) -> dict[str, Path]:
-    """``{test set: manifest}`` of an earlier run's ``run_dir/drr`` (``make_data``'s layout)."""
+    """``{test set: manifest}`` of an earlier run's ``run_dir/drr`` (``make_data``'s layout); optional sets
+    it lacks are left out."""
     manifests = {name: run_dir / "drr" / f"{name}.csv" for name in TEST_SETS}
     manifests = {name: p for name, p in manifests.items() if p.is_file() or name not in OPTIONAL_TEST_SETS}
     missing = [str(p) for p in manifests.values() if not p.is_file()]

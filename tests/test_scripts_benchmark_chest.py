@@ -13,6 +13,7 @@ from scripts.benchmark_chest import RECIPES, parse_overrides, result_rows, score
 from scripts.benchmark_common import cell
 from scripts.chest_data import real_ct_list, relocated, reused_data, write_manifest
 from scripts.quality_recipes import RECIPES as QUALITY_RECIPES
+from tests.phantom_fixtures import labelled_chest_ct
 
 
 def _results(path: Path, *, tumours: bool) -> Path:
@@ -138,3 +139,43 @@ def test_every_recipe_overrides_a_key_of_its_bundle(benchmark: str):
     keys = set(json.loads(Path(f"bundles/{config}/configs/train.json").read_text()))
     unknown = {name: sorted(set(overrides) - keys) for name, overrides in recipes.items() if set(overrides) - keys}
     assert not unknown, unknown
+
+
+def test_unenhanced_set_renders_the_real_ct_without_iodine_beside_the_training_rows(tmp_path: Path):
+    import argparse
+
+    import nibabel as nib
+    import numpy as np
+
+    from scripts.chest_data import unenhanced_set
+
+    labelled_chest_ct(tmp_path / "cts" / "CXR007")
+    (tmp_path / "cts" / "CXR007-D01").mkdir()  # a deformed variant: augmentation, not a test case
+    (tmp_path / "drr").mkdir()
+    real = tmp_path / "drr" / "real.csv"
+    pd.DataFrame({"subject_id": ["2TP001", "CXR007"], "se": ["trainval/se/a.nii.gz", "real/se/b.nii.gz"],
+                  "split": ["train", "test"]}).to_csv(real, index=False)
+    args = argparse.Namespace(real_ct_dir=tmp_path / "cts", test_views=1, size=32, test_seed=5,
+                              real_volume_spacing=None)
+    manifest, timing = unenhanced_set(real, tmp_path / "out", args=args, pitch=15.0)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    assert list(table["split"]) == ["train", "test"] and timing["pairs"] == 1
+    assert table["se"].iloc[0] == "../drr/trainval/se/a.nii.gz"  # the real set's training rows, rebased
+    assert table["subject_id"].iloc[1] == "CXR007" and (tmp_path / "out" / table["se"].iloc[1]).is_file()
+    original = np.asarray(nib.load(tmp_path / "cts" / "CXR007" / "ct.nii.gz").dataobj)
+    plain = np.asarray(nib.load(tmp_path / "out" / "real_unenhanced_ct" / "CXR007" / "ct.nii.gz").dataobj)
+    assert (original > 150).sum() > (plain > 150).sum() > 0  # iodine gone, the skeleton kept
+    assert not (tmp_path / "out" / "real_unenhanced_ct" / "CXR007-D01").exists()
+
+
+def test_unenhanced_set_is_skipped_without_a_segmentation(tmp_path: Path, caplog):
+    import argparse
+
+    from scripts.chest_data import unenhanced_set
+
+    (tmp_path / "cts" / "CXR001").mkdir(parents=True)
+    (tmp_path / "cts" / "CXR001" / "ct.nii.gz").write_bytes(b"")
+    args = argparse.Namespace(real_ct_dir=tmp_path / "cts", test_views=1, size=32, test_seed=5,
+                              real_volume_spacing=None)
+    assert unenhanced_set(tmp_path / "real.csv", tmp_path / "out", args=args, pitch=15.0) is None
+    assert "no real_unenhanced test set" in caplog.text
