@@ -15,13 +15,17 @@ import pandas as pd
 
 def write_phantom_sets(write_dataset: Callable[..., list[Path]], out: Path, *, n_trainval: int, n_test: int,
                        train_seed: int, test_seed: int, size: object,
-                       test_id: Callable[[int], str]) -> tuple[list[Path], list[Path]]:
+                       test_id: Callable[[int], str], trainval_options: Mapping[str, object] | None = None,
+                       ) -> tuple[list[Path], list[Path]]:
     """Training/validation phantoms from ``train_seed`` in ``out/trainval``, held-out ones from
     ``test_seed`` in ``out/test`` (other anatomy, not only other views), renamed ``test_id(i)`` so no
     ID is in both sets. ``write_dataset(folder, n=, seed=, size=, progress=)`` writes one set
     (``pipeline.data.phantoms.head.write_phantom_dataset`` or ``...chest_dataset.write_chest_dataset``).
-    Returns ``(trainval folders, test folders)``."""
-    trainval = write_dataset(out / "trainval", n=n_trainval, seed=train_seed, size=size, progress=True)
+    ``trainval_options``: further keywords for the training/validation set only (e.g. the chest phantoms'
+    ``contrast``), so the held-out set stays the one every run is compared on. Returns ``(trainval folders,
+    test folders)``."""
+    trainval = write_dataset(out / "trainval", n=n_trainval, seed=train_seed, size=size, progress=True,
+                             **(trainval_options or {}))
     raw = write_dataset(out / "test_raw", n=n_test, seed=test_seed, size=size, progress=True)
     (out / "test").mkdir()
     test = []

@@ -6,7 +6,7 @@ Example::
     python -m scripts.make_phantoms --out data/phantoms --n 10 --seed 0
     python -m scripts.make_phantoms --out /tmp/ph --n 3 --size tiny --montage /tmp/ph.png
     python -m scripts.make_phantoms --anatomy detailed_head --out data/detailed --n 8 --families spgr mprage t2_tse
-    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10
+    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10 [--contrast none]
 
 Heads: ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (:mod:`pipeline.data.phantoms.head`). Detailed heads (skull
 base, teeth, MR physics, misregistration; docs/head_phantoms.md): ``OUT/1BD001/{ct,mask,mr}.nii.gz`` with one
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                              + "; ".join(f"{name}: {spec[3]}" for name, spec in ANATOMIES.items()))
     parser.add_argument("--families", nargs="+", default=list(detailed_head.DEFAULT_FAMILIES), choices=FAMILIES,
                         help="detailed_head: MR families, the first written as mr.nii.gz, the others as mr_<family>.nii.gz")
+    parser.add_argument("--contrast", choices=("none", "venous", "arterial"), default=None,
+                        help="chest: every subject's contrast phase (default drawn: 30 %% none, 30 %% venous, "
+                             "40 %% arterial); none for the plain chest of a patient at the linac")
     parser.add_argument("--montage", type=Path, default=None, help="PNG montage path (default OUT/montage.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing subject folders")
     return parser
@@ -65,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size {size!r}: {args.anatomy} phantoms come in {', '.join(sorted(sizes))}")
     if args.anatomy == "detailed_head":
         write_dataset = partial(write_dataset, families=tuple(args.families))
+    if args.contrast is not None:
+        if args.anatomy != "chest":
+            parser.error("--contrast is for --anatomy chest")
+        write_dataset = partial(write_dataset, contrast=args.contrast)
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,

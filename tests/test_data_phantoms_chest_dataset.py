@@ -53,3 +53,23 @@ def test_stored_ct_is_the_generated_one(tmp_path):
     seed = int(np.random.SeedSequence(11).spawn(1)[0].generate_state(1)[0])
     subject = make_chest_subject(seed=seed, size="tiny")
     assert np.array_equal(np.asarray(nib.load(folder / "ct.nii.gz").dataobj), subject.ct)
+
+
+def test_forced_contrast_changes_only_the_contrast(tmp_path):
+    drawn = write_chest_dataset(tmp_path / "drawn", n=2, seed=11, size="tiny")
+    plain = write_chest_dataset(tmp_path / "plain", n=2, seed=11, size="tiny", contrast="none")
+    for a, b in zip(drawn, plain):
+        info_a, info_b = (json.loads((f / "tumours.json").read_text()) for f in (a, b))
+        assert info_b["params"]["contrast"]["phase"] == "none"
+        assert info_a["tumours"] == info_b["tumours"]  # the same anatomy
+        ct_b = np.asarray(nib.load(b / "ct.nii.gz").dataobj)
+        if info_a["params"]["contrast"]["phase"] == "none":
+            assert np.array_equal(np.asarray(nib.load(a / "ct.nii.gz").dataobj), ct_b)
+
+
+def test_cli_forces_the_contrast_of_chests_only(tmp_path):
+    assert main(["--out", str(tmp_path / "c"), "--n", "1", "--size", "tiny", "--contrast", "arterial"]) == 0
+    info = json.loads((tmp_path / "c" / "2TP001" / "tumours.json").read_text())
+    assert info["params"]["contrast"]["phase"] == "arterial"
+    with pytest.raises(SystemExit):
+        make_phantoms_main(["--anatomy", "head", "--out", str(tmp_path / "h"), "--n", "1", "--contrast", "none"])
