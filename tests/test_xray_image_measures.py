@@ -1,4 +1,5 @@
-"""Per-image measures of 2-D predictions (pipeline.xray.image_measures): sharpness and texture of the bone image."""
+"""Per-image measures of 2-D predictions (pipeline.xray.image_measures): sharpness and texture of the bone image,
+the leak split by bone source."""
 
 from __future__ import annotations
 
@@ -49,3 +50,18 @@ def test_high_pass_matches_the_loss_filter_inside_the_image():
     theirs = high_pass_torch(torch.from_numpy(image)[None, None], 3.0)[0, 0].numpy()
     # the edges are replicated by both; the kernels are sampled differently (scipy) and erf-integrated (MONAI)
     assert np.abs(ours - theirs)[12:-12, 12:-12].max() < 0.02 * np.abs(ours).max()
+
+
+def test_source_leak_fit_recovers_each_source_and_the_gain():
+    from pipeline.xray.image_measures import source_leak_fit
+
+    rng = np.random.default_rng(0)
+    soft, ribs, iodine = (rng.normal(size=4000) for _ in range(3))
+    error = 0.1 * soft + 0.2 * ribs + 0.7 * iodine + 3.0  # the constant is free
+    leaks, gain = source_leak_fit(error, soft, [ribs, iodine])
+    assert leaks == pytest.approx([0.2, 0.7]) and gain == pytest.approx(0.1)
+    one, _ = source_leak_fit(0.4 * (ribs + iodine), soft, [ribs + iodine])
+    assert one == pytest.approx([0.4])
+    # a source that is another's copy, or constant: the split is undefined
+    assert all(np.isnan(source_leak_fit(error, soft, [ribs, 2.0 * ribs])[0]))
+    assert np.isnan(source_leak_fit(error, soft, [ribs, np.ones_like(ribs)])[1])

@@ -4,6 +4,8 @@ measures of the X-ray evaluation (definitions: :mod:`pipeline.xray.evaluation`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -47,12 +49,28 @@ def bone_leak_fit(error: np.ndarray, soft: np.ndarray, bone: np.ndarray) -> tupl
     pixel values (1-D arrays; ``error = pred_soft - true_soft``); NaN when soft and bone are collinear
     or constant (the split between gain and leak is then undefined). Invariant to one affine window
     applied to all three."""
-    e, s, b = (np.asarray(x, np.float64) - np.mean(x) for x in (error, soft, bone))  # centring = the constant
-    ss, bb, sb, se, be = s @ s, b @ b, s @ b, s @ e, b @ e
-    det = ss * bb - sb * sb
-    if not det > 1e-9 * ss * bb:
-        return float("nan"), float("nan")
-    return float((ss * be - sb * se) / det), float((bb * se - sb * be) / det)
+    leaks, gain = source_leak_fit(error, soft, [bone])
+    return leaks[0], gain
+
+
+def source_leak_fit(error: np.ndarray, soft: np.ndarray, sources: Sequence[np.ndarray]) -> tuple[list[float], float]:
+    """``(leaks, gain)`` of ``error ~ gain * soft + sum_k leaks[k] * sources[k] + c`` (1-D arrays): the bone leak
+    with the bone image cut into parts (e.g. ribs, other skeleton, iodine: ``scripts.leak_sources``). NaN when
+    the columns are collinear or one is constant."""
+    columns = [np.asarray(x, np.float64) for x in (soft, *sources)]
+    design = np.stack([c - c.mean() for c in columns], axis=1)  # centring = the constant
+    e = np.asarray(error, np.float64)
+    e = e - e.mean()
+    gram = design.T @ design
+    scale = np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
+    nan = [float("nan")] * len(sources), float("nan")
+    if not np.all(np.diag(gram) > 0):
+        return nan
+    correlation = gram / scale
+    if not np.linalg.det(correlation) > 1e-9:
+        return nan
+    coef = np.linalg.solve(gram, design.T @ e)
+    return [float(c) for c in coef[1:]], float(coef[0])
 
 
 def high_pass(image: np.ndarray, sigma_px: float) -> np.ndarray:
