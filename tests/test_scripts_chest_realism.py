@@ -21,3 +21,17 @@ def test_masks_and_statistics_of_a_tiny_phantom():
     assert 0.0 < stats["share behind bone"][0] < 1.0
     with pytest.raises(ValueError, match="no lung field"):
         path_statistics(np.zeros((3, 4, 4)))
+
+
+def test_a_labelled_ct_gets_its_iodine_share_and_a_column_without_contrast(tmp_path, capsys):
+    from scripts.chest_realism import iodine_share, main, real_skeleton
+    from tests.phantom_fixtures import labelled_chest_ct
+
+    ct = labelled_chest_ct(tmp_path / "CXR001") / "ct.nii.gz"
+    assert real_skeleton(ct).any()
+    assert 0.0 < iodine_share(ct, size=32) < 1.0  # an arterial phantom: iodine outside the labelled skeleton
+    assert main(["--real-ct", str(ct), "--n", "0", "--size", "32", "--figure", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| real CT, contrast removed |" in out and (tmp_path / "f.png").is_file()
+    (tmp_path / "CXR001" / "mask.nii.gz").unlink()
+    assert real_skeleton(ct) is None and iodine_share(ct, size=32) is None
