@@ -28,7 +28,8 @@ from pipeline.xray.image_measures import high_pass
 from scripts.chest_data import TEST_SETS
 
 #: Short row labels of the benchmark's test sets (:data:`scripts.chest_data.TEST_SETS` has the long titles).
-ROW_LABELS = {"phantoms": "held-out phantom", "real": "real CT", "systems": "drawn system"}
+ROW_LABELS = {"phantoms": "held-out phantom", "real": "real CT", "systems": "drawn system",
+              "real_unenhanced": "real CT, no contrast"}
 
 
 def mean_lung_leak(model_dir: Path, test_set: str) -> float:

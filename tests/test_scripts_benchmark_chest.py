@@ -55,16 +55,17 @@ def test_scores_average_images_and_compare_tumour_cnr(tmp_path: Path):
 
 def test_markdown_has_one_table_per_test_set_and_empty_cnr_without_tumour_labels(tmp_path: Path):
     rows = []
-    for test_set, tumours in (("phantoms", True), ("real", False)):
+    for test_set, tumours in (("phantoms", True), ("real", False), ("real_unenhanced", False)):
         for recipe in ("transpose", "resize"):
             rows += result_rows(recipe, {"upsample": recipe}, test_set=test_set, minutes=20.0, train_minutes=20.4,
                                 iterations=900, results_csv=_results(tmp_path / f"{test_set}.csv", tumours=tumours))
     table = pd.DataFrame(rows)
-    assert list(table["recipe"]).count("se_scaled (baseline)") == 4  # one per recipe and set in the CSV ...
+    assert list(table["recipe"]).count("se_scaled (baseline)") == 6  # one per recipe and set in the CSV ...
     text = write_markdown(table, tmp_path / "chest.md", command="python -m scripts.benchmark_chest",
                           details="details").read_text()
     assert text.startswith("Measured ") and "`python -m scripts.benchmark_chest`" in text
-    phantoms, real = text.split("## real chest CT")
+    phantoms, real, unenhanced = text.split("## real chest CT")
+    assert unenhanced.startswith(" without its contrast agent") and "| issue 20's real-CT target, for reference |" in unenhanced
     assert "## held-out chest phantoms: 2 images, 3 tumour views (1 behind a rib)" in phantoms
     assert phantoms.count("| se_scaled (baseline) |") == 1  # ... and once per table
     resize = next(line for line in phantoms.splitlines() if line.startswith("| resize |"))

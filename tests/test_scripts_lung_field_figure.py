@@ -11,7 +11,8 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.io.images2d import save_image_2d
 from pipeline.xray.image_measures import high_pass
-from scripts.lung_field_figure import main, parse_models, row_panels
+from scripts.chest_data import TEST_SETS
+from scripts.lung_field_figure import ROW_LABELS, main, parse_models, row_panels
 
 
 def test_missing_inputs_are_named_in_one_error(tmp_path: Path):
@@ -67,3 +68,7 @@ def test_figure_from_a_fake_run_named_by_relative_paths(tmp_path: Path, monkeypa
     out = tmp_path / "figure.png"
     main(["--data", "run", "--model", "recipe=run/recipe", "--sets", "phantoms", "--out", str(out)])
     assert out.stat().st_size > 5000
+
+
+def test_every_test_set_has_a_row_label():
+    assert set(ROW_LABELS) == set(TEST_SETS)
