@@ -132,17 +132,22 @@ def unenhanced_set(real_manifest: Path, folder: Path, *, args: argparse.Namespac
     match); manifest ``folder/real_unenhanced.csv`` with the training rows of ``real_manifest``.
     ``(manifest, render time)``, or None (logged) when no real CT has a segmentation."""
     from pipeline.data.unenhanced import write_unenhanced_ct
+    from pipeline.errors import InputError
     from pipeline.xray.drr_dataset import find_cts
 
-    labelled = [Path(p).parent for s, p in find_cts(args.real_ct_dir)
-                if not VARIANT_ID.search(s) and (Path(p).parent / "mask.nii.gz").is_file()]
-    if not labelled:
-        logger.warning("%s: no real CT with mask.nii.gz and structures.csv; no real_unenhanced test set",
+    labelled = [Path(p).parent for s, p in find_cts(args.real_ct_dir) if not VARIANT_ID.search(s)
+                and all((Path(p).parent / name).is_file() for name in ("mask.nii.gz", "structures.csv"))]
+    cts, written = folder / "real_unenhanced_ct", 0
+    for subject in labelled:
+        try:
+            write_unenhanced_ct(subject, cts)
+            written += 1
+        except InputError as err:  # one bad segmentation does not cost the others
+            logger.warning("left out of real_unenhanced: %s", err)
+    if not written:
+        logger.warning("%s: no real CT with a usable mask.nii.gz and structures.csv; no real_unenhanced test set",
                        args.real_ct_dir)
         return None
-    cts = folder / "real_unenhanced_ct"
-    for subject in labelled:
-        write_unenhanced_ct(subject, cts)
     timing = render(cts, folder / "real_unenhanced", views=args.test_views, size=args.size, pitch=pitch,
                     seed=args.test_seed, volume_spacing=args.real_volume_spacing)
     rows = relocated(real_manifest, folder, None)

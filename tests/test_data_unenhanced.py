@@ -99,3 +99,10 @@ def test_write_unenhanced_ct_names_the_subject_and_file_of_bad_input(tmp_path):
     shifted[0, 3] += 5.0
     with pytest.raises(InputError, match=r"CXR009: .*mask\.nii\.gz is not on the grid"):
         write_unenhanced_ct(_subject(tmp_path / "b", mask_affine=shifted), tmp_path / "out")
+
+
+def test_an_unreadable_ct_is_one_input_error(tmp_path):
+    folder = _subject(tmp_path)
+    (folder / "ct.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match=r"CXR009: cannot read ct\.nii\.gz / mask\.nii\.gz"):
+        write_unenhanced_ct(folder, tmp_path / "out")

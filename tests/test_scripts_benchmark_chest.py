@@ -176,7 +176,10 @@ def test_unenhanced_set_is_skipped_without_a_segmentation(tmp_path: Path, caplog
 
     (tmp_path / "cts" / "CXR001").mkdir(parents=True)
     (tmp_path / "cts" / "CXR001" / "ct.nii.gz").write_bytes(b"")
+    (tmp_path / "cts" / "CXR002").mkdir()  # a segmentation that cannot be read: left out in one line
+    for name in ("ct.nii.gz", "mask.nii.gz", "structures.csv"):
+        (tmp_path / "cts" / "CXR002" / name).write_bytes(b"")
     args = argparse.Namespace(real_ct_dir=tmp_path / "cts", test_views=1, size=32, test_seed=5,
                               real_volume_spacing=None)
     assert unenhanced_set(tmp_path / "real.csv", tmp_path / "out", args=args, pitch=15.0) is None
-    assert "no real_unenhanced test set" in caplog.text
+    assert "no real_unenhanced test set" in caplog.text and "left out of real_unenhanced: CXR002" in caplog.text

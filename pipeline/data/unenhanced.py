@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 from scipy import ndimage
 
 from pipeline.errors import InputError
@@ -74,13 +75,16 @@ def write_unenhanced_ct(subject_dir: str | os.PathLike, out_dir: str | os.PathLi
     for path in (ct_path, mask_path, names_path):
         if not path.is_file():
             raise InputError(f"{subject}: no {path} (removing the contrast agent needs the CT's skeleton labels)")
-    hu, affine = read_volume(ct_path)
-    labels, label_affine = read_volume(mask_path)
+    try:
+        hu, affine = read_volume(ct_path)
+        labels, label_affine = read_volume(mask_path)
+    except (OSError, ValueError, RuntimeError, ImageFileError) as err:
+        raise InputError(f"{subject}: cannot read {ct_path.name} / {mask_path.name} in {subject_dir}: {err}") from err
     if labels.shape != hu.shape or not np.allclose(label_affine, affine, atol=1e-3):
         raise InputError(f"{subject}: {mask_path} is not on the grid of {ct_path} (shape {labels.shape} vs {hu.shape})")
     try:
         names = pd.read_csv(names_path).set_index("id")["structure"].to_dict()
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError) as err:  # pandas' EmptyDataError is a ValueError
         raise InputError(f"{subject}: {names_path} needs columns id, structure: {err}") from err
     skeleton = skeleton_mask(np.rint(labels).astype(np.int32), names)
     if not skeleton.any():
