@@ -58,7 +58,14 @@ from scripts.benchmark_common import (
     trained_iterations,
     validation_curve,
 )
-from scripts.chest_data import TEST_SETS, add_real_variants, make_data, reused_data, unenhanced_set
+from scripts.chest_data import (
+    TEST_SETS,
+    add_real_variants,
+    make_data,
+    manifest_pitch,
+    reused_data,
+    unenhanced_set,
+)
 from scripts.commands import bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
@@ -256,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True)
         data = f"DRR sets of {args.data} (reused: the data options of that run apply)"
         if "real_unenhanced" not in manifests and args.real_ct_dir.is_dir():
-            pitch = float(pd.read_csv(manifests["real"])["pixel_spacing_mm"].iloc[0])  # the sets' one scale
-            made = unenhanced_set(manifests["real"], args.out / "drr_unenhanced", args=args, pitch=pitch)
+            made = unenhanced_set(manifests["real"], args.out / "drr_unenhanced", args=args,
+                                  pitch=manifest_pitch(manifests["real"]))
             if made is not None:
                 manifests["real_unenhanced"], took = made
                 data += (f"; the real CT without contrast agent rendered here ({took['pairs']} pairs in "

@@ -37,6 +37,11 @@ def detector_pitch(size: int) -> float:
     return round(float(FOV_MM.max()) * config.sdd_mm / config.sid_mm * 1.05 / size, 4)
 
 
+def manifest_pitch(manifest: Path) -> float:
+    """The detector pitch (mm) of a manifest's DRRs: every set of one benchmark run shares it."""
+    return float(pd.read_csv(manifest)["pixel_spacing_mm"].iloc[0])
+
+
 def real_ct_list(real_ct_dir: Path, out_csv: Path, *, variants: bool = False) -> Path:
     """``subject_id, ct`` of the real CTs in ``real_ct_dir``: the originals, or with ``variants`` only their
     deformed variants (``<ID>-Dnn``, :mod:`pipeline.data.deformation`)."""
@@ -161,7 +166,7 @@ def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argpars
     manifests, written anew in ``out/drr_variants``; ``({test set: manifest}, render time)``. The real-CT
     test is then no longer held out (the variants are that patient)."""
     folder = out / "drr_variants"
-    pitch = float(pd.read_csv(manifests["phantoms"])["pixel_spacing_mm"].iloc[0])  # the sets' one scale
+    pitch = manifest_pitch(manifests["phantoms"])
     timing = render(real_ct_list(args.real_ct_dir, folder / "variant_cts.csv", variants=True), folder / "variants",
                     views=args.views, size=args.size, pitch=pitch, seed=args.train_seed + 1,
                     volume_spacing=args.real_volume_spacing, random_physics=args.physics == "random")

@@ -86,7 +86,7 @@ def leak_sources(manifest: Path, segmentation: Path, predictions: dict[str, Path
     from pipeline.io.images2d import load_image_2d
     from pipeline.io.volumes import read_volume
     from pipeline.xray.data import body_mask_2d, load_records
-    from pipeline.xray.evaluation import find_prediction, fit_se_baseline, lung_fields
+    from pipeline.xray.evaluation import find_prediction, fit_se_baseline, leak_references, lung_fields
     from pipeline.xray.image_measures import FINE_SIGMA_MM, high_pass, source_leak_fit
 
     missing = [str(folder) for folder in predictions.values() if not (folder / "de_soft").is_dir()]
@@ -104,10 +104,8 @@ def leak_sources(manifest: Path, segmentation: Path, predictions: dict[str, Path
     labels, label_affine = read_volume(segmentation / "mask.nii.gz")
     structures = pd.read_csv(segmentation / "structures.csv").set_index("id")["structure"].to_dict()
 
-    def image(path: str | Path, *, relative_to: Path = Path()) -> np.ndarray:
-        """Manifest columns read by load_records are resolved already; the evaluation-only ones are relative to
-        the manifest's folder."""
-        return load_image_2d(relative_to / path)[0].astype(np.float64)
+    def image(path: str | Path) -> np.ndarray:
+        return load_image_2d(path)[0].astype(np.float64)
 
     rows, cache = [], {}
     for row in test:
@@ -125,7 +123,9 @@ def leak_sources(manifest: Path, segmentation: Path, predictions: dict[str, Path
         volume, affine = cache[row["ct"]]
         paths = project_line_integrals(volume, affine, view_geometry(row, config)).numpy().astype(np.float64)
         se = image(row["se"])
-        soft, bone = (image(row[k], relative_to=root) for k in ("de_soft_noiseless", "de_bone_noiseless"))
+        # the noiseless references, as the evaluation reads them (checked present above, so no fallback is taken)
+        soft, bone, _ = leak_references(row, {}, soft_key="de_soft", bone_key="de_bone", root=root, png_scale=None)
+        soft, bone = soft.astype(np.float64), bone.astype(np.float64)
         body = body_mask_2d(se)
         lung = lung_fields(row, body, root=root, png_scale=None)
         parts = bone_image_parts(paths, bone, body)
