@@ -63,6 +63,8 @@ RECIPES: dict[str, dict[str, object]] = {
     # the validated and saved model as an average of the weights (issue 19: the train/held-out gap)
     "ema": {"ema_decay": 0.999},
     "detail": {"detail_weight": 100.0},  # the L1 of the high-pass error (sigma 4 px = 4 mm at 1 mm) beside the L1
+    # coarse 3D context (issue 19): each pixel's position in the body box as three more input channels
+    "position": {"position_channels": True},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: the bundle's own validation schedule (every tenth of the budget, at most 10 % of the

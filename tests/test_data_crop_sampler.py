@@ -295,3 +295,38 @@ def test_spatial_augmentation_off_or_identity_gives_the_exact_voxel_windows():
         torch.testing.assert_close(identity[key], exact[key], atol=1e-3, rtol=0)
     with pytest.raises(ValueError, match="3D"):
         sampler(subjects, spatial_size=(4, 4, 4), replicate_axis=None, channels_slab=False, spatial_prob=0.5)
+
+
+def expected_position(subject: dict, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``(3, ...)`` (|x|, y, z) of voxels in units of the mask box's half-extent from its centre, written
+    with numpy from the box alone (transforms.position states the convention)."""
+    box = mask_bounding_box(subject["mask"]).astype(np.float64)
+    centre, half = box.mean(axis=1), (box[:, 1] - box[:, 0]) / 2
+    coordinates = [(v + 0.5 - centre[a]) / half[a] for a, v in enumerate(np.broadcast_arrays(x, y, z))]
+    return np.stack([np.abs(coordinates[0]), coordinates[1], coordinates[2]])
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_position_channels_give_each_pixel_its_place_in_the_body_box_whatever_the_plane_and_flip(plane):
+    subjects = make_subjects()
+    batch = sampler(subjects, planes=(plane,), flip_prob=0.5, position_channels=True, seed=3).draw()
+    assert batch["mr"].shape == (8, 5 + 3, 6, 6)
+    where = locate(batch["mr"][:, :5], subjects)  # the MR channels as before
+    for n in range(8):
+        s, x, y, z = where[n, 2].reshape(-1, 4).T  # the centre slice
+        expected = expected_position(subjects[s[0]], x, y, z).reshape(3, 6, 6)
+        np.testing.assert_allclose(batch["mr"][n, 5:].numpy(), expected, atol=1e-5)
+
+
+def test_position_channels_of_rotated_crops_are_the_interpolated_position():
+    subject, _ = linear_subject()
+    shape = subject["mr"].shape[1:]
+    # an MR that *is* the expected anterior-posterior channel: rotated and scaled with the crop, bilinearly
+    y = np.broadcast_to(np.arange(shape[1])[None, :, None], shape)
+    subject["mr"] = torch.as_tensor(expected_position(subject, 0, y, 0)[1], dtype=torch.float32)[None]
+    draws = sampler([subject], spatial_size=(8, 8, 3), batch_size=20, samples_per_volume=1, pos_fraction=1.0, seed=1,
+                    planes="all", spatial_prob=1.0, rotation_deg=30.0, scale_fraction=0.2, position_channels=True)
+    mr = draws.draw()["mr"]
+    np.testing.assert_allclose(mr[:, 3 + 1].numpy(), mr[:, 1].numpy(), atol=1e-5)  # y channel = the centre slice
+    with pytest.raises(ValueError, match="3D"):
+        sampler(spatial_size=(4, 4, 4), replicate_axis=None, channels_slab=False, position_channels=True)

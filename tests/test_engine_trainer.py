@@ -124,6 +124,25 @@ def test_3d_mode_trains_and_infers_with_resize_convolutions(manifest: Path, tmp_
     assert len(list((out / "predictions").glob("*/sct.nii.gz"))) >= 1
 
 
+def test_position_channels_train_into_the_card_and_inference_builds_its_network_from_it(manifest: Path,
+                                                                                       tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "1",
+               *TINY, "--position_channels", "true")
+    card = json.loads((out / "models" / "model_card.json").read_text())
+    assert card["position_channels"] is True
+    state = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    first = next(v for v in state.values() if v.ndim == 4)
+    assert first.shape[1] == 5 + 3  # the slab's five MR slices and the three position channels
+    # inference takes the setting from the card (a 5-channel network would not load these weights)
+    run_bundle_config(str(CONFIGS / "inference.json"), "--input", str(manifest), "--split", "test",
+                      "--output_dir", str(out))
+    assert len(list((out / "predictions").glob("*/sct.nii.gz"))) >= 1
+    last = bundle_error_line(str(CONFIGS / "train.json"), "--manifest", str(manifest), "--output_dir",
+                             str(tmp_path / "run3d"), *TINY, "--mode", "3d", "--position_channels", "true")
+    assert last == "error: --position_channels true: position channels follow 2D/2.5D slabs; 3D mode takes none"
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("ema_decay", ["0", "0.9"])  # the default, and a weight average of the DDP-wrapped generator
 def test_torchrun_two_processes_gloo(manifest: Path, tmp_path: Path, ema_decay: str) -> None:

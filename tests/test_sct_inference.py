@@ -86,6 +86,21 @@ def test_2p5d_feeds_neighbouring_slices_in_order():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
+class LastChannel(CentreSlice):
+    def forward(self, x):
+        return x[:, -1:]
+
+
+@pytest.mark.parametrize(("mode", "slab_size"), [("2.5d", 5), ("2d", 1), ("3d", 1)])
+def test_channels_after_the_mr_reach_the_network_beside_it_at_the_centre_slice(mode, slab_size):
+    """Position channels (1 + 3 channels in): a generator returning the last input channel gives back the
+    volume's last channel, whatever the slab and the slice batches."""
+    volume = torch.rand(4, 20, 18, 9, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    out = predict_unit_volume(LastChannel(), volume, mode=mode, patch_size=PATCH, slab_size=slab_size, slices_per_batch=4)
+    assert out.shape == (1, 20, 18, 9)
+    torch.testing.assert_close(out, volume[3:], atol=1e-5, rtol=0)
+
+
 def test_network_keeps_the_callers_threads_and_they_are_restored():
     """The window bookkeeping runs single-threaded on CPU; the network runs with the caller's thread count."""
     seen = []
@@ -208,6 +223,38 @@ def test_sct_on_the_mr_grid_with_identity_generator(subject, tmp_path, mode, gri
     assert np.all(sct[subject["mask"] == 0] == HU_AIR)
     np.testing.assert_allclose(sct, expected_hu(subject["mr"], subject["mask"]), atol=1, rtol=0)
     assert len(np.unique(sct[subject["mask"] > 0])) > 100  # a real image, not a constant
+
+
+@pytest.mark.parametrize("ras_axis", [0, 2], ids=["left-right", "inferior-superior"])
+def test_position_channels_are_each_voxels_place_in_the_body_box_on_an_oblique_permuted_grid(subject, tmp_path, ras_axis):
+    """A generator that returns one position channel writes, on the MR file's grid, that voxel's position in
+    the body box along that RAS axis: the channels follow every plane permutation and flip of the ensemble.
+    The expectation is computed from the file's affine with nibabel's orientation code and the mask alone."""
+    files = subject["permuted"]
+
+    class PositionChannel(CentreSlice):
+        def forward(self, x):
+            first = x.shape[1] - 3 + ras_axis
+            return x[:, first : first + 1]
+
+    sct_predictor = SCTPredictor(PositionChannel(), mode="2.5d", patch_size=PATCH, slab_size=5, device="cpu",
+                                 progress=False, planes="all", tta=True, position_channels=True)
+    sct = np.asarray(nib.load(sct_predictor.predict_file(files["mr"], tmp_path / "sct.nii.gz",
+                                                         mask_path=files["mask"])).dataobj)
+    orientation = nib.orientations.io_orientation(files["affine"])  # per file axis: (RAS axis, direction)
+    file_axis = int(np.flatnonzero(orientation[:, 0] == ras_axis)[0])
+    mask = subject["mask"]
+    count = mask.shape[file_axis]
+    ras_index = np.arange(count)[::-1] if orientation[file_axis, 1] < 0 else np.arange(count)
+    inside = ras_index[mask.any(axis=tuple(a for a in range(3) if a != file_axis))]
+    low, high = inside.min(), inside.max() + 1
+    coordinate = (ras_index + 0.5 - (low + high) / 2) / ((high - low) / 2)
+    coordinate = np.abs(coordinate) if ras_axis == 0 else coordinate
+    view = [1, 1, 1]
+    view[file_axis] = count
+    expected = np.where(mask > 0, np.rint(unit_range_to_hu(np.broadcast_to(coordinate.reshape(view), mask.shape))), HU_AIR)
+    np.testing.assert_allclose(sct, expected, atol=1, rtol=0)
+    assert len(np.unique(sct[mask > 0])) > 3  # not a constant
 
 
 def test_sct_with_resampling_is_back_on_the_mr_grid(subject, tmp_path):

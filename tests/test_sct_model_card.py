@@ -48,13 +48,13 @@ def test_inference_takes_the_cards_values(run_folder):
 
 @pytest.mark.parametrize(("key", "value"), [("patch_size", 32), ("target_spacing", [1.0, 1.0, 1.0]),
                                             ("mode", "3d"), ("num_downs", 5), ("planes", "all"),
-                                            ("upsample", "resize")])
+                                            ("upsample", "resize"), ("position_channels", True)])
 def test_an_override_that_differs_from_the_card_is_refused_naming_both(run_folder, key, value):
     models, _ = run_folder
     with pytest.raises(ValueError) as error:
         inference_settings(models / "model.pt", **{key: value})
     message = str(error.value)
-    trained = {"planes": ["axial"], "upsample": "transpose", **TRAINED}[key]  # the card's defaults where TRAINED is silent
+    trained = {"planes": ["axial"], "upsample": "transpose", "position_channels": False, **TRAINED}[key]  # the card's defaults where TRAINED is silent
     asked = ["axial", "coronal", "sagittal"] if value == "all" else value
     assert f"{key} = {asked!r} was asked for" in message and f"trained with {key} = {trained!r}" in message
 
@@ -85,6 +85,18 @@ def test_upsample_is_on_the_card_and_a_card_older_than_it_means_transposed_convo
     assert settings["upsample"] == "transpose" and settings["model_id"] == card_hash(older)
     with pytest.raises(ValueError, match="upsample = 'resize' was asked for"):
         inference_settings(models / "model.pt", upsample="resize")
+
+
+def test_position_channels_are_on_the_card_and_a_card_older_than_them_means_none(run_folder, tmp_path):
+    models, card = run_folder
+    assert card["position_channels"] is False
+    with_position = tmp_path / "position" / MODEL_CARD_NAME
+    write_model_card(with_position, training_card(**TRAINED, position_channels="true"))
+    assert inference_settings(with_position.parent / "model.pt")["position_channels"] is True
+    older = {k: v for k, v in card.items() if k != "position_channels"}
+    (models / MODEL_CARD_NAME).write_text(json.dumps(older))
+    settings = inference_settings(models / "model.pt")
+    assert settings["position_channels"] is False and settings["model_id"] == card_hash(older)
 
 
 def test_without_a_card_the_configured_values_are_used(tmp_path, caplog):

@@ -90,6 +90,27 @@ def test_identity_generator_gives_the_masked_hu_mae_of_the_mr_itself(volumes, mo
     assert out["sct_hu"].shape == ct.shape
 
 
+def test_position_channels_reach_the_network_in_every_plane(volumes):
+    """A generator that returns the inferior-superior position channel: the sCT is that channel read as HU
+    (numpy here, from the mask's extent along Z), the same from every plane."""
+    records, arrays = volumes
+
+    class SuperiorPosition(ShiftedCentre):
+        def forward(self, x):
+            return x[:, -1:]
+
+    engine = validator(records, SuperiorPosition(), planes="all", position_channels=True)
+    engine.run()
+    maes = []
+    for _, ct, mask in arrays:
+        rows = np.flatnonzero(mask.any(axis=(0, 1)))
+        low, high = rows[0], rows[-1] + 1
+        z = (np.arange(mask.shape[2]) + 0.5 - (low + high) / 2) / ((high - low) / 2)
+        sct_hu = (np.clip(np.broadcast_to(z, mask.shape), -1, 1) + 1.0) / 2.0 * 4024.0 - 1024.0
+        maes.append(float(np.abs(sct_hu - ct)[mask > 0].mean()))
+    assert engine.state.metrics["val_mae_hu"] == pytest.approx(np.mean(maes), rel=1e-4)
+
+
 def test_key_metric_is_lower_is_better_across_rounds(volumes):
     records, arrays = volumes
     generator = ShiftedCentre()

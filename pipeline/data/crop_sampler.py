@@ -45,6 +45,7 @@ import torch
 
 from transforms.intensity import hu_to_unit_range
 from transforms.plane import PLANE_AXES, check_planes
+from transforms.position import box_coordinates
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,9 @@ class BodyCropSampler:
             rotated in-plane by up to ``rotation_deg`` and scaled by up to ``1 +- scale_fraction`` about its
             centre, every image alike (MR and CT bilinear, the mask by a weighted vote); the slab axis is
             untouched. 0 (default): crops are exact voxel windows.
+        position_channels: 2D/2.5D: append each crop pixel's position in its subject's body box as three MR
+            channels ``(|x|, y, z)`` after the slab's (:mod:`transforms.position`; rotated crops get the
+            interpolated position), so the MR is ``(N, k + 3, P, P)``; not augmented.
 
     Each batch is ``{"mr", "ct", "mask"}`` float32 on the training device: MR as cached ([-1, 1]), CT in
     [-1, 1], mask 0/1.
@@ -167,7 +171,7 @@ class BodyCropSampler:
                  pos_fraction: float = 0.9, flip_prob: float = 0.5, seed: int = 0, probes: int = PROBES,
                  channels_slab: bool = True, augment: Callable[..., torch.Tensor] | None = None,
                  spatial_prob: float = 0.0, rotation_deg: float = 10.0, scale_fraction: float = 0.1,
-                 batches_per_draw: int = 1) -> None:
+                 batches_per_draw: int = 1, position_channels: bool = False) -> None:
         for name, value in (("pos_fraction", pos_fraction), ("flip_prob", flip_prob), ("spatial_prob", spatial_prob)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -188,6 +192,9 @@ class BodyCropSampler:
         if spatial_prob > 0 and not self.channels_slab:
             raise ValueError("spatial augmentation rotates 2D/2.5D crops in-plane; 3D mode takes none")
         self.spatial_prob, self.rotation_deg = float(spatial_prob), float(rotation_deg)
+        if position_channels and not self.channels_slab:
+            raise ValueError("position channels are for 2D/2.5D crops; 3D mode takes none")
+        self.position_channels = bool(position_channels)
         self.scale_fraction = float(scale_fraction)
         self.generator = torch.Generator(device=bank.storage).manual_seed(int(seed))
         # crop axis -> dimension of the index: (N, k, P, P) for slabs, (N, P, P, P) in 3D
@@ -330,10 +337,33 @@ class BodyCropSampler:
             mask = (bank.mask.take(centre).to(torch.float32) * weights).sum(0) >= 0.5
         if self.augment is not None:
             mr = self.augment(mr, generator=self.generator)
+        if self.position_channels:  # after the augmentation: a position is not an MR intensity
+            mr = torch.cat([mr, self._position(centre, weights)], dim=1)
         batch = {"mr": mr, "ct": hu_to_unit_range(ct.to(torch.float32)), "mask": mask.to(torch.float32)}
         if bank.storage != bank.device:  # pinned host memory -> device, asynchronously
             batch = {key: value.pin_memory().to(bank.device, non_blocking=True) for key, value in batch.items()}
         return batch
+
+    def _position(self, centre: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """``(N, 3, P, P)`` position channels (:func:`transforms.position.box_coordinates`) of the crops' centre
+        slices, decoded from their flat indices ``(N, 1, P, P)`` (or the four neighbours ``(4, N, 1, P, P)``
+        with their bilinear ``weights``)."""
+        bank = self.bank
+        crops = centre if weights is None else centre[0]
+        subjects = torch.searchsorted(bank.offsets, crops.flatten(1)[:, :1].contiguous(), right=True)[:, 0] - 1  # (N,)
+        view = (-1, 1, 1, 1)  # per crop, over (1, P, P)
+
+        def voxels(index: torch.Tensor) -> torch.Tensor:  # (N, 1, P, P) flat -> (N, 3, P, P) RAS voxel indices
+            local = index - bank.offsets[subjects].view(view)
+            stride_x, stride_y = bank.strides[subjects, 0].view(view), bank.strides[subjects, 1].view(view)
+            x, rest = local // stride_x, local % stride_x
+            return torch.cat([x, rest // stride_y, rest % stride_y], dim=1).to(torch.float32)
+
+        if weights is None:
+            positions = voxels(centre)
+        else:
+            positions = sum(voxels(corner) * weight for corner, weight in zip(centre, weights))
+        return box_coordinates(positions, bank.boxes[subjects])
 
     def _refill(self) -> None:
         self._draw_state = self.generator.get_state()

@@ -33,6 +33,7 @@ from transforms.crop import CompactVolumesd, MaskBoundingBoxd
 from transforms.intensity import NormalizeMRd
 from transforms.mask import BodyMaskd
 from transforms.plane import check_planes
+from transforms.position import POSITION_CHANNELS
 from transforms.spatial import load_oriented
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def input_channels(*, mode: str, slab_size: int) -> int:
-    """Number of MR channels the generator takes: k slices in 2.5D, one otherwise."""
-    return slab_size if check_mode(mode) == "2.5d" else 1
+def input_channels(*, mode: str, slab_size: int, position_channels: bool = False) -> int:
+    """Number of input channels the generator takes: k MR slices in 2.5D, one otherwise; plus
+    :data:`~transforms.position.POSITION_CHANNELS` with ``position_channels`` (2D/2.5D)."""
+    mr_channels = slab_size if check_mode(mode) == "2.5d" else 1
+    return mr_channels + (POSITION_CHANNELS if as_flag(position_channels, name="position_channels") else 0)
 
 
 def spatial_dims(mode: str) -> int:
@@ -138,6 +141,7 @@ def training_sampler(
     seed: int = 0,
     mr_augmentation: str | None = None,
     spatial_augmentation: bool = False,
+    position_channels: bool = False,
     progress: bool = True,
 ) -> BodyCropSampler:
     """Endless training batches of ``batch_size * samples_per_volume`` crops cut on ``device``
@@ -153,7 +157,8 @@ def training_sampler(
     could have changed them (:mod:`pipeline.data.augment`), on the device, from the sampler's seeded stream.
     ``spatial_augmentation`` (2D/2.5D): half of the crops rotated in-plane by up to 10 degrees and scaled by
     up to 10 %, every image alike (:class:`~pipeline.data.crop_sampler.BodyCropSampler`).
-    Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
+    ``position_channels`` (2D/2.5D): each pixel's position in the body box follows the MR slab as three more
+    channels (:mod:`transforms.position`). Batches: MR ``(N, k, P, P)`` ([-1, 1]), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D
     ``(N, 1, P, P, P)`` each. On CUDA :data:`BATCHES_PER_DRAW` iterations' crops are cut at once. 3D mode
     trains without augmentation (a warning says so when the options ask for it, as train.json's defaults do).
     """
@@ -176,7 +181,8 @@ def training_sampler(
         replicate_axis=None if mode == "3d" else 2, planes=planes_for_mode(mode, planes), batch_size=batch_size,
         samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
         seed=seed, channels_slab=mode != "3d", augment=augment, spatial_prob=0.5 if spatial else 0.0,
-        batches_per_draw=BATCHES_PER_DRAW["cuda" if bank.device.type == "cuda" else "cpu"])
+        batches_per_draw=BATCHES_PER_DRAW["cuda" if bank.device.type == "cuda" else "cpu"],
+        position_channels=as_flag(position_channels, name="position_channels"))
 
 
 def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:

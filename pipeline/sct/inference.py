@@ -39,6 +39,7 @@ from pipeline.sct.outputs import refuse_existing_outputs, write_sct_outputs
 from pipeline.sct.tta import mean_and_std_hu, member_count, members_hu, std_path_for
 from transforms.intensity import HU_AIR, unit_range_to_hu
 from transforms.mask import BodyMaskd
+from transforms.position import with_position_channels
 from transforms.slab import slabs_to_volume, volume_to_slabs
 from transforms.spatial import invert_to_input_grid
 
@@ -74,7 +75,9 @@ def predict_unit_volume(
 ) -> torch.Tensor:
     """Normalised MR ``(1, X, Y, Z)`` in [-1, 1] -> sCT ``(1, X, Y, Z)`` in [-1, 1], float32, on ``device``
     when that is a GPU (windows gathered, Gaussian-blended and accumulated there; the caller copies the
-    result back once per volume), else on the CPU.
+    result back once per volume), else on the CPU. Channels after the MR's, ``(1 + C, X, Y, Z)`` (the position
+    channels of :func:`transforms.position.with_position_channels`), reach the network beside it: after a
+    2D/2.5D slab's slices, taken at the slab's centre slice; in 3D as they are.
 
     Windows are ``patch_size`` wide in-plane (and along Z in 3D); volumes smaller than a window are
     padded with MR air (-1) and cropped back, so any size works. ``sw_batch_size`` (windows per network
@@ -87,8 +90,8 @@ def predict_unit_volume(
     on_gpu = device.type == "cuda"
     generator.eval()
     volume = torch.as_tensor(mr, dtype=torch.float32).as_subclass(torch.Tensor)
-    if volume.ndim != 4 or volume.shape[0] != 1:
-        raise ValueError(f"expected an MR of shape (1, X, Y, Z), got {tuple(volume.shape)}")
+    if volume.ndim != 4:
+        raise ValueError(f"expected an MR of shape (1, X, Y, Z) (or (1 + C, X, Y, Z)), got {tuple(volume.shape)}")
     sw_batch_size = sw_batch_size or WINDOW_BATCH["cuda" if on_gpu else "cpu"]
     slices_per_batch = slices_per_batch or (volume.shape[-1] if on_gpu else CPU_SLICES_PER_CHUNK)
     output_device = device if on_gpu else torch.device("cpu")
@@ -126,7 +129,9 @@ def predict_unit_volume(
             # Slabs of this chunk only (a whole-volume slab stack would hold k copies of the volume); a
             # halo of k // 2 slices gives the chunk's end slices their true neighbours.
             low, high = max(start - half, 0), min(stop + half, size_z)
-            slabs = volume_to_slabs(volume[..., low:high], slab_size=k)[start - low : stop - low]  # (n, k, X, Y)
+            slabs = volume_to_slabs(volume[:1, ..., low:high], slab_size=k)[start - low : stop - low]  # (n, k, X, Y)
+            if volume.shape[0] > 1:  # the other channels at the centre slices: (n, k + C, X, Y)
+                slabs = torch.cat([slabs, volume[1:, ..., start:stop].permute(3, 0, 1, 2)], dim=1)
             with _autocast(device, amp=amp):
                 chunk = sliding_window_inference(slabs, (patch_size, patch_size), **window())
             predicted.append(chunk.float())
@@ -143,7 +148,8 @@ class SCTPredictor:
     the MR header (:meth:`predict_file`). ``planes`` (multi-plane 2.5D, from the model card) and ``tta``
     (flip test-time augmentation, off by default: twice the inference time) make an ensemble
     (:mod:`pipeline.sct.tta`): the sCT is the members' mean and ``sct_std.nii.gz`` (their HU standard
-    deviation, 0 outside the body) is written beside it.
+    deviation, 0 outside the body) is written beside it. ``position_channels`` (from the model card): the
+    network also reads each voxel's position in the body mask's box (:mod:`transforms.position`).
     """
 
     def __init__(
@@ -162,8 +168,10 @@ class SCTPredictor:
         progress: bool = True,
         tta: bool = False,
         planes: Sequence[str] | str = ("axial",),
+        position_channels: bool = False,
     ) -> None:
         self.mode = check_mode(mode)
+        self.position_channels = as_flag(position_channels, name="position_channels")
         self.planes = planes_for_mode(self.mode, planes)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator = generator.to(self.device).eval()
@@ -221,6 +229,8 @@ class SCTPredictor:
 
         # on a GPU the MR goes over once, every member and their mean and spread stay there, one copy comes back
         mr = data["mr"].as_tensor().to(self.device if self.device.type == "cuda" else "cpu")
+        if self.position_channels:  # the body box of the mask on the network grid, as in training
+            mr = with_position_channels(mr, data["mask"])
         if self.ensemble:
             members = members_hu(predict, mr, planes=self.planes, flip=self.tta)
             mean, std = mean_and_std_hu(members)

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.loaders import planes_for_mode
+from pipeline.data.loaders import check_mode, planes_for_mode
 from pipeline.engine.model_card import card_hash, check_patch_size, check_settings, find_card, read_model_card
+from pipeline.errors import InputError, as_flag
 from transforms.intensity import HU_MAX, HU_MIN
 from transforms.plane import check_planes
 
@@ -30,9 +31,9 @@ logger = logging.getLogger(__name__)
 MODEL_CARD_NAME = "model_card.json"
 #: What inference must match: the network's input geometry and architecture.
 SETTINGS = ("mode", "patch_size", "slab_size", "target_spacing", "num_downs", "base_channels", "attention", "norm",
-            "planes", "upsample")
+            "planes", "upsample", "position_channels")
 #: Values of settings added after the first cards were written: what those older models were trained with.
-OLDER_CARD_DEFAULTS = {"planes": ["axial"], "upsample": "transpose"}
+OLDER_CARD_DEFAULTS = {"planes": ["axial"], "upsample": "transpose", "position_channels": False}
 MR_NORMALISATION = "per subject: zero signal -> -1, 99.5th percentile inside the body mask -> +1, clipped"
 
 
@@ -52,13 +53,17 @@ def _file_hash(path: str | os.PathLike | None) -> str | None:
 def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing: Sequence[float] | None,
                   num_downs: int, base_channels: int, attention: bool, norm: str = "instance",
                   planes: Sequence[str] | str = ("axial",), upsample: str = "transpose",
-                  manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+                  position_channels: bool = False, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """The card of an sCT training run (JSON-ready): the :data:`SETTINGS`, the HU window and MR
     normalisation the network was trained in, the training manifest's hash and the code version.
 
     Raises :class:`InputError` (one line, before any training) when ``patch_size`` is not a multiple of
-    ``2 ** num_downs``: the U-Net halves the window ``num_downs`` times and would fail on the first batch."""
+    ``2 ** num_downs``: the U-Net halves the window ``num_downs`` times and would fail on the first batch,
+    and when ``position_channels`` is asked for in 3D mode (:mod:`transforms.position` serves 2D/2.5D)."""
     check_patch_size(patch_size, divisor=2 ** int(num_downs))
+    position_channels = as_flag(position_channels, name="position_channels")
+    if position_channels and check_mode(mode) == "3d":
+        raise InputError("--position_channels true: position channels follow 2D/2.5D slabs; 3D mode takes none")
     return {
         "task": "mri_to_ct",
         "mode": str(mode),
@@ -71,6 +76,7 @@ def training_card(*, mode: str, patch_size: int, slab_size: int, target_spacing:
         "norm": str(norm),
         "planes": list(planes_for_mode(mode, planes)),
         "upsample": str(upsample),
+        "position_channels": position_channels,
         "hu_window": [HU_MIN, HU_MAX],
         "mr_normalisation": MR_NORMALISATION,
         "manifest_sha256": _file_hash(manifest),

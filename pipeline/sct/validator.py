@@ -11,15 +11,17 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.loaders import planes_for_mode
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
+from pipeline.errors import as_flag
 from pipeline.sct.inference import predict_unit_volume
 from pipeline.sct.tta import members_hu
+from transforms.position import with_position_channels
 
 
 class SCTValidator(Evaluator):
     """Batches of one whole volume (``mr`` normalised, ``ct`` in HU, ``mask``), inferred in windows of
     the training size exactly as at inference time (a multi-plane model: the mean over its ``planes``, as
-    inference does without flip TTA). Key metric ``val_mae_hu`` (lower is better): mean over subjects of
-    the HU MAE inside the body mask."""
+    inference does without flip TTA; with ``position_channels`` the MR's position channels beside it). Key
+    metric ``val_mae_hu`` (lower is better): mean over subjects of the HU MAE inside the body mask."""
 
     def __init__(
         self,
@@ -33,6 +35,7 @@ class SCTValidator(Evaluator):
         overlap: float = 0.5,
         sw_batch_size: int | None = None,
         planes: Sequence[str] | str = ("axial",),
+        position_channels: bool = False,
         val_handlers: Sequence | None = None,
     ) -> None:
         super().__init__(
@@ -46,17 +49,19 @@ class SCTValidator(Evaluator):
         # DDP wrappers are bypassed: validation needs no gradient sync and must not issue collectives
         self.generator = unwrap_ddp(generator)
         self.planes = planes_for_mode(mode, planes)
+        self.position_channels = as_flag(position_channels, name="position_channels")
         self.window = dict(mode=mode, patch_size=patch_size, slab_size=slab_size, overlap=overlap, sw_batch_size=sw_batch_size)
 
     def _iteration(self, engine: "SCTValidator", batchdata: dict) -> dict:
         mr = plain_tensor(batchdata["mr"][0])
         ct_hu = plain_tensor(batchdata["ct"][0]).float()
         mask = plain_tensor(batchdata["mask"][0]) > 0
+        network_input = with_position_channels(mr, mask) if engine.position_channels else mr
 
         def predict(volume: torch.Tensor) -> torch.Tensor:
             return predict_unit_volume(engine.generator, volume, device=engine.state.device, **engine.window)
 
-        sct_hu = members_hu(predict, mr, planes=engine.planes).mean(dim=0, keepdim=True).cpu()
+        sct_hu = members_hu(predict, network_input, planes=engine.planes).mean(dim=0, keepdim=True).cpu()
         mae = (sct_hu - ct_hu).abs()[mask].mean().item()
         return {"mae_hu": torch.tensor(mae), "mr": mr[0].cpu().numpy(), "sct_hu": sct_hu[0].numpy(),
                 "ct_hu": ct_hu[0].cpu().numpy()}
