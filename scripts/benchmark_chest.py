@@ -3,7 +3,8 @@ held-out chest phantoms and on DRRs of the real chest CT.
 
     python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 256]
         [--train-subjects 24] [--views 24] [--test-views 12] [--physics fixed|random] [--real-ct-dir data/chest_ct]
-        [--real-variants] [--train-contrast drawn|none|venous|arterial] [--data RUN] [--out runs/chest-<time>]
+        [--real-variants] [--train-contrast drawn|none|venous|arterial] [--train-rib-density LOW HIGH]
+        [--data RUN] [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
 
@@ -22,7 +23,8 @@ Steps, all through the commands a user runs (printed before they run):
    (train / val / test), ``drr/real.csv``, ``drr/systems.csv`` and ``drr/real_unenhanced.csv`` (the same
    training rows, the real CT, the drawn-system views or the unenhanced real CT as test: the SE baseline is
    fitted on the training split, the real CT never trains); ``--train-contrast`` forces the training
-   phantoms' contrast phase (the held-out ones keep the drawn mix);
+   phantoms' contrast phase (the held-out ones keep the drawn mix) and ``--train-rib-density LOW HIGH`` scales
+   their ribs' HU by a factor drawn per subject (the held-out ones keep 1);
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-contrast", choices=("drawn", "none", "venous", "arterial"), default="drawn",
                    help="contrast phase of the training/validation phantoms (drawn: 30 %% none, 30 %% venous, 40 %% "
                         "arterial, as the held-out phantoms always are)")
+    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="training/validation phantoms: each subject's ribs scaled in HU by a factor drawn from "
+                        "[LOW, HIGH] (default: 1, as the held-out phantoms always are)")
     p.add_argument("--train-subjects", type=int, default=24)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
@@ -272,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         manifests, timing = make_data(args.out, args=args)
         data = (f"Chest phantoms {args.phantom_size}: {args.train_subjects} train / {args.val_subjects} val "
-                f"(seed {args.train_seed}, contrast {args.train_contrast}) × {args.views} views ({args.physics} "
+                f"(seed {args.train_seed}, contrast {args.train_contrast}"
+                + (f", ribs × U({args.train_rib_density[0]:g}, {args.train_rib_density[1]:g})"
+                   if args.train_rib_density else "")
+                + f") × {args.views} views ({args.physics} "
                 f"physics), {args.test_subjects} "
                 f"held-out (seed {args.test_seed}) and the real CT × {args.test_views} views; DRRs {args.size} px, "
                 "`--preset chest`; rendering "

@@ -101,6 +101,21 @@ def test_contrast_changes_blood_only():
     assert (enhanced.ct > 150).sum() > (plain.ct > 150).sum()
 
 
+def test_rib_density_scales_the_ribs_only_and_leaves_every_other_draw_alone():
+    plain = make_chest_subject(seed=7, size=SMALL, contrast="none")
+    unit = make_chest_subject(seed=7, size=SMALL, contrast="none", rib_density=(1.0, 1.0))
+    assert np.array_equal(plain.ct, unit.ct) and plain.params == unit.params  # a stream of its own
+    heavy = make_chest_subject(seed=7, size=SMALL, contrast="none", rib_density=(1.3, 1.5))
+    assert 1.3 <= heavy.params["rib_density"] <= 1.5 and plain.params["rib_density"] == 1.0
+    assert np.array_equal(plain.tumour_labels, heavy.tumour_labels)
+    diff = heavy.ct.astype(float) - plain.ct.astype(float)
+    changed = np.abs(diff) > 60
+    assert changed.sum() > 200 and np.all(diff[changed] > 0)  # brighter, nowhere darker
+    assert np.median(plain.ct[changed]) > 150  # bone (marrow and cortex at 5 mm), not soft tissue (<= 60 HU here)
+    # the spine is not a rib: the midline behind the heart keeps its HU
+    assert not changed[SMALL[0] // 2 - 2 : SMALL[0] // 2 + 3].any()
+
+
 def test_raised_arms_lift_the_humeri():
     """Bone above the lung apices and lateral to the chest: only with the arms raised."""
     side, raised = (make_chest_subject(seed=7, size=SMALL, arms=a) for a in ("side", "raised"))

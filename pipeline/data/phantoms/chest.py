@@ -81,19 +81,25 @@ class ChestSubject:
     params: dict = field(default_factory=dict)  # breath, scale, sex, contrast, ... (JSON-serialisable)
 
 
+#: Second entry of the seed of the rib-density draw (``make_chest_subject(rib_density=...)``): a stream of its own.
+RIB_DENSITY_STREAM = 7
+
+
 def subject_id(index: int) -> str:
     """ID of the ``index``-th subject (0-based): 0 -> ``2TP001``."""
     return f"{SUBJECT_ID_PREFIX}{index + 1:03d}"
 
 
 def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default", contrast: str | None = None,
-                       arms: str | None = None) -> ChestSubject:
+                       arms: str | None = None, rib_density: tuple[float, float] | None = None) -> ChestSubject:
     """Generate one chest CT phantom with tumour labels, deterministic in ``seed``.
 
     ``size``: ``"default"`` (160 x 128 x 144 at 2.5 mm), ``"tiny"`` (50 x 40 x 45 at 8 mm, for tests),
     or a shape covering the same 400 x 320 x 360 mm field of view. ``contrast`` ("none", "venous",
     "arterial") and ``arms`` ("side", "raised") force what is otherwise drawn from the seed; the rest of
-    the subject stays the same.
+    the subject stays the same. ``rib_density`` ``(low, high)``: the ribs' HU scaled by a factor drawn
+    uniformly from that range, from a generator of its own (the anatomy and every other draw stay those of
+    the seed; None: 1, the default phantoms).
     """
     rng = np.random.default_rng(seed)
     shape, spacing = phantom_grid(size, sizes=SIZES, fov_mm=FOV_MM, min_voxels=16, what="chest phantom")
@@ -171,7 +177,8 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     abdomen_occ = paint_abdomen(canvas, t, rng, np.maximum(inner, z - z_dia), domes, contrast, HU)
 
     heart_occ, _ = paint_heart_and_vessels(canvas, t, rng, domes, contrast, HU, lung_occ)
-    rib_occ = paint_skeleton(canvas, t, rng, HU)
+    rib_scale = 1.0 if rib_density is None else float(np.random.default_rng([seed, RIB_DENSITY_STREAM]).uniform(*rib_density))
+    rib_occ = paint_skeleton(canvas, t, rng, HU, rib_density=rib_scale)
 
     scan_top = float(rng.uniform(t.rib_z[0] - 25.0 * s, t.rib_z[0] + 35.0 * s)) if rng.random() < 0.4 else None
     if scan_top is not None:  # the scan range ends in the upper chest: nothing above it
@@ -193,7 +200,7 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
               "rib_cage_half_width_mm": float(t.a_max), "rib_cage_half_depth_mm": float(t.b_max),
               "arms": "raised" if t.arms_raised else "side", "kyphosis_mm": t.kyphosis_mm,
               "scoliosis_mm": t.scoliosis_mm, "table": table, "scan_top_mm": scan_top,
-              "contrast": {k: v for k, v in contrast.items()}}
+              "contrast": {k: v for k, v in contrast.items()}, "rib_density": rib_scale}
     return ChestSubject(ct=np.clip(np.rint(hu[::-1]), -1024, 3071).astype(np.int16),
                         tumour_labels=np.ascontiguousarray(labels[::-1]), affine=affine, tumours=tumours, params=params)
 

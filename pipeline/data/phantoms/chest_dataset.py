@@ -23,19 +23,21 @@ from pipeline.io.volumes import write_nifti
 
 def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
                         size: str | tuple[int, int, int] = "default", contrast: str | None = None,
-                        overwrite: bool = False, progress: bool = False) -> list[Path]:
+                        rib_density: tuple[float, float] | None = None, overwrite: bool = False,
+                        progress: bool = False) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/{ct,tumours}.nii.gz`` + ``tumours.json``; return the folders.
 
     ``ct`` int16 HU, ``tumours`` uint8 labels (0 background, k = tumour k) on the CT grid,
     ``tumours.json`` = {"params": ..., "tumours": [{label, centre_mm (RAS), diameter_mm, behind_rib_ap}]}.
     Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``); ``contrast`` forces
-    every subject's contrast phase (``make_chest_subject``; None: drawn, the anatomy is the same either way). Raises
+    every subject's contrast phase (``make_chest_subject``; None: drawn, the anatomy is the same either way) and
+    ``rib_density`` ``(low, high)`` scales each subject's ribs by a factor drawn from that range. Raises
     ``FileExistsError`` before writing anything if a subject folder exists and not ``overwrite``.
     """
     folders = []
     for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
                                                 progress=progress, desc="chest phantoms"):
-        subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast)
+        subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density)
         # overwrite=True per file: the folder-level overwrite was checked above
         write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
         write_nifti(subject.tumour_labels, subject.affine, folder / "tumours.nii.gz", overwrite=True)

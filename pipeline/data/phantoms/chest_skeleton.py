@@ -139,9 +139,10 @@ def _bone(canvas: Canvas, region: Region | None, *, cortical: float, inner: floa
     canvas.paint_region(region, inner, grow=shell_mm)
 
 
-def paint_skeleton(canvas: Canvas, thorax: Thorax, rng: np.random.Generator, hu: dict[str, float],
-                   ) -> np.ndarray:
-    """Paint the skeleton (module docstring); returns the ribs' occupancy (0..1, full grid)."""
+def paint_skeleton(canvas: Canvas, thorax: Thorax, rng: np.random.Generator, hu: dict[str, float], *,
+                   rib_density: float = 1.0) -> np.ndarray:
+    """Paint the skeleton (module docstring); returns the ribs' occupancy (0..1, full grid). ``rib_density``
+    scales the ribs' cortical and marrow HU (not the cartilage, spine or other bones)."""
     t, s = thorax, thorax.s
     cortical = float(rng.uniform(0.8, 1.1) * hu["cortical"])
     marrow = float(rng.uniform(0.6, 1.3) * hu["marrow"])
@@ -175,7 +176,7 @@ def paint_skeleton(canvas: Canvas, thorax: Thorax, rng: np.random.Generator, hu:
             ribs += _chain(np.vstack([head, tubercle, arc]), (2.6 if k >= 10 else 3.2) * s)
     rib_sdf = canvas.union_of_capsules(ribs, z_scale=0.58)
     rib_occ = np.zeros(canvas.hu.shape, np.float32)
-    _bone(canvas, rib_sdf, cortical=cortical, inner=marrow, shell_mm=1.0, record=rib_occ)
+    _bone(canvas, rib_sdf, cortical=rib_density * cortical, inner=rib_density * marrow, shell_mm=1.0, record=rib_occ)
 
     _paint_sternum(canvas, t, st_top, cortical=0.8 * cortical, marrow=marrow)
     _paint_spine(canvas, t, rng, cortical=cortical, marrow=marrow, hu=hu)
