@@ -62,6 +62,7 @@ from scripts.benchmark_common import (
 )
 from scripts.chest_data import (
     TEST_SETS,
+    UNENHANCED_FOLDER,
     add_real_variants,
     make_data,
     manifest_pitch,
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True)
         data = f"DRR sets of {args.data} (reused: the data options of that run apply)"
         if "real_unenhanced" not in manifests and args.real_ct_dir.is_dir():
-            made = unenhanced_set(manifests["real"], args.out / "drr_unenhanced", args=args,
+            made = unenhanced_set(manifests["real"], args.out / UNENHANCED_FOLDER, args=args,
                                   pitch=manifest_pitch(manifests["real"]))
             if made is not None:
                 manifests["real_unenhanced"], took = made

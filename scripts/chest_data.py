@@ -176,10 +176,23 @@ def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argpars
             for name, manifest in manifests.items()}, timing
 
 
+#: Where a run made with ``--data`` renders the ``real_unenhanced`` set its reused DRRs lack (:func:`unenhanced_set`).
+UNENHANCED_FOLDER = "drr_unenhanced"
+
+
+def run_manifest(run_dir: Path, test_set: str) -> Path:
+    """The manifest of ``test_set`` in a benchmark run: ``run_dir/drr/<set>.csv`` (``make_data``'s layout), or for
+    ``real_unenhanced`` rendered beside reused DRRs ``run_dir/drr_unenhanced/real_unenhanced.csv``; the first
+    that exists (else the first). Paths inside a manifest are relative to its folder."""
+    places = [run_dir / "drr" / f"{test_set}.csv"]
+    if test_set == "real_unenhanced":
+        places.append(run_dir / UNENHANCED_FOLDER / f"{test_set}.csv")
+    return next((p for p in places if p.is_file()), places[0])
+
+
 def reused_data(run_dir: Path) -> dict[str, Path]:
-    """``{test set: manifest}`` of an earlier run's ``run_dir/drr`` (``make_data``'s layout); optional sets
-    it lacks are left out."""
-    manifests = {name: run_dir / "drr" / f"{name}.csv" for name in TEST_SETS}
+    """``{test set: manifest}`` of an earlier run (:func:`run_manifest`); optional sets it lacks are left out."""
+    manifests = {name: run_manifest(run_dir, name) for name in TEST_SETS}
     manifests = {name: p for name, p in manifests.items() if p.is_file() or name not in OPTIONAL_TEST_SETS}
     missing = [str(p) for p in manifests.values() if not p.is_file()]
     if missing:

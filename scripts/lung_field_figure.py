@@ -3,8 +3,8 @@
     python -m scripts.lung_field_figure --data RUN --model LABEL=MODEL_DIR [--model LABEL=MODEL_DIR ...]
         [--sets phantoms real] [--index 0] [--sigma-px 4] [--out lung_field_leak.png]
 
-``RUN`` is a ``scripts.benchmark_chest`` run (its test sets' manifests ``drr/<set>.csv``: SE, noiseless DE soft,
-lung path) and each ``MODEL_DIR`` a recipe's folder of a benchmark run on those DRRs (``predictions_<set>/`` and
+``RUN`` is a ``scripts.benchmark_chest`` run (its test sets' manifests, ``scripts.chest_data.run_manifest``: SE,
+noiseless DE soft, lung path) and each ``MODEL_DIR`` a recipe's folder of a benchmark run on those DRRs (``predictions_<set>/`` and
 ``evaluation_<set>/results.csv``). One row per test set (the ``--index``-th test image of its manifest), columns:
 SE, the true DE soft image, then per model its predicted DE soft and the prediction minus the truth, each
 high-passed (the image minus its Gaussian blur of ``--sigma-px`` pixels, as the detail loss of
@@ -25,7 +25,7 @@ from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.evaluation import LUNG_FIELD_MIN_MM, find_prediction
 from pipeline.xray.image_measures import high_pass
-from scripts.chest_data import TEST_SETS
+from scripts.chest_data import TEST_SETS, run_manifest
 
 #: Short row labels of the benchmark's test sets (:data:`scripts.chest_data.TEST_SETS` has the long titles).
 ROW_LABELS = {"phantoms": "held-out phantom", "real": "real CT", "systems": "drawn system",
@@ -53,8 +53,9 @@ def row_panels(data: Path, test_set: str, models: dict[str, Path], *, index: int
                ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     """``(lung fields, [(title, high-passed image), ...])`` of one test set's ``index``-th test image: SE, the
     true DE soft image, then per model its prediction and the prediction minus the truth."""
-    drr = data / "drr"
-    manifest = pd.read_csv(drr / f"{test_set}.csv")
+    manifest_path = run_manifest(data, test_set)
+    drr = manifest_path.parent  # paths in a manifest are relative to its folder
+    manifest = pd.read_csv(manifest_path)
     record = manifest[manifest["split"] == "test"].iloc[index]
 
     def load(path: Path) -> np.ndarray:
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("lung_field_leak.png"))
     args = p.parse_args(argv)
     models = parse_models(args.model)
-    needed = [args.data / "drr" / f"{name}.csv" for name in args.sets]
+    needed = [run_manifest(args.data, name) for name in args.sets]
     needed += [model_dir / f"evaluation_{name}" / "results.csv" for model_dir in models.values() for name in args.sets]
     missing = [str(path) for path in needed if not path.is_file()]
     if missing:

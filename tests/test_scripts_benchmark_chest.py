@@ -124,6 +124,10 @@ def test_reused_data_needs_both_manifests_of_an_earlier_run(tmp_path: Path):
     (tmp_path / "run" / "drr" / "real.csv").write_text("subject_id\n")
     assert reused_data(tmp_path / "run") == {"phantoms": tmp_path / "run" / "drr" / "phantoms.csv",
                                              "real": tmp_path / "run" / "drr" / "real.csv"}
+    # a run that reused older DRRs rendered the real CT without contrast agent in a folder of its own
+    (tmp_path / "run" / "drr_unenhanced").mkdir()
+    (tmp_path / "run" / "drr_unenhanced" / "real_unenhanced.csv").write_text("subject_id\n")
+    assert reused_data(tmp_path / "run")["real_unenhanced"] == tmp_path / "run" / "drr_unenhanced" / "real_unenhanced.csv"
 
 
 def test_overrides_and_cells():

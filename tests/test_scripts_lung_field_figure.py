@@ -26,8 +26,9 @@ def test_model_specs_need_a_label_and_a_folder():
         parse_models(["runs/x"])
 
 
-def _fake_run(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
-    """A benchmark run with one training and one test image in ``drr/phantoms.csv`` and one recipe folder."""
+def _fake_run(tmp_path: Path, test_set: str = "phantoms", folder: str = "drr",
+              ) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """A benchmark run with one training and one test image in ``<folder>/<test_set>.csv`` and one recipe folder."""
     rng = np.random.default_rng(1)
     run, model = tmp_path / "run", tmp_path / "run" / "recipe"
     lung = np.zeros((32, 32), np.float32)
@@ -39,14 +40,14 @@ def _fake_run(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
         for key in ("se", "de_soft_noiseless", "lung_path"):
             # the training row gets other images: the panels must come from the test row
             image = images[key] if split == "test" or key == "lung_path" else rng.normal(size=(32, 32))
-            save_image_2d(image.astype(np.float32), run / "drr" / split / key / f"{image_id}.nii.gz")
+            save_image_2d(image.astype(np.float32), run / folder / split / key / f"{image_id}.nii.gz")
         rows.append({"projection_id": image_id, "split": split,
                      **{key: f"{split}/{key}/{image_id}.nii.gz" for key in ("se", "de_soft_noiseless", "lung_path")}})
-    pd.DataFrame(rows).to_csv(run / "drr" / "phantoms.csv", index=False)
-    save_image_2d(images["pred"].astype(np.float32), model / "predictions_phantoms" / "de_soft" / "B_p000.nii.gz")
-    (model / "evaluation_phantoms").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / folder / f"{test_set}.csv", index=False)
+    save_image_2d(images["pred"].astype(np.float32), model / f"predictions_{test_set}" / "de_soft" / "B_p000.nii.gz")
+    (model / f"evaluation_{test_set}").mkdir(parents=True)
     pd.DataFrame({"method": ["pix2pix", "pix2pix", "se_scaled"], "metric": ["bone_leak_lung"] * 3,
-                  "value": [0.3, 0.5, 0.9]}).to_csv(model / "evaluation_phantoms" / "results.csv", index=False)
+                  "value": [0.3, 0.5, 0.9]}).to_csv(model / f"evaluation_{test_set}" / "results.csv", index=False)
     return run, model, images
 
 
@@ -68,6 +69,15 @@ def test_figure_from_a_fake_run_named_by_relative_paths(tmp_path: Path, monkeypa
     out = tmp_path / "figure.png"
     main(["--data", "run", "--model", "recipe=run/recipe", "--sets", "phantoms", "--out", str(out)])
     assert out.stat().st_size > 5000
+
+
+def test_the_unenhanced_set_of_a_run_that_reused_older_drrs_is_found_in_its_own_folder(tmp_path: Path):
+    run, model, images = _fake_run(tmp_path, test_set="real_unenhanced", folder="drr_unenhanced")
+    _, panels = row_panels(run, "real_unenhanced", {"recipe": model}, index=0, sigma_px=2.0)
+    np.testing.assert_allclose(panels[0][1], high_pass(images["se"].astype(np.float32), 2.0), atol=1e-5)
+    out = tmp_path / "figure.png"
+    main(["--data", str(run), "--model", f"recipe={model}", "--sets", "real_unenhanced", "--out", str(out)])
+    assert out.is_file()
 
 
 def test_every_test_set_has_a_row_label():
