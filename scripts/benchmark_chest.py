@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
     if args.train_seed == args.test_seed:
         parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
+    if args.train_rib_density and not 0 < args.train_rib_density[0] <= args.train_rib_density[1]:
+        parser.error("--train-rib-density LOW HIGH needs 0 < LOW <= HIGH")
     if (args.data is None or args.real_variants) and not args.real_ct_dir.is_dir():
         parser.error(f"--real-ct-dir {args.real_ct_dir} is not a folder; fetch the CT with "
                      "python -m scripts.get_chest_ct --out data/chest_ct")

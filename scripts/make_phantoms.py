@@ -6,7 +6,7 @@ Example::
     python -m scripts.make_phantoms --out data/phantoms --n 10 --seed 0
     python -m scripts.make_phantoms --out /tmp/ph --n 3 --size tiny --montage /tmp/ph.png
     python -m scripts.make_phantoms --anatomy detailed_head --out data/detailed --n 8 --families spgr mprage t2_tse
-    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10 [--contrast none]
+    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10 [--contrast none] [--rib-density 0.8 1.5]
 
 Heads: ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (:mod:`pipeline.data.phantoms.head`). Detailed heads (skull
 base, teeth, MR physics, misregistration; docs/head_phantoms.md): ``OUT/1BD001/{ct,mask,mr}.nii.gz`` with one
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--contrast", choices=("none", "venous", "arterial"), default=None,
                         help="chest: every subject's contrast phase (default drawn: 30 %% none, 30 %% venous, "
                              "40 %% arterial); none for the plain chest of a patient at the linac")
+    parser.add_argument("--rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="chest: each subject's ribs scaled in HU by a factor drawn from [LOW, HIGH] (a stream of "
+                             "its own: the anatomy stays the seed's); default 1")
     parser.add_argument("--montage", type=Path, default=None, help="PNG montage path (default OUT/montage.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing subject folders")
     return parser
@@ -72,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.anatomy != "chest":
             parser.error("--contrast is for --anatomy chest")
         write_dataset = partial(write_dataset, contrast=args.contrast)
+    if args.rib_density is not None:
+        if args.anatomy != "chest":
+            parser.error("--rib-density is for --anatomy chest")
+        low, high = args.rib_density
+        if not 0 < low <= high:
+            parser.error(f"--rib-density {low:g} {high:g}: needs 0 < LOW <= HIGH")
+        write_dataset = partial(write_dataset, rib_density=(low, high))
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,

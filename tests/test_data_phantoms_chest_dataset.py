@@ -73,3 +73,14 @@ def test_cli_forces_the_contrast_of_chests_only(tmp_path):
     assert info["params"]["contrast"]["phase"] == "arterial"
     with pytest.raises(SystemExit):
         make_phantoms_main(["--anatomy", "head", "--out", str(tmp_path / "h"), "--n", "1", "--contrast", "none"])
+
+
+def test_cli_scales_the_ribs_of_chests_only(tmp_path):
+    assert main(["--out", str(tmp_path / "c"), "--n", "1", "--size", "tiny", "--rib-density", "1.2", "1.4"]) == 0
+    info = json.loads((tmp_path / "c" / "2TP001" / "tumours.json").read_text())
+    assert 1.2 <= info["params"]["rib_density"] <= 1.4
+    for bad in (["--rib-density", "1.4", "1.2"], ["--rib-density", "0", "1"]):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "d"), "--n", "1", "--size", "tiny", *bad])
+    with pytest.raises(SystemExit):
+        make_phantoms_main(["--anatomy", "head", "--out", str(tmp_path / "h"), "--n", "1", "--rib-density", "1", "1"])

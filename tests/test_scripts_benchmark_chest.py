@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scripts.benchmark_chest import RECIPES, parse_overrides, result_rows, scores, write_markdown
+from scripts.benchmark_chest import RECIPES, main, parse_overrides, result_rows, scores, write_markdown
 from scripts.benchmark_common import cell
 from scripts.chest_data import real_ct_list, relocated, reused_data, write_manifest
 from scripts.quality_recipes import RECIPES as QUALITY_RECIPES
@@ -128,6 +128,14 @@ def test_reused_data_needs_both_manifests_of_an_earlier_run(tmp_path: Path):
     (tmp_path / "run" / "drr_unenhanced").mkdir()
     (tmp_path / "run" / "drr_unenhanced" / "real_unenhanced.csv").write_text("subject_id\n")
     assert reused_data(tmp_path / "run")["real_unenhanced"] == tmp_path / "run" / "drr_unenhanced" / "real_unenhanced.csv"
+
+
+def test_training_rib_density_must_be_a_range_of_positive_factors(tmp_path: Path, capsys):
+    for bad in (["1.5", "0.8"], ["0", "1"]):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "run"), "--train-rib-density", *bad])
+        assert "--train-rib-density LOW HIGH needs 0 < LOW <= HIGH" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_overrides_and_cells():
