@@ -24,7 +24,7 @@ Steps, all through the commands a user runs (printed before they run):
    training rows, the real CT, the drawn-system views or the unenhanced real CT as test: the SE baseline is
    fitted on the training split, the real CT never trains); ``--train-contrast`` forces the training
    phantoms' contrast phase (the held-out ones keep the drawn mix) and ``--train-rib-density LOW HIGH`` scales
-   their ribs' HU by a factor drawn per subject (the held-out ones keep 1);
+   their ribs' HU by a factor drawn per subject (default 0.8-1.5; the held-out ones keep 1);
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);
@@ -208,6 +208,11 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs)
 
 
+#: Rib density factor range of the training phantoms (``--train-rib-density``): chosen by two pairs of 20-minute runs
+#: against 1 (bundle docs, section 7, 2026-12-05).
+TRAIN_RIB_DENSITY = (0.8, 1.5)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs") / f"chest-{datetime.now():%Y%m%d-%H%M%S}")
@@ -229,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-contrast", choices=("drawn", "none", "venous", "arterial"), default="drawn",
                    help="contrast phase of the training/validation phantoms (drawn: 30 %% none, 30 %% venous, 40 %% "
                         "arterial, as the held-out phantoms always are)")
-    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(TRAIN_RIB_DENSITY),
                    help="training/validation phantoms: each subject's ribs scaled in HU by a factor drawn from "
-                        "[LOW, HIGH] (default: 1, as the held-out phantoms always are)")
+                        "[LOW, HIGH] (default %(default)s: less bone left over the lungs, bundle docs section 7; "
+                        "1 1 for the phantoms as generated; the held-out phantoms always keep 1)")
     p.add_argument("--train-subjects", type=int, default=24)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
@@ -252,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
     if args.train_seed == args.test_seed:
         parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
-    if args.train_rib_density and not 0 < args.train_rib_density[0] <= args.train_rib_density[1]:
+    if not 0 < args.train_rib_density[0] <= args.train_rib_density[1]:
         parser.error("--train-rib-density LOW HIGH needs 0 < LOW <= HIGH")
     if (args.data is None or args.real_variants) and not args.real_ct_dir.is_dir():
         parser.error(f"--real-ct-dir {args.real_ct_dir} is not a folder; fetch the CT with "
@@ -281,8 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         manifests, timing = make_data(args.out, args=args)
         data = (f"Chest phantoms {args.phantom_size}: {args.train_subjects} train / {args.val_subjects} val "
                 f"(seed {args.train_seed}, contrast {args.train_contrast}"
-                + (f", ribs × U({args.train_rib_density[0]:g}, {args.train_rib_density[1]:g})"
-                   if args.train_rib_density else "")
+                + ", ribs × U({:g}, {:g})".format(*args.train_rib_density)
                 + f") × {args.views} views ({args.physics} "
                 f"physics), {args.test_subjects} "
                 f"held-out (seed {args.test_seed}) and the real CT × {args.test_views} views; DRRs {args.size} px, "
