@@ -96,12 +96,16 @@ def gradient_difference_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Te
 
 def high_pass(image: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """``image`` minus its Gaussian blur of ``sigma_px`` pixels on every spatial axis (MONAI's separable
-    filter, edges replicated so that a constant image gives exactly 0): the detail finer than about
-    ``sigma_px``, e.g. rib shadows (10-20 mm) without the broad body load. ``(B, C, *spatial)`` in and out."""
+    filter, edges replicated so that a constant image gives 0 to the rounding of the image's dtype): the detail
+    finer than about ``sigma_px``, e.g. rib shadows (10-20 mm) without the broad body load. ``(B, C, *spatial)``
+    in and out."""
     if not sigma_px > 0:
         raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
     kernel = gaussian_1d(torch.tensor(float(sigma_px)), truncated=4.0, approx="erf", normalize=True)
     kernel = kernel.to(device=image.device, dtype=image.dtype)
+    # normalised again in the image's precision: MONAI's kernel is float32, whose sum misses 1 by ~1e-7, which a
+    # float64 image would keep as a residual of a constant
+    kernel = kernel / kernel.sum()
     return image - separable_filtering(image, [kernel] * (image.ndim - 2), mode="replicate")
 
 
