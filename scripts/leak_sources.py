@@ -86,7 +86,7 @@ def leak_sources(manifest: Path, segmentation: Path, predictions: dict[str, Path
     from pipeline.io.images2d import load_image_2d
     from pipeline.io.volumes import read_volume
     from pipeline.xray.data import body_mask_2d, load_records
-    from pipeline.xray.evaluation import find_prediction, fit_se_baseline, leak_references, lung_fields
+    from pipeline.xray.evaluation import fit_se_baseline, leak_references, lung_fields, require_prediction
     from pipeline.xray.image_measures import FINE_SIGMA_MM, high_pass, source_leak_fit
 
     missing = [str(folder) for folder in predictions.values() if not (folder / "de_soft").is_dir()]
@@ -132,10 +132,7 @@ def leak_sources(manifest: Path, segmentation: Path, predictions: dict[str, Path
         sigma = FINE_SIGMA_MM / float(row["pixel_spacing_mm"])
         methods = {"SE scaled": factor * se}
         for label, folder in predictions.items():
-            found = find_prediction(folder, "de_soft", row["image_id"])
-            if found is None:
-                raise InputError(f"{row['subject_id']}: no de_soft prediction for {row['image_id']} in {folder}")
-            methods[label] = image(found)
+            methods[label] = image(require_prediction(folder, "de_soft", row["image_id"], subject_id=row["subject_id"]))
         regions = {"lung fields": lung, "body": body} if lung is not None else {"body": body}
         images = {"soft": soft, **{f"part {k}": p for k, p in enumerate(parts)}, **methods}
         scales = {"all": images, "< 10 mm": {k: high_pass(a, sigma) for k, a in images.items()}}

@@ -23,7 +23,7 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
-from pipeline.xray.evaluation import LUNG_FIELD_MIN_MM, find_prediction
+from pipeline.xray.evaluation import LUNG_FIELD_MIN_MM, require_prediction
 from pipeline.xray.image_measures import high_pass
 from scripts.chest_data import TEST_SETS, run_manifest
 
@@ -65,10 +65,8 @@ def row_panels(data: Path, test_set: str, models: dict[str, Path], *, index: int
     truth = high_pass(load(Path(record["de_soft_noiseless"])), sigma_px)
     panels = [("SE", high_pass(load(Path(record["se"])), sigma_px)), ("true DE soft", truth)]
     for model, model_dir in models.items():
-        prediction = find_prediction(model_dir / f"predictions_{test_set}", "de_soft", record["projection_id"])
-        if prediction is None:
-            raise InputError(f"{record['subject_id']}: no de_soft prediction for {record['projection_id']} in "
-                             f"{model_dir / f'predictions_{test_set}'}")
+        prediction = require_prediction(model_dir / f"predictions_{test_set}", "de_soft", record["projection_id"],
+                                        subject_id=record.get("subject_id", ""))
         pred = high_pass(load_image_2d(prediction)[0], sigma_px)  # the model's folder as given, not under drr/
         leak = mean_lung_leak(model_dir, test_set)
         panels += [(f"{model}\n(lung-field leak {leak:.2f})", pred), (f"{model}: pred − true", pred - truth)]

@@ -132,11 +132,17 @@ def check_predictions(records: Sequence[Mapping[str, Any]], prediction_dir: str 
                          "run inference with the same --split first")
 
 
-def _load_prediction(record: Mapping[str, Any], prediction_dir: Path, key: str, png_scale: float | None) -> np.ndarray:
-    path = find_prediction(prediction_dir, key, record["image_id"])
+def require_prediction(prediction_dir: Path, key: str, image_id: str, *, subject_id: str) -> Path:
+    """:func:`find_prediction`, or one :class:`InputError` naming the subject, the image and the folder."""
+    path = find_prediction(prediction_dir, key, image_id)
     if path is None:
-        raise InputError(f"{record['subject_id']}: no {key} prediction for {record['image_id']} in "
-                         f"{prediction_dir / key} (expected {record['image_id']}.nii.gz)")
+        raise InputError(f"{subject_id}: no {key} prediction for {image_id} in {prediction_dir / key} "
+                         f"(expected {image_id}.nii.gz)")
+    return path
+
+
+def _load_prediction(record: Mapping[str, Any], prediction_dir: Path, key: str, png_scale: float | None) -> np.ndarray:
+    path = require_prediction(prediction_dir, key, record["image_id"], subject_id=record["subject_id"])
     return load_image_2d(path, png_scale=png_scale, subject_id=record["subject_id"])[0]
 
 
@@ -357,5 +363,5 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
 
 __all__: Sequence[str] = [
     "image_metrics", "bone_leak_fit", "bone_suppression", "edge_gain", "checkerboard_ratio", "fit_se_baseline",
-    "find_prediction", "check_predictions", "evaluate_images", "save_figure", "describe_units", "run_evaluation",
+    "find_prediction", "require_prediction", "check_predictions", "evaluate_images", "save_figure", "describe_units", "run_evaluation",
 ]
