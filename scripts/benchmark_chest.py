@@ -258,8 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
     if args.train_seed == args.test_seed:
         parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
-    if not 0 < args.train_rib_density[0] <= args.train_rib_density[1]:
-        parser.error("--train-rib-density LOW HIGH needs 0 < LOW <= HIGH")
+    from pipeline.data.phantoms.chest import check_rib_density  # the generator's own check, before any rendering
+
+    try:
+        check_rib_density(args.train_rib_density)
+    except ValueError as err:
+        parser.error(f"--train-rib-density {err}")
     if (args.data is None or args.real_variants) and not args.real_ct_dir.is_dir():
         parser.error(f"--real-ct-dir {args.real_ct_dir} is not a folder; fetch the CT with "
                      "python -m scripts.get_chest_ct --out data/chest_ct")

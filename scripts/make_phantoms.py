@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rib_density is not None:
         if args.anatomy != "chest":
             parser.error("--rib-density is for --anatomy chest")
-        low, high = args.rib_density
-        if not 0 < low <= high:
-            parser.error(f"--rib-density {low:g} {high:g}: needs 0 < LOW <= HIGH")
-        write_dataset = partial(write_dataset, rib_density=(low, high))
+        try:
+            rib_density = chest.check_rib_density(args.rib_density)
+        except ValueError as err:
+            parser.error(f"--rib-density {err}")
+        write_dataset = partial(write_dataset, rib_density=rib_density)
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,

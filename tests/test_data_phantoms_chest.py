@@ -128,3 +128,9 @@ def test_raised_arms_lift_the_humeri():
         return int(((subject.ct > 500) & (np.abs(w[..., 0]) > 140) & (w[..., 2] > top - z_mm)).sum())
 
     assert lateral_bone_above(raised, 60.0) > 10 * max(1, lateral_bone_above(side, 60.0))
+
+
+def test_a_rib_density_range_must_be_positive_and_ordered():
+    for bad in ((1.5, 0.8), (0.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError, match="0 < LOW <= HIGH"):
+            make_chest_subject(seed=0, size="tiny", rib_density=bad)

@@ -85,6 +85,14 @@ class ChestSubject:
 RIB_DENSITY_STREAM = 7
 
 
+def check_rib_density(rib_density: tuple[float, float]) -> tuple[float, float]:
+    """``(low, high)`` of a rib-density factor range as floats; ``ValueError`` unless ``0 < low <= high``."""
+    low, high = (float(v) for v in rib_density)
+    if not 0 < low <= high:
+        raise ValueError(f"LOW HIGH needs 0 < LOW <= HIGH, got {low:g} {high:g}")
+    return low, high
+
+
 def subject_id(index: int) -> str:
     """ID of the ``index``-th subject (0-based): 0 -> ``2TP001``."""
     return f"{SUBJECT_ID_PREFIX}{index + 1:03d}"
@@ -177,7 +185,8 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     abdomen_occ = paint_abdomen(canvas, t, rng, np.maximum(inner, z - z_dia), domes, contrast, HU)
 
     heart_occ, _ = paint_heart_and_vessels(canvas, t, rng, domes, contrast, HU, lung_occ)
-    rib_scale = 1.0 if rib_density is None else float(np.random.default_rng([seed, RIB_DENSITY_STREAM]).uniform(*rib_density))
+    rib_scale = 1.0 if rib_density is None else float(
+        np.random.default_rng([seed, RIB_DENSITY_STREAM]).uniform(*check_rib_density(rib_density)))
     rib_occ = paint_skeleton(canvas, t, rng, HU, rib_density=rib_scale)
 
     scan_top = float(rng.uniform(t.rib_z[0] - 25.0 * s, t.rib_z[0] + 35.0 * s)) if rng.random() < 0.4 else None
