@@ -1,5 +1,6 @@
 """Pix2Pix networks and losses for 2D, 2.5D and 3D translation (MR -> CT in [-1, 1])."""
 
+from networks.decomposition import BoneSubtractionUNet
 from networks.discriminators import ConditionalPatchDiscriminator, receptive_field
 from networks.generators import Pix2PixUNet, init_weights
 from networks.losses import (
@@ -12,6 +13,7 @@ from networks.losses import (
 
 __all__ = [
     "ADVERSARIAL_MODES",
+    "BoneSubtractionUNet",
     "ConditionalPatchDiscriminator",
     "Pix2PixGeneratorLoss",
     "Pix2PixUNet",

@@ -82,6 +82,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "resize": {"upsample": "resize"},  # the default since 0.5.3 (kept: the name of the earlier rows)
     "pixelshuffle": {"upsample": "pixelshuffle"},
     "light": {"base_channels": 16},
+    "subtract": {"soft_output": "se_minus_bone"},  # soft = SE - predicted bone + a learned correction
+    "subtract_detail": {"soft_output": "se_minus_bone_detail"},  # soft = SE - the bone's detail (< ~10 mm) + correction
     "crop128": {"patch_size": 128},
     "noiseless": {"noiseless_targets": True},
     "no_detail": {"detail_weight": 0.0},  # the plain L1 alone: the default until 0.5.4

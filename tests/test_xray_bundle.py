@@ -22,7 +22,7 @@ from PIL import Image
 
 from bundle_runner import REPO, bundle_error_line, read_events, readme_commands, run_command
 from bundle_runner import run_bundle as run_bundle_config
-from networks import Pix2PixUNet
+from networks import BoneSubtractionUNet, Pix2PixUNet
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.data import load_records
 from pipeline.xray.inference import DEPredictor
@@ -63,7 +63,7 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
     card = json.loads((out / "models" / "xray_model.json").read_text())
     assert card["target_keys"] == ["de_soft", "de_bone"]
     assert card["network"] == {"num_downs": 4, "base_channels": 8, "upsample": "resize", "attention": False,
-                               "norm": "instance", "dropout": 0.0}
+                               "norm": "instance", "soft_output": "direct", "dropout": 0.0}
     se_max = max(load_image_2d(r["se"]).max() for r in load_records(drr, keys=["se"], split="train"))
     assert card["windows"]["image"][0] <= 0.0 < se_max < card["windows"]["image"][1]
 
@@ -114,6 +114,36 @@ def test_train_infer_evaluate(drr: Path, tmp_path: Path) -> None:
     assert "## de soft" in markdown and "| se_scaled |" in markdown
     with Image.open(evaluation / "figure.png") as figure:
         assert figure.width > 500 and figure.height > 150
+
+
+def test_soft_output_se_minus_bone_trains_and_infers_from_the_card(drr: Path, tmp_path: Path) -> None:
+    from pipeline.xray.data import read_windows
+
+    out = tmp_path / "run"
+    run_bundle("train.json", "--dataset", str(drr), "--output_dir", str(out), "--epochs", "1", "--epoch_length", "2",
+               "--soft_output", "se_minus_bone", *TINY)
+    card = json.loads((out / "models" / "xray_model.json").read_text())
+    assert card["network"]["soft_output"] == "se_minus_bone"
+    infer = ["--input", str(drr), "--split", "val", "--output_dir", str(out)]
+    refused = bundle_error_line(str(CONFIGS / "inference.json"), *infer, "--soft_output", "direct",
+                                "--prediction_dir", str(tmp_path / "other"))
+    assert refused.startswith("error: soft_output = 'direct' was asked for, but the model was trained with "
+                              "soft_output = 'se_minus_bone'")
+    run_bundle("inference.json", *infer)  # the generator from the card: the subtraction included
+    windows = read_windows(card)
+    generator = BoneSubtractionUNet(input_window=windows["image"].as_list(), target_window=windows["target"].as_list(),
+                                    num_downs=4, base_channels=8, upsample="resize", dropout=0.0)
+    generator.load_state_dict(torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True))
+    for record in load_records(drr, keys=["se"], split="val"):
+        se = torch.from_numpy(windows["image"].to_unit(load_image_2d(record["se"])[None].astype(np.float32)))
+        with torch.no_grad():
+            expected = windows["target"].from_unit(generator.eval()(se)[0]).numpy()
+        for channel, key in enumerate(("de_soft", "de_bone")):
+            written = np.asarray(nib.load(out / "predictions" / key / f"{record['image_id']}.nii.gz").dataobj)
+            assert np.allclose(written, expected[channel], atol=1e-4), key
+    bad = bundle_error_line(str(CONFIGS / "train.json"), "--dataset", str(drr), "--output_dir", str(tmp_path / "bad"),
+                            "--soft_output", "bone", *TINY)
+    assert bad == "error: soft_output must be one of direct, se_minus_bone, se_minus_bone_detail, got 'bone'"
 
 
 def test_time_budget_stops_the_run_and_validates_at_the_end(drr: Path, tmp_path: Path) -> None:
@@ -171,7 +201,8 @@ def test_upsample_option_reaches_the_generator(config: str) -> None:
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / config))
-    parser.update({"upsample": "resize", "num_downs": 3, "base_channels": 4})
+    # no dataset here: the windows (which only soft_output se_minus_bone reads) are not fitted
+    parser.update({"upsample": "resize", "num_downs": 3, "base_channels": 4, "windows": None})
     generator = parser.get_parsed_content("generator_def" if config == "train.json" else "network_def")
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in generator.modules())
     parser.update({"upsample": "transpose"})

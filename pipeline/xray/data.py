@@ -66,6 +66,9 @@ TARGET_KEY = "target"
 DEFAULT_IMAGE_KEY = "se"
 DEFAULT_TARGET_KEYS: tuple[str, ...] = ("de_soft", "de_bone")
 MODEL_CARD_NAME = "xray_model.json"
+#: Network settings added to the card after the first cards were written: what those older models were
+#: trained with (:mod:`pipeline.xray.model_card`).
+OLDER_NETWORK_DEFAULTS = {"soft_output": "direct"}
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +264,8 @@ def training_card(records: Sequence[Mapping[str, Any]], *, card_path: str | os.P
             raise InputError(f"{card_path}: stored windows {card['windows']} differ from the configured "
                              f"{ {k: w.as_list() for k, w in fixed.items()} }")
         stored = card.get("network")
-        if network is not None and stored is not None and dict(stored) != dict(network):
+        stored = None if stored is None else {**OLDER_NETWORK_DEFAULTS, **stored}
+        if network is not None and stored is not None and stored != dict(network):
             key = next(k for k in sorted(set(stored) | set(network)) if stored.get(k) != network.get(k))
             raise InputError(f"{card_path}: the model in this output folder was trained with {key} = "
                              f"{stored.get(key)!r}, this run asks for {network.get(key)!r}; use another output_dir")
