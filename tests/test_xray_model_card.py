@@ -103,5 +103,6 @@ def test_make_generator_builds_what_the_card_says(tmp_path):
         make_generator(soft_output="se_minus_bone", windows=None, **unet)
     with pytest.raises(InputError, match="needs the targets de_soft and de_bone, got \\['ct'\\]"):
         make_generator(soft_output="se_minus_bone", windows=windows, target_keys=["ct"], **{**unet, "out_channels": 1})
-    with pytest.raises(InputError, match="soft_output must be one of direct, se_minus_bone, se_minus_bone_detail, got 'bone'"):
+    with pytest.raises(InputError, match="soft_output must be one of direct, se_minus_bone, se_minus_bone_detail, "
+                                         "got 'bone'"):
         network_card(num_downs=4, base_channels=4, upsample="resize", attention=False, dropout=0.0, soft_output="bone")

@@ -1,10 +1,10 @@
 """The X-ray model card's network settings: written by training, obeyed by inference.
 
 Training stores ``network`` (:func:`network_card`: ``num_downs``, ``base_channels``, ``upsample``,
-``attention``, ``norm``, ``soft_output``, and ``dropout`` for the record) in ``models/xray_model.json`` beside the windows
-(:func:`pipeline.xray.data.training_card`). Inference builds the generator from the card
-(:func:`inference_settings`); an inference option given that differs from the card is refused in one
-line naming both values (before this, a mismatch surfaced as a page of state-dict errors). A model
+``attention``, ``norm``, ``soft_output``, and ``dropout`` for the record) in ``models/xray_model.json`` beside
+the windows (:func:`pipeline.xray.data.training_card`). Inference builds the generator from the card
+(:func:`inference_settings`, :func:`make_generator`); an inference option given that differs from the card is
+refused in one line naming both values (before this, a mismatch surfaced as a page of state-dict errors). A model
 trained before cards carried the network runs with the configured values and a warning.
 """
 
@@ -21,7 +21,8 @@ from pipeline.engine.model_card import card_hash, check_settings, find_card, rea
 from pipeline.errors import InputError
 from pipeline.xray.data import MODEL_CARD_NAME, OLDER_NETWORK_DEFAULTS, IntensityWindow, read_windows
 
-__all__ = ["NETWORK_SETTINGS", "SOFT_OUTPUTS", "BONE_DETAIL_SIGMA_PX", "network_card", "inference_settings", "make_generator", "card_windows"]
+__all__ = ["BONE_DETAIL_SIGMA_PX", "NETWORK_SETTINGS", "SOFT_OUTPUTS", "card_windows", "inference_settings",
+           "make_generator", "network_card"]
 
 logger = logging.getLogger(__name__)
 
