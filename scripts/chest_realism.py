@@ -89,19 +89,14 @@ def real_skeleton(ct_path: Path) -> np.ndarray | None:
     return skeleton_mask(labels, pd.read_csv(names_path).set_index("id")["structure"].to_dict())
 
 
-def iodine_share(ct_path: Path, *, size: int) -> float | None:
-    """Share of the real CT's AP bone signal outside its segmented skeleton (dilated by 2 voxels): iodine."""
-    import nibabel as nib
-
+def iodine_share(hu: np.ndarray, affine: np.ndarray, skeleton: np.ndarray, *, size: int) -> float:
+    """Share of the real CT's AP bone signal outside its segmented skeleton (:func:`real_skeleton`, dilated by 2
+    voxels): iodine. ``hu``, ``affine``: the CT as :func:`pipeline.io.volumes.read_volume` gives it."""
     from transforms.drr import decompose_materials
 
-    skeleton = real_skeleton(ct_path)
-    if skeleton is None:
-        return None
-    img = nib.load(ct_path)
-    hu = np.asarray(img.dataobj, dtype=np.float32)
+    hu = np.asarray(hu, dtype=np.float32)
     bone = decompose_materials(torch.from_numpy(hu)[None])[1].numpy()
-    lines = project_ap(hu, img.affine, size=size, volume_spacing_mm=2.0, extra=bone * ~skeleton)
+    lines = project_ap(hu, affine, size=size, volume_spacing_mm=2.0, extra=bone * ~skeleton)
     return float(lines[3].sum() / lines[1].sum())
 
 
@@ -172,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         title = f"phantom {args.seed + i}: {p['contrast']['phase']}, arms {p['arms']}"
         panels.append((title, project_ap(subject.ct, subject.affine, size=args.size)))
     stats = {title: path_statistics(lines) for title, lines in panels}
-    text = markdown(stats, iodine_share(args.real_ct, size=args.size))
+    # the CT and its skeleton read once above, not again for the share
+    share = None if skeleton is None else iodine_share(hu, affine, skeleton, size=args.size)
+    text = markdown(stats, share)
     print(text)
     print(f"figure: {save_figure(panels, args.figure)}")
     if args.table:

@@ -24,14 +24,21 @@ def test_masks_and_statistics_of_a_tiny_phantom():
 
 
 def test_a_labelled_ct_gets_its_iodine_share_and_a_column_without_contrast(tmp_path, capsys):
+    from pipeline.io.volumes import read_volume
     from scripts.chest_realism import iodine_share, main, real_skeleton
     from tests.phantom_fixtures import labelled_chest_ct
 
     ct = labelled_chest_ct(tmp_path / "CXR001") / "ct.nii.gz"
-    assert real_skeleton(ct).any()
-    assert 0.0 < iodine_share(ct, size=32) < 1.0  # an arterial phantom: iodine outside the labelled skeleton
+    skeleton = real_skeleton(ct)
+    assert skeleton.any()
+    hu, affine = read_volume(ct)
+    share = iodine_share(hu, affine, skeleton, size=32)
+    assert 0.0 < share < 1.0  # an arterial phantom: iodine outside the labelled skeleton
     assert main(["--real-ct", str(ct), "--n", "0", "--size", "32", "--figure", str(tmp_path / "f.png")]) == 0
     out = capsys.readouterr().out
     assert "| real CT, contrast removed |" in out and (tmp_path / "f.png").is_file()
+    assert f"{share:.0%} lies outside its segmented skeleton" in out
     (tmp_path / "CXR001" / "mask.nii.gz").unlink()
-    assert real_skeleton(ct) is None and iodine_share(ct, size=32) is None
+    assert real_skeleton(ct) is None
+    assert main(["--real-ct", str(ct), "--n", "0", "--size", "32", "--figure", str(tmp_path / "g.png")]) == 0
+    assert "outside its segmented skeleton" not in capsys.readouterr().out
