@@ -363,5 +363,6 @@ def run_evaluation(*, dataset: str | os.PathLike, prediction_dir: str | os.PathL
 
 __all__: Sequence[str] = [
     "image_metrics", "bone_leak_fit", "bone_suppression", "edge_gain", "checkerboard_ratio", "fit_se_baseline",
-    "find_prediction", "require_prediction", "check_predictions", "evaluate_images", "save_figure", "describe_units", "run_evaluation",
+    "find_prediction", "require_prediction", "check_predictions", "evaluate_images", "save_figure", "describe_units",
+    "run_evaluation",
 ]
