@@ -4,7 +4,7 @@ held-out chest phantoms and on DRRs of the real chest CT.
     python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 256]
         [--train-subjects 24] [--views 24] [--test-views 12] [--physics fixed|random] [--real-ct-dir data/chest_ct]
         [--real-variants] [--train-contrast drawn|none|venous|arterial] [--train-rib-density LOW HIGH]
-        [--data RUN] [--out runs/chest-<time>]
+        [--train-extra-tumours LOW HIGH] [--data RUN] [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
 
@@ -25,6 +25,7 @@ Steps, all through the commands a user runs (printed before they run):
    fitted on the training split, the real CT never trains); ``--train-contrast`` forces the training
    phantoms' contrast phase (the held-out ones keep the drawn mix) and ``--train-rib-density LOW HIGH`` scales
    their ribs' HU by a factor drawn per subject (default 0.8-1.5; the held-out ones keep 1);
+   ``--train-extra-tumours LOW HIGH`` gives each training phantom that many more tumours behind ribs;
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training/validation phantoms: each subject's ribs scaled in HU by a factor drawn from "
                         "[LOW, HIGH] (default %(default)s: less bone left over the lungs, bundle docs section 7; "
                         "1 1 for the phantoms as generated; the held-out phantoms always keep 1)")
+    p.add_argument("--train-extra-tumours", type=int, nargs=2, metavar=("LOW", "HIGH"), default=[0, 0],
+                   help="training/validation phantoms: each subject gets that many more tumours (drawn from [LOW, "
+                        "HIGH]), behind ribs where there is room (default none; the held-out phantoms never)")
     p.add_argument("--train-subjects", type=int, default=24)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
@@ -260,12 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
     if args.train_seed == args.test_seed:
         parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
-    from pipeline.data.phantoms.chest import check_rib_density  # the generator's own check, before any rendering
+    from pipeline.data.phantoms.chest import (  # the generator's own checks, before any rendering
+        check_extra_tumours, check_rib_density)
 
     try:
         check_rib_density(args.train_rib_density)
     except ValueError as err:
         parser.error(f"--train-rib-density {err}")
+    try:
+        check_extra_tumours(args.train_extra_tumours)
+    except ValueError as err:
+        parser.error(f"--train-extra-tumours {err}")
     if (args.data is None or args.real_variants) and not args.real_ct_dir.is_dir():
         parser.error(f"--real-ct-dir {args.real_ct_dir} is not a folder; fetch the CT with "
                      "python -m scripts.get_chest_ct --out data/chest_ct")
@@ -294,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         data = (f"Chest phantoms {args.phantom_size}: {args.train_subjects} train / {args.val_subjects} val "
                 f"(seed {args.train_seed}, contrast {args.train_contrast}"
                 + ", ribs × U({:g}, {:g})".format(*args.train_rib_density)
+                + (", {} to {} extra tumours behind ribs".format(*args.train_extra_tumours)
+                   if max(args.train_extra_tumours) else "")
                 + f") × {args.views} views ({args.physics} "
                 f"physics), {args.test_subjects} "
                 f"held-out (seed {args.test_seed}) and the real CT × {args.test_views} views; DRRs {args.size} px, "

@@ -6,7 +6,7 @@ Example::
     python -m scripts.make_phantoms --out data/phantoms --n 10 --seed 0
     python -m scripts.make_phantoms --out /tmp/ph --n 3 --size tiny --montage /tmp/ph.png
     python -m scripts.make_phantoms --anatomy detailed_head --out data/detailed --n 8 --families spgr mprage t2_tse
-    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10 [--contrast none] [--rib-density 0.8 1.5]
+    python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10 [--contrast none] [--rib-density 0.8 1.5] [--extra-tumours 2 4]
 
 Heads: ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (:mod:`pipeline.data.phantoms.head`). Detailed heads (skull
 base, teeth, MR physics, misregistration; docs/head_phantoms.md): ``OUT/1BD001/{ct,mask,mr}.nii.gz`` with one
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                         help="chest: each subject's ribs scaled in HU by a factor drawn from [LOW, HIGH] (a stream of "
                              "its own: the anatomy stays the seed's); default 1")
+    parser.add_argument("--extra-tumours", type=int, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="chest: each subject gets that many more tumours (drawn from [LOW, HIGH]), behind ribs "
+                             "where there is room (a stream of its own); default none")
     parser.add_argument("--montage", type=Path, default=None, help="PNG montage path (default OUT/montage.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing subject folders")
     return parser
@@ -83,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             parser.error(f"--rib-density {err}")
         write_dataset = partial(write_dataset, rib_density=rib_density)
+    if args.extra_tumours is not None:
+        if args.anatomy != "chest":
+            parser.error("--extra-tumours is for --anatomy chest")
+        try:
+            extra_tumours = chest.check_extra_tumours(args.extra_tumours)
+        except ValueError as err:
+            parser.error(f"--extra-tumours {err}")
+        write_dataset = partial(write_dataset, extra_tumours=extra_tumours)
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,

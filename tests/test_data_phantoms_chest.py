@@ -6,6 +6,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pipeline.data.phantoms.chest import HU, make_chest_subject, subject_id
 
@@ -114,6 +115,30 @@ def test_rib_density_scales_the_ribs_only_and_leaves_every_other_draw_alone():
     assert np.median(plain.ct[changed]) > 150  # bone (marrow and cortex at 5 mm), not soft tissue (<= 60 HU here)
     # the spine is not a rib: the midline behind the heart keeps its HU
     assert not changed[SMALL[0] // 2 - 2 : SMALL[0] // 2 + 3].any()
+
+
+def test_extra_tumours_sit_behind_ribs_and_leave_everything_else_alone():
+    grid = (120, 96, 108)  # 3.3 mm: a rib's cortex is resolved well enough to read on the AP line
+    plain = make_chest_subject(seed=3, size=grid, contrast="none")
+    none = make_chest_subject(seed=3, size=grid, contrast="none", extra_tumours=(0, 0))
+    assert np.array_equal(plain.ct, none.ct) and plain.params == none.params and plain.params["extra_tumours"] == 0
+    more = make_chest_subject(seed=3, size=grid, contrast="none", extra_tumours=(3, 3))
+    n = len(plain.tumours)
+    assert more.params["extra_tumours"] == 3 and len(more.tumours) == n + 3  # this subject has room for all three
+    assert more.tumours[:n] == plain.tumours  # the seed's own tumours first, unchanged
+    extra = more.tumour_labels > n
+    assert np.array_equal(np.where(extra, 0, more.tumour_labels), plain.tumour_labels)
+    changed = more.ct != plain.ct
+    near = ndimage.distance_transform_edt(~extra) <= 3  # partial volume and the scanner PSF reach a little beyond
+    assert changed.any() and not (changed & ~near).any()  # the new tumours, nothing else
+    for t in more.tumours[n:]:
+        # the AP line through each new tumour's centre meets bone (> 200 HU; no iodine here), as the flag says
+        i, j, k = np.rint(np.linalg.solve(more.affine[:3, :3], np.asarray(t.centre_mm) - more.affine[:3, 3])).astype(int)
+        assert t.behind_rib_ap and t.overlap == "rib" and more.ct[i, :, k].max() > 200
+        assert 5.0 <= t.diameter_mm <= 40.0 and (more.tumour_labels == t.label).any()
+    for bad in ((2, 1), (-1, 2), (0, 21), (1.5, 2)):
+        with pytest.raises(ValueError, match="0 <= LOW <= HIGH"):
+            make_chest_subject(seed=0, size="tiny", extra_tumours=bad)
 
 
 def test_raised_arms_lift_the_humeri():

@@ -84,3 +84,14 @@ def test_cli_scales_the_ribs_of_chests_only(tmp_path):
             main(["--out", str(tmp_path / "d"), "--n", "1", "--size", "tiny", *bad])
     with pytest.raises(SystemExit):
         make_phantoms_main(["--anatomy", "head", "--out", str(tmp_path / "h"), "--n", "1", "--rib-density", "1", "1"])
+
+
+def test_cli_adds_tumours_to_chests_only(tmp_path):
+    assert main(["--out", str(tmp_path / "c"), "--n", "1", "--size", "tiny", "--extra-tumours", "2", "2"]) == 0
+    info = json.loads((tmp_path / "c" / "2TP001" / "tumours.json").read_text())
+    assert info["params"]["extra_tumours"] == 2 and len(info["tumours"]) >= 3
+    for bad in (["--extra-tumours", "3", "1"], ["--extra-tumours", "-1", "1"]):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "d"), "--n", "1", "--size", "tiny", *bad])
+    with pytest.raises(SystemExit):
+        make_phantoms_main(["--anatomy", "head", "--out", str(tmp_path / "h"), "--n", "1", "--extra-tumours", "1", "1"])

@@ -138,6 +138,14 @@ def test_training_rib_density_must_be_a_range_of_positive_factors(tmp_path: Path
     assert not (tmp_path / "run").exists()
 
 
+def test_training_extra_tumours_must_be_an_ordered_count_range(tmp_path: Path, capsys):
+    for bad in (["3", "1"], ["-1", "2"]):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "run"), "--train-extra-tumours", *bad])
+        assert "--train-extra-tumours LOW HIGH needs whole numbers 0 <= LOW <= HIGH" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_overrides_and_cells():
     assert parse_overrides(["num_downs=4", "upsample=resize"]) == {"num_downs": "4", "upsample": "resize"}
     with pytest.raises(ValueError, match="KEY=VALUE"):

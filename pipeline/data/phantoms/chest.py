@@ -83,6 +83,8 @@ class ChestSubject:
 
 #: Second entry of the seed of the rib-density draw (``make_chest_subject(rib_density=...)``): a stream of its own.
 RIB_DENSITY_STREAM = 7
+#: Second entry of the seed of the extra tumours' draws (``make_chest_subject(extra_tumours=...)``).
+EXTRA_TUMOUR_STREAM = 8
 
 
 def check_rib_density(rib_density: tuple[float, float]) -> tuple[float, float]:
@@ -93,13 +95,22 @@ def check_rib_density(rib_density: tuple[float, float]) -> tuple[float, float]:
     return low, high
 
 
+def check_extra_tumours(extra_tumours: tuple[int, int]) -> tuple[int, int]:
+    """``(low, high)`` of an extra-tumour count range as ints; ``ValueError`` unless ``0 <= low <= high <= 20``."""
+    low, high = extra_tumours
+    if not (float(low).is_integer() and float(high).is_integer() and 0 <= low <= high <= 20):
+        raise ValueError(f"LOW HIGH needs whole numbers 0 <= LOW <= HIGH <= 20, got {low:g} {high:g}")
+    return int(low), int(high)
+
+
 def subject_id(index: int) -> str:
     """ID of the ``index``-th subject (0-based): 0 -> ``2TP001``."""
     return f"{SUBJECT_ID_PREFIX}{index + 1:03d}"
 
 
 def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default", contrast: str | None = None,
-                       arms: str | None = None, rib_density: tuple[float, float] | None = None) -> ChestSubject:
+                       arms: str | None = None, rib_density: tuple[float, float] | None = None,
+                       extra_tumours: tuple[int, int] | None = None) -> ChestSubject:
     """Generate one chest CT phantom with tumour labels, deterministic in ``seed``.
 
     ``size``: ``"default"`` (160 x 128 x 144 at 2.5 mm), ``"tiny"`` (50 x 40 x 45 at 8 mm, for tests),
@@ -107,7 +118,11 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     "arterial") and ``arms`` ("side", "raised") force what is otherwise drawn from the seed; the rest of
     the subject stays the same. ``rib_density`` ``(low, high)``: the ribs' HU scaled by a factor drawn
     uniformly from that range, from a generator of its own (the anatomy and every other draw stay those of
-    the seed; None: 1, the default phantoms).
+    the seed; None: 1, the default phantoms). ``extra_tumours`` ``(low, high)``: that many more tumours (a count
+    drawn uniformly, both ends included), each behind a rib in the AP direction where there is room, drawn from a
+    generator of their own after the seed's 1-4 (everything else stays the seed's; None: none). Training
+    phantoms with more nodules behind ribs teach a decomposition that a compact density under a rib is soft
+    tissue, not bone (bundle docs of xray_dual_energy, section 7).
     """
     rng = np.random.default_rng(seed)
     shape, spacing = phantom_grid(size, sizes=SIZES, fov_mm=FOV_MM, min_voxels=16, what="chest phantom")
@@ -193,8 +208,14 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     if scan_top is not None:  # the scan range ends in the upper chest: nothing above it
         for volume, value in ((canvas.hu, HU["air"]), (inside, False), (lung_occ, 0.0)):
             volume[..., axes[2] > scan_top] = value
-    tumours, labels = _place_tumours(rng, canvas, lung_occ * (1.0 - canvas.claimed), {"rib": rib_occ, "heart": heart_occ,
-                                                             "diaphragm": abdomen_occ}, spacing)
+    overlaps = {"rib": rib_occ, "heart": heart_occ, "diaphragm": abdomen_occ}
+    tumours, labels = _place_tumours(rng, canvas, lung_occ * (1.0 - canvas.claimed), overlaps, spacing)
+    n_extra = 0
+    if extra_tumours is not None:
+        extra_rng = np.random.default_rng([seed, EXTRA_TUMOUR_STREAM])
+        n_extra = int(extra_rng.integers(check_extra_tumours(extra_tumours)[0], extra_tumours[1] + 1))
+        tumours, labels = _place_tumours(extra_rng, canvas, lung_occ * (1.0 - canvas.claimed), overlaps, spacing,
+                                         count=n_extra, behind_rib=True, placed=(tumours, labels))
     hu = ndimage.gaussian_filter(canvas.hu, 0.5)  # scanner PSF
     hu += rng.standard_normal(hu.shape).astype(np.float32) * CT_NOISE_SD_HU * inside
     hu = np.where(inside, hu, HU["air"])
@@ -209,32 +230,37 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
               "rib_cage_half_width_mm": float(t.a_max), "rib_cage_half_depth_mm": float(t.b_max),
               "arms": "raised" if t.arms_raised else "side", "kyphosis_mm": t.kyphosis_mm,
               "scoliosis_mm": t.scoliosis_mm, "table": table, "scan_top_mm": scan_top,
-              "contrast": {k: v for k, v in contrast.items()}, "rib_density": rib_scale}
+              "contrast": {k: v for k, v in contrast.items()}, "rib_density": rib_scale,
+              "extra_tumours": n_extra}
     return ChestSubject(ct=np.clip(np.rint(hu[::-1]), -1024, 3071).astype(np.int16),
                         tumour_labels=np.ascontiguousarray(labels[::-1]), affine=affine, tumours=tumours, params=params)
 
 
 def _place_tumours(rng: np.random.Generator, canvas: Canvas, lung_free: np.ndarray, overlaps: dict[str, np.ndarray],
-                   spacing: np.ndarray) -> tuple[list[Tumour], np.ndarray]:
+                   spacing: np.ndarray, *, count: int | None = None, behind_rib: bool = False,
+                   placed: tuple[list[Tumour], np.ndarray] | None = None) -> tuple[list[Tumour], np.ndarray]:
     """1-4 tumours (diameters log-uniform 5-40 mm; 3 in 4 solid, else subsolid) fully inside a lung, 5 mm
     apart: tumour 1 behind a rib in the AP direction, tumour 2 clear of rib, heart and diaphragm, tumour 3
     behind the heart or the diaphragm, when possible. ``lung_free``: lung occupancy less what was painted
     into it later (heart, vessels, airways, bones), whatever their HU, so contrast does not move the
-    tumours; ``overlaps``: occupancy of ribs, heart and abdomen. Returns frame-mm tumours + labels."""
+    tumours; ``overlaps``: occupancy of ribs, heart and abdomen. ``count`` tumours instead of the drawn
+    1-4, every one behind a rib where possible with ``behind_rib``, added to the ``placed`` tumours and labels
+    (5 mm from them too). Returns frame-mm tumours + labels."""
     x, y, z = canvas.axes
     lung = lung_free > 0.5
     depth = ndimage.distance_transform_edt(lung, sampling=spacing)  # mm to the lung's edge
     ap_mm = {name: occ.sum(axis=1) * spacing[1] for name, occ in overlaps.items()}  # (X, Z): along each AP line
-    labels = np.zeros(canvas.hu.shape, dtype=np.uint8)
-    tumours: list[Tumour] = []
-    for index in range(int(rng.integers(1, 5))):
+    labels = np.zeros(canvas.hu.shape, dtype=np.uint8) if placed is None else placed[1].copy()
+    tumours: list[Tumour] = [] if placed is None else list(placed[0])
+    for index in range(int(rng.integers(1, 5)) if count is None else count):
         diameter = float(np.exp(rng.uniform(np.log(5.0), np.log(40.0))))
         density = float(rng.uniform(0.0, 60.0) if rng.random() < 0.75 else rng.uniform(-450.0, -200.0))
         candidates = np.argwhere(depth >= diameter / 2 + 3.0)
         if len(candidates):
             on = {name: a[candidates[:, 0], candidates[:, 2]] for name, a in ap_mm.items()}
             behind_organ = (on["heart"] >= 20.0) | (on["diaphragm"] >= 20.0)
-            want = {0: on["rib"] >= 5.0, 1: (on["rib"] < 5.0) & ~behind_organ, 2: behind_organ}.get(index)
+            want = (on["rib"] >= 5.0 if behind_rib else
+                    {0: on["rib"] >= 5.0, 1: (on["rib"] < 5.0) & ~behind_organ, 2: behind_organ}.get(index))
             if want is not None and want.any():
                 candidates = candidates[want]
         rng.shuffle(candidates)

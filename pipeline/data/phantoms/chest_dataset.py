@@ -23,7 +23,8 @@ from pipeline.io.volumes import write_nifti
 
 def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
                         size: str | tuple[int, int, int] = "default", contrast: str | None = None,
-                        rib_density: tuple[float, float] | None = None, overwrite: bool = False,
+                        rib_density: tuple[float, float] | None = None,
+                        extra_tumours: tuple[int, int] | None = None, overwrite: bool = False,
                         progress: bool = False) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/{ct,tumours}.nii.gz`` + ``tumours.json``; return the folders.
 
@@ -31,13 +32,15 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
     ``tumours.json`` = {"params": ..., "tumours": [{label, centre_mm (RAS), diameter_mm, behind_rib_ap}]}.
     Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``); ``contrast`` forces
     every subject's contrast phase (``make_chest_subject``; None: drawn, the anatomy is the same either way) and
-    ``rib_density`` ``(low, high)`` scales each subject's ribs by a factor drawn from that range. Raises
+    ``rib_density`` ``(low, high)`` scales each subject's ribs by a factor drawn from that range and
+    ``extra_tumours`` ``(low, high)`` adds that many tumours behind ribs (``make_chest_subject``). Raises
     ``FileExistsError`` before writing anything if a subject folder exists and not ``overwrite``.
     """
     folders = []
     for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
                                                 progress=progress, desc="chest phantoms"):
-        subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density)
+        subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density,
+                                     extra_tumours=extra_tumours)
         # overwrite=True per file: the folder-level overwrite was checked above
         write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
         write_nifti(subject.tumour_labels, subject.affine, folder / "tumours.nii.gz", overwrite=True)
