@@ -48,6 +48,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "width16": {"base_channels": 16},
     # what the narrower network's speed buys instead of iterations: whole slices, more crops per step
     "width16_fov256": {"base_channels": 16, "patch_size": 256, "samples_per_volume": 1},
+    # a share of the crops centred on air or bone, where the held-out error lies (issue 19)
+    "air_bone": {"air_bone_fraction": 0.5},
     "batch8": {"batch_size": 4},  # 4 x 2 crops: the default since 0.4.4 (two runs against 0.4.3's 2 x 2)
     "batch4": {"batch_size": 2},  # 0.4.3's default
     "width16_batch8": {"base_channels": 16, "batch_size": 4},

@@ -100,6 +100,32 @@ def test_centres_inside_the_mask_at_the_asked_rate_and_every_slice_is_a_centre()
         assert torch.all(mask == fraction)
 
 
+def test_air_bone_crops_are_centred_on_air_or_bone_inside_the_body_at_the_asked_rate():
+    subjects = make_subjects()
+    for subject in subjects:  # soft tissue (40 HU) but a block of air beside one of bone, inside the mask
+        ct = torch.full_like(subject["ct"], 40)
+        x = subject["ct"].shape[1]
+        ct[0, 4 : x // 2, 3:9], ct[0, x // 2 : x - 4, 3:9] = -900, 1200
+        subject["ct"] = ct
+    block = [(s["ct"][0].numpy() != 40) for s in subjects]
+    assert all(bool(s["mask"][0].numpy()[b].all()) for s, b in zip(subjects, block))  # the blocks lie in the body
+
+    def centres(fraction: float) -> np.ndarray:  # one-voxel windows: the crop's voxel is the drawn centre
+        draws = sampler(subjects, spatial_size=(1, 1, 5), batch_size=50, samples_per_volume=4,
+                        air_bone_fraction=fraction)
+        return np.concatenate([locate(draws.draw()["mr"][:, 2, 0, 0], subjects) for _ in range(3)])
+
+    on_block = lambda where: np.array([block[s][x, y, z] for s, x, y, z in where])  # noqa: E731
+    assert on_block(centres(1.0)).all()  # the blocks fill 33 % and 60 % of the mask boxes: 32 probes find them
+    base = on_block(centres(0.0)).mean()  # crops that land there anyway
+    assert 0.1 < base < 0.5
+    share = on_block(centres(0.5)).mean()  # 600 draws each
+    assert abs(share - (0.5 + 0.5 * base)) < 0.08, (share, base)
+    # without the option nothing more is drawn: the stream of crops is a plain sampler's
+    plain, off = sampler(subjects).draw(), sampler(subjects, air_bone_fraction=0.0).draw()
+    assert all(torch.equal(plain[k], off[k]) for k in plain)
+
+
 def test_end_slabs_replicate_edge_slices_exactly_as_inference_builds_them():
     subjects = make_subjects(SHAPES[:1])
     draws = sampler(subjects, batch_size=100, samples_per_volume=2, pos_fraction=1.0)
@@ -219,6 +245,8 @@ def test_memory_estimate_and_storage_choice(monkeypatch):
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="pos_fraction"):
         sampler(pos_fraction=1.5)
+    with pytest.raises(ValueError, match="air_bone_fraction"):
+        sampler(air_bone_fraction=-0.1)
     with pytest.raises(ValueError, match="batch_size"):
         sampler(batch_size=0)
     with pytest.raises(ValueError, match="batches_per_draw"):

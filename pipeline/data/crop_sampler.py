@@ -14,6 +14,9 @@ with a few index computations and one gather per image:
   with ``probes`` random points per crop, inside the mask's bounding box or anywhere in the volume (no
   per-voxel index arrays, which would cost 8 bytes per voxel). When none of a crop's probes lands on the
   asked side (a region under ~10 % of the sampled box: 0.9 ** 32 = 3 %), its first probe is kept;
+- optionally (``air_bone_fraction``) a share of the crops centred on air or bone inside the mask (CT below
+  :data:`AIR_BELOW_HU` or from :data:`BONE_FROM_HU`, the evaluation's regions), where an MR-only model errs
+  most (the air-bone ambiguity of MR); the same probes, asked for such a voxel;
 - a plane per crop (the slab axis, :data:`transforms.plane.PLANE_AXES`) and a left-right flip along the
   patient's x axis, wherever the plane put it;
 - windows shifted inside the volume in-plane (edge voxels replicated when the volume is smaller than the
@@ -57,6 +60,8 @@ BYTES_PER_VOXEL = 4 + 2 + 1
 DEVICE_FRACTION = 0.5
 #: Random points tried per crop centre.
 PROBES = 32
+#: Air and bone for ``air_bone_fraction``: the evaluation's regions (air < -200 HU <= soft tissue < 250 HU <= bone).
+AIR_BELOW_HU, BONE_FROM_HU = -200, 250
 
 
 def bank_bytes(shapes: Sequence[Sequence[int]]) -> int:
@@ -158,6 +163,9 @@ class BodyCropSampler:
             rotated in-plane by up to ``rotation_deg`` and scaled by up to ``1 +- scale_fraction`` about its
             centre, every image alike (MR and CT bilinear, the mask by a weighted vote); the slab axis is
             untouched. 0 (default): crops are exact voxel windows.
+        air_bone_fraction: probability that a crop is centred on an air or bone voxel inside the mask
+            (:data:`AIR_BELOW_HU`, :data:`BONE_FROM_HU`) instead of anywhere inside or outside it; 0 (default)
+            draws nothing for it, so the stream of crops is that of a sampler without the option.
         position_channels: 2D/2.5D: append each crop pixel's position in its subject's body box as three MR
             channels ``(|x|, y, z)`` after the slab's (:mod:`transforms.position`; rotated crops get the
             interpolated position), so the MR is ``(N, k + 3, P, P)``; not augmented.
@@ -171,8 +179,9 @@ class BodyCropSampler:
                  pos_fraction: float = 0.9, flip_prob: float = 0.5, seed: int = 0, probes: int = PROBES,
                  channels_slab: bool = True, augment: Callable[..., torch.Tensor] | None = None,
                  spatial_prob: float = 0.0, rotation_deg: float = 10.0, scale_fraction: float = 0.1,
-                 batches_per_draw: int = 1, position_channels: bool = False) -> None:
-        for name, value in (("pos_fraction", pos_fraction), ("flip_prob", flip_prob), ("spatial_prob", spatial_prob)):
+                 batches_per_draw: int = 1, position_channels: bool = False, air_bone_fraction: float = 0.0) -> None:
+        for name, value in (("pos_fraction", pos_fraction), ("flip_prob", flip_prob), ("spatial_prob", spatial_prob),
+                            ("air_bone_fraction", air_bone_fraction)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if int(batch_size) < 1 or int(samples_per_volume) < 1 or int(batches_per_draw) < 1:
@@ -184,6 +193,7 @@ class BodyCropSampler:
         self.planes = check_planes(planes)
         self.batch_size, self.samples_per_volume = int(batch_size), int(samples_per_volume)
         self.pos_fraction, self.flip_prob = float(pos_fraction), float(flip_prob)
+        self.air_bone_fraction = float(air_bone_fraction)
         self.probes = int(probes)
         self.channels_slab = bool(channels_slab)
         if augment is not None and not self.channels_slab:
@@ -231,9 +241,14 @@ class BodyCropSampler:
 
     def _centres(self, subjects: torch.Tensor) -> torch.Tensor:
         """``(N, 3)`` RAS voxel centres: inside the mask with probability ``pos_fraction`` (drawn in its box),
-        else outside (drawn anywhere); the first of ``probes`` random points on the asked side."""
+        else outside (drawn anywhere), or on air or bone inside it with probability ``air_bone_fraction``; the
+        first of ``probes`` random points on the asked side."""
         bank, n = self.bank, subjects.shape[0]
         inside = self._uniform(n) < self.pos_fraction
+        air_bone = None
+        if self.air_bone_fraction > 0:  # drawn only then: without the option the stream is the same as before it
+            air_bone = self._uniform(n) < self.air_bone_fraction
+            inside = inside | air_bone
         shape, box = bank.shapes[subjects], bank.boxes[subjects]
         low = torch.where(inside[:, None], box[..., 0], 0)
         high = torch.where(inside[:, None], box[..., 1], shape)
@@ -241,6 +256,9 @@ class BodyCropSampler:
         points = torch.minimum(points, high[:, None] - 1)  # float rounding must not reach the upper bound
         linear = bank.offsets[subjects][:, None] + (points * bank.strides[subjects][:, None]).sum(-1)
         wanted = (bank.mask.take(linear) > 0) == inside[:, None]
+        if air_bone is not None:
+            hu = bank.ct.take(linear)
+            wanted &= ~air_bone[:, None] | (hu < AIR_BELOW_HU) | (hu >= BONE_FROM_HU)
         first = wanted.to(torch.uint8).argmax(dim=1)  # the first probe on the asked side (0 if none is)
         return points[torch.arange(n, device=points.device), first]
 

@@ -142,6 +142,7 @@ def training_sampler(
     mr_augmentation: str | None = None,
     spatial_augmentation: bool = False,
     position_channels: bool = False,
+    air_bone_fraction: float = 0.0,
     progress: bool = True,
 ) -> BodyCropSampler:
     """Endless training batches of ``batch_size * samples_per_volume`` crops cut on ``device``
@@ -158,7 +159,8 @@ def training_sampler(
     ``spatial_augmentation`` (2D/2.5D): half of the crops rotated in-plane by up to 10 degrees and scaled by
     up to 10 %, every image alike (:class:`~pipeline.data.crop_sampler.BodyCropSampler`).
     ``position_channels`` (2D/2.5D): each pixel's position in the body box follows the MR slab as three more
-    channels (:mod:`transforms.position`). Batches: MR ``(N, k, P, P)`` ([-1, 1]; ``(N, k + 3, P, P)`` with
+    channels (:mod:`transforms.position`). ``air_bone_fraction``: that share of the crops is centred on air or
+    bone inside the body (CT < -200 or >= 250 HU), where the air-bone ambiguity of MR puts the error. Batches: MR ``(N, k, P, P)`` ([-1, 1]; ``(N, k + 3, P, P)`` with
     position channels), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D ``(N, 1, P, P, P)`` each.
     On CUDA :data:`BATCHES_PER_DRAW` iterations' crops are cut at once. 3D mode trains without augmentation (a
     warning says so when the options ask for it, as train.json's defaults do).
@@ -183,7 +185,8 @@ def training_sampler(
         samples_per_volume=samples_per_volume, pos_fraction=foreground_fraction, flip_prob=0.5 if flip_lr else 0.0,
         seed=seed, channels_slab=mode != "3d", augment=augment, spatial_prob=0.5 if spatial else 0.0,
         batches_per_draw=BATCHES_PER_DRAW["cuda" if bank.device.type == "cuda" else "cpu"],
-        position_channels=as_flag(position_channels, name="position_channels"))
+        position_channels=as_flag(position_channels, name="position_channels"),
+        air_bone_fraction=float(air_bone_fraction))
 
 
 def validation_transforms(*, target_spacing: Sequence[float] | None = None) -> Compose:
