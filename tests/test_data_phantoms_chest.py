@@ -133,7 +133,8 @@ def test_extra_tumours_sit_behind_ribs_and_leave_everything_else_alone():
     assert changed.any() and not (changed & ~near).any()  # the new tumours, nothing else
     for t in more.tumours[n:]:
         # the AP line through each new tumour's centre meets bone (> 200 HU; no iodine here), as the flag says
-        i, j, k = np.rint(np.linalg.solve(more.affine[:3, :3], np.asarray(t.centre_mm) - more.affine[:3, 3])).astype(int)
+        ijk = np.linalg.solve(more.affine[:3, :3], np.asarray(t.centre_mm) - more.affine[:3, 3])
+        i, _, k = np.rint(ijk).astype(int)
         assert t.behind_rib_ap and t.overlap == "rib" and more.ct[i, :, k].max() > 200
         assert 5.0 <= t.diameter_mm <= 40.0 and (more.tumour_labels == t.label).any()
     for bad in ((2, 1), (-1, 2), (0, 21), (1.5, 2)):

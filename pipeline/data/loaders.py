@@ -160,8 +160,9 @@ def training_sampler(
     up to 10 %, every image alike (:class:`~pipeline.data.crop_sampler.BodyCropSampler`).
     ``position_channels`` (2D/2.5D): each pixel's position in the body box follows the MR slab as three more
     channels (:mod:`transforms.position`). ``air_bone_fraction``: that share of the crops is centred on air or
-    bone inside the body (CT < -200 or >= 250 HU), where the air-bone ambiguity of MR puts the error. Batches: MR ``(N, k, P, P)`` ([-1, 1]; ``(N, k + 3, P, P)`` with
-    position channels), CT ``(N, 1, P, P)`` in [-1, 1], mask ``(N, 1, P, P)``; in 3D ``(N, 1, P, P, P)`` each.
+    bone inside the body (CT < -200 or >= 250 HU), where the air-bone ambiguity of MR puts the error.
+    Batches: MR ``(N, k, P, P)`` ([-1, 1]; ``(N, k + 3, P, P)`` with position channels), CT ``(N, 1, P, P)``
+    in [-1, 1], mask ``(N, 1, P, P)``; in 3D ``(N, 1, P, P, P)`` each.
     On CUDA :data:`BATCHES_PER_DRAW` iterations' crops are cut at once. 3D mode trains without augmentation (a
     warning says so when the options ask for it, as train.json's defaults do).
     """
