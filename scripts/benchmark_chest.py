@@ -25,7 +25,8 @@ Steps, all through the commands a user runs (printed before they run):
    fitted on the training split, the real CT never trains); ``--train-contrast`` forces the training
    phantoms' contrast phase (the held-out ones keep the drawn mix) and ``--train-rib-density LOW HIGH`` scales
    their ribs' HU by a factor drawn per subject (default 0.8-1.5; the held-out ones keep 1);
-   ``--train-extra-tumours LOW HIGH`` gives each training phantom that many more tumours behind ribs;
+   ``--train-extra-tumours LOW HIGH`` gives each training phantom that many more tumours behind ribs (default
+   2-4; the held-out ones get none);
    ``--real-variants`` renders the real CT's deformed variants (``<ID>-Dnn``) with ``--views`` each and
    adds them to the training split of both manifests (``drr_variants/``): the real-CT test then shows what
    real anatomy in training buys, but is the same patient, no longer held out (its heading says so);
@@ -214,6 +215,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
 #: Rib density factor range of the training phantoms (``--train-rib-density``): chosen by two pairs of 20-minute runs
 #: against 1 (bundle docs, section 7, 2026-12-05).
 TRAIN_RIB_DENSITY = (0.8, 1.5)
+#: Extra tumours behind ribs per training phantom (``--train-extra-tumours``): chosen by two pairs of 20-minute runs
+#: against none (bundle docs, section 7, 2026-12-05).
+TRAIN_EXTRA_TUMOURS = (2, 4)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,9 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training/validation phantoms: each subject's ribs scaled in HU by a factor drawn from "
                         "[LOW, HIGH] (default %(default)s: less bone left over the lungs, bundle docs section 7; "
                         "1 1 for the phantoms as generated; the held-out phantoms always keep 1)")
-    p.add_argument("--train-extra-tumours", type=int, nargs=2, metavar=("LOW", "HIGH"), default=[0, 0],
+    p.add_argument("--train-extra-tumours", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                   default=list(TRAIN_EXTRA_TUMOURS),
                    help="training/validation phantoms: each subject gets that many more tumours (drawn from [LOW, "
-                        "HIGH]), behind ribs where there is room (default none; the held-out phantoms never)")
+                        "HIGH]), behind ribs where there is room (default %(default)s: the real chest predicted "
+                        "better, bundle docs section 7; 0 0 for none; the held-out phantoms never get them)")
     p.add_argument("--train-subjects", type=int, default=24)
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)

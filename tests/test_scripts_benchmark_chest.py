@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scripts.benchmark_chest import RECIPES, main, parse_overrides, result_rows, scores, write_markdown
+from scripts.benchmark_chest import RECIPES, build_parser, main, parse_overrides, result_rows, scores, write_markdown
 from scripts.benchmark_common import cell
 from scripts.chest_data import real_ct_list, relocated, reused_data, write_manifest
 from scripts.quality_recipes import RECIPES as QUALITY_RECIPES
@@ -144,6 +144,7 @@ def test_training_extra_tumours_must_be_an_ordered_count_range(tmp_path: Path, c
             main(["--out", str(tmp_path / "run"), "--train-extra-tumours", *bad])
         assert "--train-extra-tumours LOW HIGH needs whole numbers 0 <= LOW <= HIGH" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    assert build_parser().parse_args([]).train_extra_tumours == [2, 4]  # the measured default (bundle docs)
 
 
 def test_overrides_and_cells():
