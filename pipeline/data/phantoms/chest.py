@@ -213,9 +213,11 @@ def make_chest_subject(*, seed: int, size: str | tuple[int, int, int] = "default
     n_extra = 0
     if extra_tumours is not None:
         extra_rng = np.random.default_rng([seed, EXTRA_TUMOUR_STREAM])
-        n_extra = int(extra_rng.integers(check_extra_tumours(extra_tumours)[0], extra_tumours[1] + 1))
+        drawn = int(extra_rng.integers(check_extra_tumours(extra_tumours)[0], extra_tumours[1] + 1))
+        before = len(tumours)
         tumours, labels = _place_tumours(extra_rng, canvas, lung_occ * (1.0 - canvas.claimed), overlaps, spacing,
-                                         count=n_extra, behind_rib=True, placed=(tumours, labels))
+                                         count=drawn, behind_rib=True, placed=(tumours, labels))
+        n_extra = len(tumours) - before  # placed: a small lung may lack room for all of them
     hu = ndimage.gaussian_filter(canvas.hu, 0.5)  # scanner PSF
     hu += rng.standard_normal(hu.shape).astype(np.float32) * CT_NOISE_SD_HU * inside
     hu = np.where(inside, hu, HU["air"])
