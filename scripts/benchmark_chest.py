@@ -215,8 +215,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
 #: Rib density factor range of the training phantoms (``--train-rib-density``): chosen by two pairs of 20-minute runs
 #: against 1 (bundle docs, section 7, 2026-12-05).
 TRAIN_RIB_DENSITY = (0.8, 1.5)
-#: Extra tumours behind ribs per training phantom (``--train-extra-tumours``): chosen by two pairs of 20-minute runs
-#: against none (bundle docs, section 7, 2026-12-05).
+#: Extra tumours behind ribs per training phantom (``--train-extra-tumours``): chosen by three 20-minute runs against
+#: five without them (bundle docs, section 7, 2026-12-05).
 TRAIN_EXTRA_TUMOURS = (2, 4)
 
 
