@@ -74,26 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size {size!r}: {args.anatomy} phantoms come in {', '.join(sorted(sizes))}")
     if args.anatomy == "detailed_head":
         write_dataset = partial(write_dataset, families=tuple(args.families))
-    if args.contrast is not None:
+    # chest-only options: (value, flag, check of the value or None)
+    chest_options = {"contrast": (args.contrast, "--contrast", None),
+                     "rib_density": (args.rib_density, "--rib-density", chest.check_rib_density),
+                     "extra_tumours": (args.extra_tumours, "--extra-tumours", chest.check_extra_tumours)}
+    for key, (value, flag, check) in chest_options.items():
+        if value is None:
+            continue
         if args.anatomy != "chest":
-            parser.error("--contrast is for --anatomy chest")
-        write_dataset = partial(write_dataset, contrast=args.contrast)
-    if args.rib_density is not None:
-        if args.anatomy != "chest":
-            parser.error("--rib-density is for --anatomy chest")
+            parser.error(f"{flag} is for --anatomy chest")
         try:
-            rib_density = chest.check_rib_density(args.rib_density)
+            write_dataset = partial(write_dataset, **{key: value if check is None else check(value)})
         except ValueError as err:
-            parser.error(f"--rib-density {err}")
-        write_dataset = partial(write_dataset, rib_density=rib_density)
-    if args.extra_tumours is not None:
-        if args.anatomy != "chest":
-            parser.error("--extra-tumours is for --anatomy chest")
-        try:
-            extra_tumours = chest.check_extra_tumours(args.extra_tumours)
-        except ValueError as err:
-            parser.error(f"--extra-tumours {err}")
-        write_dataset = partial(write_dataset, extra_tumours=extra_tumours)
+            parser.error(f"{flag} {err}")
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,
