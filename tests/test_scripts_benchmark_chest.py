@@ -130,21 +130,22 @@ def test_reused_data_needs_both_manifests_of_an_earlier_run(tmp_path: Path):
     assert reused_data(tmp_path / "run")["real_unenhanced"] == tmp_path / "run" / "drr_unenhanced" / "real_unenhanced.csv"
 
 
-def test_training_rib_density_must_be_a_range_of_positive_factors(tmp_path: Path, capsys):
-    for bad in (["1.5", "0.8"], ["0", "1"]):
+@pytest.mark.parametrize("flag, bad_ranges, message", [
+    ("--train-rib-density", (["1.5", "0.8"], ["0", "1"]), "needs 0 < LOW <= HIGH"),
+    ("--train-extra-tumours", (["3", "1"], ["-1", "2"]), "needs whole numbers 0 <= LOW <= HIGH"),
+])
+def test_training_phantom_ranges_are_refused_in_one_line_before_anything_is_written(
+        tmp_path: Path, capsys, flag: str, bad_ranges, message: str):
+    for bad in bad_ranges:
         with pytest.raises(SystemExit):
-            main(["--out", str(tmp_path / "run"), "--train-rib-density", *bad])
-        assert "--train-rib-density LOW HIGH needs 0 < LOW <= HIGH" in capsys.readouterr().err
+            main(["--out", str(tmp_path / "run"), flag, *bad])
+        assert f"{flag} LOW HIGH {message}" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
-def test_training_extra_tumours_must_be_an_ordered_count_range(tmp_path: Path, capsys):
-    for bad in (["3", "1"], ["-1", "2"]):
-        with pytest.raises(SystemExit):
-            main(["--out", str(tmp_path / "run"), "--train-extra-tumours", *bad])
-        assert "--train-extra-tumours LOW HIGH needs whole numbers 0 <= LOW <= HIGH" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
-    assert build_parser().parse_args([]).train_extra_tumours == [2, 4]  # the measured default (bundle docs)
+def test_training_phantom_defaults_are_the_measured_ones():
+    args = build_parser().parse_args([])  # bundle docs, section 7
+    assert args.train_rib_density == [0.8, 1.5] and args.train_extra_tumours == [2, 4]
 
 
 def test_overrides_and_cells():
