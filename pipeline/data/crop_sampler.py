@@ -13,10 +13,8 @@ with a few index computations and one gather per image:
 - crop centres inside the body mask with probability ``pos_fraction``, else outside it: rejection sampling
   with ``probes`` random points per crop, inside the mask's bounding box or anywhere in the volume (no
   per-voxel index arrays, which would cost 8 bytes per voxel). When none of a crop's probes lands on the
-  asked side (a region under ~10 % of the sampled box: 0.9 ** 32 = 3 %), its first probe is kept;
-- optionally (``air_bone_fraction``) a share of the crops centred on air or bone inside the mask (CT below
-  :data:`AIR_BELOW_HU` or from :data:`BONE_FROM_HU`, the evaluation's regions), where an MR-only model errs
-  most (the air-bone ambiguity of MR); the same probes, asked for such a voxel;
+  asked side (a region under ~10 % of the sampled box: 0.9 ** 32 = 3 %), its first probe is kept; with
+  ``air_bone_fraction`` that share of the crops asks them for air or bone inside the mask (the MR's ambiguity);
 - a plane per crop (the slab axis, :data:`transforms.plane.PLANE_AXES`) and a left-right flip along the
   patient's x axis, wherever the plane put it;
 - windows shifted inside the volume in-plane (edge voxels replicated when the volume is smaller than the
@@ -60,8 +58,7 @@ BYTES_PER_VOXEL = 4 + 2 + 1
 DEVICE_FRACTION = 0.5
 #: Random points tried per crop centre.
 PROBES = 32
-#: Air and bone for ``air_bone_fraction``: the evaluation's regions (air < -200 HU <= soft tissue < 250 HU <= bone).
-AIR_BELOW_HU, BONE_FROM_HU = -200, 250
+AIR_BELOW_HU, BONE_FROM_HU = -200, 250  # ``air_bone_fraction``'s air and bone: the evaluation's regions (HU)
 
 
 def bank_bytes(shapes: Sequence[Sequence[int]]) -> int:
@@ -163,9 +160,8 @@ class BodyCropSampler:
             rotated in-plane by up to ``rotation_deg`` and scaled by up to ``1 +- scale_fraction`` about its
             centre, every image alike (MR and CT bilinear, the mask by a weighted vote); the slab axis is
             untouched. 0 (default): crops are exact voxel windows.
-        air_bone_fraction: probability that a crop is centred on an air or bone voxel inside the mask
-            (:data:`AIR_BELOW_HU`, :data:`BONE_FROM_HU`) instead of anywhere inside or outside it; 0 (default)
-            draws nothing for it, so the stream of crops is that of a sampler without the option.
+        air_bone_fraction: probability that a crop is centred on air or bone inside the mask (:data:`AIR_BELOW_HU`,
+            :data:`BONE_FROM_HU`); at 0 (default) nothing is drawn for it: the stream of a sampler without it.
         position_channels: 2D/2.5D: append each crop pixel's position in its subject's body box as three MR
             channels ``(|x|, y, z)`` after the slab's (:mod:`transforms.position`; rotated crops get the
             interpolated position), so the MR is ``(N, k + 3, P, P)``; not augmented.
@@ -196,14 +192,12 @@ class BodyCropSampler:
         self.air_bone_fraction = float(air_bone_fraction)
         self.probes = int(probes)
         self.channels_slab = bool(channels_slab)
-        if augment is not None and not self.channels_slab:
-            raise ValueError("MR augmentation works on 2D/2.5D crops; 3D mode takes none")
+        for name, asked in (("MR augmentation", augment is not None), ("spatial augmentation", spatial_prob > 0),
+                            ("position channels", bool(position_channels))):
+            if asked and not self.channels_slab:
+                raise ValueError(f"{name} works on 2D/2.5D crops; 3D mode takes none")
         self.augment = augment
-        if spatial_prob > 0 and not self.channels_slab:
-            raise ValueError("spatial augmentation rotates 2D/2.5D crops in-plane; 3D mode takes none")
         self.spatial_prob, self.rotation_deg = float(spatial_prob), float(rotation_deg)
-        if position_channels and not self.channels_slab:
-            raise ValueError("position channels are for 2D/2.5D crops; 3D mode takes none")
         self.position_channels = bool(position_channels)
         self.scale_fraction = float(scale_fraction)
         self.generator = torch.Generator(device=bank.storage).manual_seed(int(seed))
@@ -245,10 +239,9 @@ class BodyCropSampler:
         first of ``probes`` random points on the asked side."""
         bank, n = self.bank, subjects.shape[0]
         inside = self._uniform(n) < self.pos_fraction
-        air_bone = None
-        if self.air_bone_fraction > 0:  # drawn only then: without the option the stream is the same as before it
-            air_bone = self._uniform(n) < self.air_bone_fraction
-            inside = inside | air_bone
+        # drawn only with the option, so that without it the stream is the one before the option existed
+        air_bone = self._uniform(n) < self.air_bone_fraction if self.air_bone_fraction > 0 else None
+        inside = inside if air_bone is None else inside | air_bone
         shape, box = bank.shapes[subjects], bank.boxes[subjects]
         low = torch.where(inside[:, None], box[..., 0], 0)
         high = torch.where(inside[:, None], box[..., 1], shape)
@@ -396,8 +389,7 @@ class BodyCropSampler:
         return self._queue.pop(0)
 
     def prefetch(self) -> None:
-        """Cut the next draw now if the current one is used up (see the module docstring); the batches
-        handed out stay the same."""
+        """Cut the next draw now if the current one is used up (module docstring); the batches stay the same."""
         if not self._queue:
             self._refill()
 
