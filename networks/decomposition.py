@@ -24,6 +24,7 @@ import torch
 
 from networks.generators import Pix2PixUNet
 from networks.losses import high_pass
+from transforms.intensity import unit_to_window, window_to_unit
 
 __all__ = ["BoneSubtractionUNet"]
 
@@ -69,13 +70,12 @@ class BoneSubtractionUNet(Pix2PixUNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` -> ``(B, 2, H, W)``; the subtraction runs in float32 (AMP leaves the U-Net in half)."""
         out = super().forward(x).float()
-        (in_lo, in_hi), (t_lo, t_hi) = self.input_window, self.target_window
-        se = (x[:, :1].float() + 1.0) * ((in_hi - in_lo) / 2.0) + in_lo
+        se = unit_to_window(x[:, :1].float(), *self.input_window)
         bone_unit = out[:, self.bone_channel:self.bone_channel + 1]
-        bone = (bone_unit + 1.0) * ((t_hi - t_lo) / 2.0) + t_lo
+        bone = unit_to_window(bone_unit, *self.target_window)
         if self.bone_detail_sigma_px is not None:
             bone = high_pass(bone, self.bone_detail_sigma_px)
-        soft_unit = (se - bone - t_lo) * (2.0 / (t_hi - t_lo)) - 1.0 + out[:, self.soft_channel:self.soft_channel + 1]
+        soft_unit = window_to_unit(se - bone, *self.target_window) + out[:, self.soft_channel:self.soft_channel + 1]
         channels = [None, None]
         channels[self.soft_channel], channels[self.bone_channel] = soft_unit, bone_unit
         return torch.cat(channels, dim=1)

@@ -39,6 +39,18 @@ def unit_range_to_hu(unit: ArrayLike, *, clip: bool = True) -> ArrayLike:
     return (unit + 1.0) * ((HU_MAX - HU_MIN) / 2.0) + HU_MIN
 
 
+def window_to_unit(x: ArrayLike, lo: float, hi: float) -> ArrayLike:
+    """Physical values ``[lo, hi]`` -> ``[-1, 1]``, linear and not clipped (values outside leave [-1, 1]): the
+    X-ray windows (``pipeline.xray.data.IntensityWindow``) and the generator that subtracts in physical units
+    (``networks.decomposition``)."""
+    return (x - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+def unit_to_window(unit: ArrayLike, lo: float, hi: float) -> ArrayLike:
+    """``[-1, 1]`` -> physical ``[lo, hi]``, the exact inverse of :func:`window_to_unit` (not clipped)."""
+    return (unit + 1.0) * ((hi - lo) / 2.0) + lo
+
+
 def normalize_mr(
     mr: ArrayLike, mask: ArrayLike | None = None, *, upper_percentile: float = 99.5
 ) -> ArrayLike:
@@ -104,6 +116,7 @@ class NormalizeMRd(MapTransform):
 
 
 __all__: Sequence[str] = [
-    "HU_MIN", "HU_MAX", "HU_AIR", "hu_to_unit_range", "unit_range_to_hu", "normalize_mr",
+    "HU_MIN", "HU_MAX", "HU_AIR", "hu_to_unit_range", "unit_range_to_hu", "window_to_unit", "unit_to_window",
+    "normalize_mr",
     "HUWindowd", "NormalizeMRd",
 ]

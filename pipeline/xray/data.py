@@ -60,6 +60,7 @@ from pipeline.io.images2d import (
     scale_for,
 )
 from pipeline.xray.drr_dataset import MANIFEST_NAME
+from transforms.intensity import unit_to_window, window_to_unit
 
 #: Key of the concatenated target channels in a sample dict.
 TARGET_KEY = "target"
@@ -86,11 +87,11 @@ class IntensityWindow:
 
     def to_unit(self, x):
         """Physical -> network units (not clipped: values outside ``[lo, hi]`` leave [-1, 1])."""
-        return (x - self.lo) * (2.0 / (self.hi - self.lo)) - 1.0
+        return window_to_unit(x, self.lo, self.hi)
 
     def from_unit(self, u):
         """Network units -> physical (exact inverse of :meth:`to_unit`)."""
-        return (u + 1.0) * ((self.hi - self.lo) / 2.0) + self.lo
+        return unit_to_window(u, self.lo, self.hi)
 
     def as_list(self) -> list[float]:
         return [float(self.lo), float(self.hi)]
