@@ -273,14 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.data.phantoms.chest import (  # the generator's own checks, before any rendering
         check_extra_tumours, check_rib_density)
 
-    try:
-        check_rib_density(args.train_rib_density)
-    except ValueError as err:
-        parser.error(f"--train-rib-density {err}")
-    try:
-        check_extra_tumours(args.train_extra_tumours)
-    except ValueError as err:
-        parser.error(f"--train-extra-tumours {err}")
+    for flag, check, value in (("--train-rib-density", check_rib_density, args.train_rib_density),
+                               ("--train-extra-tumours", check_extra_tumours, args.train_extra_tumours)):
+        try:
+            check(value)
+        except ValueError as err:
+            parser.error(f"{flag} {err}")
     if (args.data is None or args.real_variants) and not args.real_ct_dir.is_dir():
         parser.error(f"--real-ct-dir {args.real_ct_dir} is not a folder; fetch the CT with "
                      "python -m scripts.get_chest_ct --out data/chest_ct")
