@@ -5,33 +5,31 @@ held-out phantom sets, a run's validation curve and iteration count, Markdown ce
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+#: Seed of the held-out phantoms (``--test-seed``; training phantoms: ``--train-seed`` 0) and the number of their
+#: first subject ID (1BD901, 2TP901, ...: no ID is in both sets).
+TEST_SEED = 1000
+TEST_FIRST_ID = 901
+
 
 def write_phantom_sets(write_dataset: Callable[..., list[Path]], out: Path, *, n_trainval: int, n_test: int,
                        train_seed: int, test_seed: int, size: object,
-                       test_id: Callable[[int], str], trainval_options: Mapping[str, object] | None = None,
-                       ) -> tuple[list[Path], list[Path]]:
+                       trainval_options: Mapping[str, object] | None = None) -> tuple[list[Path], list[Path]]:
     """Training/validation phantoms from ``train_seed`` in ``out/trainval``, held-out ones from
-    ``test_seed`` in ``out/test`` (other anatomy, not only other views), renamed ``test_id(i)`` so no
-    ID is in both sets. ``write_dataset(folder, n=, seed=, size=, progress=)`` writes one set
+    ``test_seed`` in ``out/test`` (other anatomy, not only other views), numbered from :data:`TEST_FIRST_ID`
+    so no ID is in both sets. ``write_dataset(folder, n=, seed=, size=, progress=, first_id=)`` writes one set
     (``pipeline.data.phantoms.head.write_phantom_dataset`` or ``...chest_dataset.write_chest_dataset``).
     ``trainval_options``: further keywords for the training/validation set only (e.g. the chest phantoms'
     ``contrast``), so the held-out set stays the one every run is compared on. Returns ``(trainval folders,
     test folders)``."""
     trainval = write_dataset(out / "trainval", n=n_trainval, seed=train_seed, size=size, progress=True,
                              **(trainval_options or {}))
-    raw = write_dataset(out / "test_raw", n=n_test, seed=test_seed, size=size, progress=True)
-    (out / "test").mkdir()
-    test = []
-    for index, folder in enumerate(raw):
-        test.append(folder.rename(out / "test" / test_id(index)))
-    os.rmdir(out / "test_raw")
+    test = write_dataset(out / "test", n=n_test, seed=test_seed, size=size, progress=True, first_id=TEST_FIRST_ID)
     return trainval, test
 
 

@@ -37,6 +37,7 @@ import pandas as pd
 
 from pipeline.data.manifest import load_split
 from scripts.benchmark_common import (
+    TEST_SEED,
     cell,
     markdown_table,
     measured_on,
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-subjects", type=int, default=1)
     parser.add_argument("--test-subjects", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=0)
-    parser.add_argument("--test-seed", type=int, default=1000)
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED)
     parser.add_argument("--data", type=Path, default=None,
                         help="reuse the phantoms of an earlier run (its phantoms/ folder with manifest.csv) instead of "
                              "generating them: the same subjects for recipes compared across runs")

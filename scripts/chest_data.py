@@ -91,13 +91,11 @@ def write_manifest(parts: Sequence[pd.DataFrame], path: Path) -> Path:
 
 def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict[str, float]]]:
     """Phantoms, DRR sets and the two manifests (module docstring); ``({test set: manifest}, render times)``."""
-    from pipeline.data.phantoms.chest import SUBJECT_ID_PREFIX
     from pipeline.data.phantoms.chest_dataset import write_chest_dataset
 
     trainval, _ = write_phantom_sets(
         write_chest_dataset, out / "phantoms", n_trainval=args.train_subjects + args.val_subjects,
         n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed, size=args.phantom_size,
-        test_id=lambda i: f"{SUBJECT_ID_PREFIX}{901 + i:03d}",
         trainval_options={"contrast": None if args.train_contrast == "drawn" else args.train_contrast,
                           "rib_density": tuple(args.train_rib_density),
                           "extra_tumours": tuple(args.train_extra_tumours) if max(args.train_extra_tumours) else None})

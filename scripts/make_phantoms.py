@@ -7,6 +7,7 @@ Example::
     python -m scripts.make_phantoms --out /tmp/ph --n 3 --size tiny --montage /tmp/ph.png
     python -m scripts.make_phantoms --anatomy detailed_head --out data/detailed --n 8 --families spgr mprage t2_tse
     python -m scripts.make_phantoms --anatomy chest --out data/chest_phantoms --n 10 [--contrast none] [--rib-density 0.8 1.5] [--extra-tumours 2 4]
+    python -m scripts.make_phantoms --anatomy chest --out data/chest_test --n 2 --seed 1 --first-id 901   # 2TP901, 2TP902
 
 Heads: ``OUT/1BP001/{mr,ct,mask}.nii.gz`` ... (:mod:`pipeline.data.phantoms.head`). Detailed heads (skull
 base, teeth, MR physics, misregistration; docs/head_phantoms.md): ``OUT/1BD001/{ct,mask,mr}.nii.gz`` with one
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (subject folders go inside)")
     parser.add_argument("--n", type=int, default=10, help="number of subjects (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical arrays")
+    parser.add_argument("--first-id", type=int, default=1,
+                        help="number of the first subject's ID (default 1: 1BP001, 2TP001, ...; e.g. 901 for a held-out "
+                             "set beside a training set); the anatomy is the seed's whatever the number")
     parser.add_argument("--size", default=None,
                         help="grid preset (default: 'default', for detailed_head '1mm'): "
                              + "; ".join(f"{name}: {spec[3]}" for name, spec in ANATOMIES.items()))
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or ("default" if "default" in sizes else next(iter(sizes)))
     if size not in sizes:
         parser.error(f"--size {size!r}: {args.anatomy} phantoms come in {', '.join(sorted(sizes))}")
+    if args.first_id < 1:
+        parser.error(f"--first-id must be >= 1, got {args.first_id}")
     if args.anatomy == "detailed_head":
         write_dataset = partial(write_dataset, families=tuple(args.families))
     # chest-only options: (value, flag, check of the value or None)
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,
-                                progress=True)
+                                progress=True, first_id=args.first_id)
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

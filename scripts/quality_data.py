@@ -7,7 +7,7 @@
   cross-family set.
 
 Training and validation subjects come from ``train_seed``, held-out test subjects from ``test_seed``
-(other anatomy, renamed ``1B?9xx``). A run's ``phantoms/`` folder can be reused (``--data``).
+(other anatomy, numbered ``1B?901``...). A run's ``phantoms/`` folder can be reused (``--data``).
 
 :func:`registration_floors` regenerates the detailed test subjects from their ``phantom.json`` and scores
 each family's registration floor (the CT without its noise, moved as that MR was): what the CT's noise and
@@ -49,15 +49,15 @@ def make_data(out: Path, *, phantoms: str, size: tuple[int, int, int], n_train: 
     if phantoms == "detailed":
         from pipeline.data.phantoms.detailed_head import write_detailed_dataset
 
-        writer, prefix = partial(write_detailed_dataset, families=families), "1BD"
+        writer = partial(write_detailed_dataset, families=families)
     elif phantoms == SIMPLE:
         from pipeline.data.phantoms.head import write_phantom_dataset
 
-        writer, prefix, families = write_phantom_dataset, "1BP", (SIMPLE,)
+        writer, families = write_phantom_dataset, (SIMPLE,)
     else:
         raise ValueError(f"phantoms must be one of {PHANTOMS}, got {phantoms!r}")
     write_phantom_sets(writer, out, n_trainval=n_train + n_val, n_test=n_test, train_seed=train_seed,
-                       test_seed=test_seed, size=size, test_id=lambda i: f"{prefix}{901 + i:03d}")
+                       test_seed=test_seed, size=size)
     trainval = find_subjects(out / "trainval")
     trainval["split"] = ["train"] * n_train + ["val"] * n_val
     test = find_subjects(out / "test")

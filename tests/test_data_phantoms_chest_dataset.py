@@ -95,3 +95,13 @@ def test_cli_adds_tumours_to_chests_only(tmp_path):
             main(["--out", str(tmp_path / "d"), "--n", "1", "--size", "tiny", *bad])
     with pytest.raises(SystemExit):
         make_phantoms_main(["--anatomy", "head", "--out", str(tmp_path / "h"), "--n", "1", "--extra-tumours", "1", "1"])
+
+
+def test_cli_first_id_numbers_a_held_out_set_with_the_seeds_anatomy(tmp_path):
+    assert main(["--out", str(tmp_path / "a"), "--n", "1", "--size", "tiny", "--seed", "3"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--n", "1", "--size", "tiny", "--seed", "3", "--first-id", "901"]) == 0
+    assert [f.name for f in (tmp_path / "b").iterdir() if f.is_dir()] == ["2TP901"]
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "a" / "2TP001" / "ct.nii.gz").dataobj),
+                          np.asarray(nib.load(tmp_path / "b" / "2TP901" / "ct.nii.gz").dataobj))
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c"), "--n", "1", "--size", "tiny", "--first-id", "0"])

@@ -42,3 +42,12 @@ def test_existing_folders_are_refused_before_anything_is_made(tmp_path):
         _folders(tmp_path, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["S01"]
     assert len(_folders(tmp_path, 3, overwrite=True)) == 3
+
+
+def test_first_id_numbers_the_folders_and_keeps_the_seeds(tmp_path):
+    plain = _folders(tmp_path / "a", 2, subject_id=lambda k: f"S{k + 1:03d}")
+    later = _folders(tmp_path / "b", 2, subject_id=lambda k: f"S{k + 1:03d}", first_id=901)
+    assert [f.name for f, _ in later] == ["S901", "S902"]
+    assert [seed for _, seed in later] == [seed for _, seed in plain]
+    with pytest.raises(ValueError, match="first_id must be >= 1"):
+        _folders(tmp_path / "c", 2, first_id=0)

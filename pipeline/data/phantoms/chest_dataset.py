@@ -25,12 +25,13 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
                         size: str | tuple[int, int, int] = "default", contrast: str | None = None,
                         rib_density: tuple[float, float] | None = None,
                         extra_tumours: tuple[int, int] | None = None, overwrite: bool = False,
-                        progress: bool = False) -> list[Path]:
+                        progress: bool = False, first_id: int = 1) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/{ct,tumours}.nii.gz`` + ``tumours.json``; return the folders.
 
     ``ct`` int16 HU, ``tumours`` uint8 labels (0 background, k = tumour k) on the CT grid,
     ``tumours.json`` = {"params": ..., "tumours": [{label, centre_mm (RAS), diameter_mm, behind_rib_ap}]}.
-    Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``); ``contrast`` forces
+    Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``; ``first_id`` numbers the
+    first ID, e.g. 901 for a held-out set); ``contrast`` forces
     every subject's contrast phase (``make_chest_subject``; None: drawn, the anatomy is the same either way) and
     ``rib_density`` ``(low, high)`` scales each subject's ribs by a factor drawn from that range and
     ``extra_tumours`` ``(low, high)`` adds that many tumours behind ribs (``make_chest_subject``). Raises
@@ -38,7 +39,7 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
     """
     folders = []
     for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
-                                                progress=progress, desc="chest phantoms"):
+                                                progress=progress, desc="chest phantoms", first_id=first_id):
         subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density,
                                      extra_tumours=extra_tumours)
         # overwrite=True per file: the folder-level overwrite was checked above

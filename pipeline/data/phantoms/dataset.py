@@ -2,7 +2,8 @@
 
 A size is a preset name (``SIZES[name] = (shape, spacing mm)``) or a voxel count ``(X, Y, Z)`` that
 keeps the family's field of view. Subject ``i`` of a dataset gets a seed derived from ``(seed, i)``, so
-it is the same subject whatever ``n``; existing subject folders are refused before anything is written.
+it is the same subject whatever ``n`` (and whatever ``first_id`` numbers its ID); existing subject folders
+are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
 
 
 def subject_folders(out_dir: str | os.PathLike, *, n: int, seed: int, subject_id: Callable[[int], str],
-                    overwrite: bool, progress: bool, desc: str) -> Iterator[tuple[Path, int]]:
+                    overwrite: bool, progress: bool, desc: str, first_id: int = 1) -> Iterator[tuple[Path, int]]:
     """``(folder, subject seed)`` for the ``n`` subjects of a dataset in ``out_dir``; folders are created.
 
-    Raises ``FileExistsError`` naming the first existing folder before anything is written, unless
-    ``overwrite`` (then each file in a folder is replaced)."""
+    ``subject_id(k)`` names the subject numbered ``k + 1``; the ``i``-th subject is numbered ``first_id + i``
+    (e.g. 901, 902, ... for a held-out set whose IDs must not meet a training set's) and its seed is the
+    ``i``-th of ``seed``'s, whatever ``first_id``. Raises ``FileExistsError`` naming the first existing
+    folder before anything is written, unless ``overwrite`` (then each file in a folder is replaced)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    folders = [Path(out_dir) / subject_id(i) for i in range(n)]
+    if first_id < 1:
+        raise ValueError(f"first_id must be >= 1, got {first_id}")
+    folders = [Path(out_dir) / subject_id(first_id - 1 + i) for i in range(n)]
     existing = [f for f in folders if f.exists()]
     if existing and not overwrite:
         names = ", ".join(f.name for f in existing[:5]) + (" ..." if len(existing) > 5 else "")

@@ -201,15 +201,17 @@ def _store_hu(ct: np.ndarray) -> np.ndarray:
 
 def write_detailed_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0, size: str | Sequence[int] = "1mm",
                            families: Sequence[str] = DEFAULT_FAMILIES, overwrite: bool = False,
-                           progress: bool = False) -> list[Path]:
+                           progress: bool = False, first_id: int = 1) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/`` (``ct``, ``mask``, one MR per family, ``phantom.json``).
 
-    Subject ``i`` uses a seed derived from ``(seed, i)``, so a subject is the same whatever ``n``; existing
+    Subject ``i`` uses a seed derived from ``(seed, i)``, so a subject is the same whatever ``n`` (``first_id``
+    numbers the first ID, e.g. 901 for a held-out set); existing
     subject folders are refused (``FileExistsError``) before anything is written unless ``overwrite``.
     """
     folders = []
     for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=detailed_subject_id,
-                                                overwrite=overwrite, progress=progress, desc="detailed heads"):
+                                                overwrite=overwrite, progress=progress, desc="detailed heads",
+                                                first_id=first_id):
         subject = make_detailed_subject(seed=subject_seed, size=size, families=families)
         write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
         write_nifti(subject.mask, subject.affine, folder / "mask.nii.gz", overwrite=True)

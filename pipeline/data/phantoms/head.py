@@ -162,15 +162,17 @@ def write_phantom_dataset(
     size: str | tuple[int, int, int] = "default",
     overwrite: bool = False,
     progress: bool = False,
+    first_id: int = 1,
 ) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/{mr,ct,mask}.nii.gz`` and return the subject folders.
 
-    Subject ``i`` uses a seed derived from ``(seed, i)``, so subject 1BP003 is the same whatever ``n``.
+    Subject ``i`` uses a seed derived from ``(seed, i)``, so subject 1BP003 is the same whatever ``n``;
+    ``first_id`` numbers the first ID (``first_id=901``: 1BP901, with subject 0's anatomy).
     Raises ``FileExistsError`` (before writing anything) if a subject folder exists and not ``overwrite``.
     """
     folders = []
     for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
-                                                progress=progress, desc="phantoms"):
+                                                progress=progress, desc="phantoms", first_id=first_id):
         subject = make_phantom_subject(seed=subject_seed, size=size)
         for name, array in (("mr", subject.mr), ("ct", subject.ct), ("mask", subject.mask)):
             # overwrite=True per file: the folder-level overwrite was checked above
