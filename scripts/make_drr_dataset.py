@@ -18,7 +18,9 @@ CTs with ``tumours.nii.gz`` beside them also get projected tumour labels (``OUT/
 line integrals (``OUT/bone_path/``, g/cm^2), always as NIfTI.
 
 ``--ct-dir`` takes a folder of ``<ID>/ct.nii.gz`` subjects, a folder of CT files, or a CSV with
-columns subject_id, ct. Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``
+columns subject_id, ct; ``--test-ct-dir`` (the same forms) adds CTs that all go to the test split, e.g.
+held-out phantoms generated apart (``make_phantoms --seed 1 --first-id 901``) while ``--ct-dir``'s are
+split into train/val (``--test-fraction 0``). Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``
 (subject_id, projection_id, se, de_soft, de_bone, split, geometry) and ``OUT/drr_dataset.json``.
 Nothing is replaced unless ``--overwrite`` is given. See docs/xray_physics.md for the physics.
 """
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ct-dir", type=Path, required=True, help="CT folder or CSV manifest (subject_id, ct)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--test-ct-dir", type=Path, default=None,
+                   help="CT folder or CSV whose subjects all go to the test split (held-out anatomy made apart); "
+                        "--ct-dir's are split by --val-fraction / --test-fraction as usual")
     p.add_argument("--projections-per-ct", type=int, default=defaults.projections_per_ct)
     p.add_argument("--size", type=int, default=defaults.detector_size, help="detector pixels per side")
     p.add_argument("--pitch", type=float, default=None,
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         manifest = build_drr_dataset(args.ct_dir, args.out, config=config, overwrite=args.overwrite,
-                                     progress=True, extra_manifest=args.manifest_copy)
+                                     progress=True, extra_manifest=args.manifest_copy, test_source=args.test_ct_dir)
     except (FileExistsError, InputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -266,12 +266,16 @@ def _write_table(table: pd.DataFrame, path: Path, *, overwrite: bool) -> None:
 
 def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, *,
                       config: DRRDatasetConfig = DRRDatasetConfig(), overwrite: bool = False,
-                      progress: bool = True, extra_manifest: str | os.PathLike | None = None) -> Path:
+                      progress: bool = True, extra_manifest: str | os.PathLike | None = None,
+                      test_source: str | os.PathLike | None = None) -> Path:
     """Render the dataset (see the module docstring); returns the path of ``OUT/manifest.csv``.
 
-    ``extra_manifest``: also write a copy whose paths are relative to its own folder (e.g.
-    ``data_manifests/drr_chest.csv``). Raises ``FileExistsError`` before rendering anything if the
-    manifest or any output image exists and ``overwrite`` is False.
+    ``test_source``: further CTs (a folder or CSV, as ``ct_source``), every one in the test split: held-out
+    anatomy made apart (e.g. phantoms without the training set's options); ``ct_source``'s subjects are split
+    by the config's fractions as always, and an ID in both sources is refused. ``extra_manifest``: also write
+    a copy whose paths are relative to its own folder (e.g. ``data_manifests/drr_chest.csv``). Raises
+    ``FileExistsError`` before rendering anything if the manifest or any output image exists and
+    ``overwrite`` is False.
     """
     from tqdm.auto import tqdm
 
@@ -279,6 +283,14 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     cts = find_cts(ct_source)
     splits = subject_splits([s for s, _ in cts], val_fraction=config.val_fraction,
                            test_fraction=config.test_fraction, seed=config.seed)
+    if test_source is not None:
+        held_out = find_cts(test_source)
+        shared = sorted({s for s, _ in cts} & {s for s, _ in held_out})
+        if shared:
+            raise InputError(f"{shared[0]}: subject ID in both {ct_source} and the test CTs {test_source} "
+                             f"({len(shared)} shared); held-out subjects need IDs of their own")
+        cts = sorted(cts + held_out)
+        splits.update({s: "test" for s, _ in held_out})
     suffix = "." + config.image_format
     names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(config.projections_per_ct)]
     targets = [out / MANIFEST_NAME, out / METADATA_NAME] + [out / k / f"{n}{suffix}" for k in config.keys
