@@ -11,7 +11,9 @@ Training and validation subjects come from ``train_seed``, held-out test subject
 
 :func:`registration_floors` regenerates the detailed test subjects from their ``phantom.json`` and scores
 each family's registration floor (the CT without its noise, moved as that MR was): what the CT's noise and
-the MR/CT misregistration alone cost a model that read the anatomy perfectly from the MR.
+the MR/CT misregistration alone cost a model that read the anatomy perfectly from the MR; and its MR-visible
+floor, which also leaves out what no MR shows (the density field of cortical bone and teeth, the per-subject
+HU offsets): what a model that read everything the MR shows perfectly would still miss.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def training_fit_manifest(manifest: Path, out: Path, *, n: int) -> Path:
 def registration_floors(manifests: Mapping[str, Path]) -> dict[str, dict[str, float]]:
     """Per family of ``manifests`` (``{family: manifest}``, :func:`make_data`'s): the mean over the test split of
     the registration floor's MAE (HU) against the stored CT, in the body and per CT region (``mae_hu``,
-    ``air``, ``soft_tissue``, ``bone``; :func:`pipeline.report.metrics.region_statistics`).
+    ``air``, ``soft_tissue``, ``bone``; :func:`pipeline.report.metrics.region_statistics`), and the same of
+    the MR-visible floor (``visible_mae_hu``, ``visible_air``, ...; the module docstring).
 
     Each test subject is regenerated from its ``phantom.json`` (seed, grid) with
     :func:`~pipeline.data.phantoms.detailed_head.make_detailed_subject` (``return_floor``); a subject whose
@@ -129,7 +132,9 @@ def registration_floors(manifests: Mapping[str, Path]) -> dict[str, dict[str, fl
                           "(another version of the generator); no registration floor", stacklevel=2)
             return {}
         for family in families:
-            stats = region_statistics(subject.registration_floor[family], subject.ct, stored["mask"])
-            per_family[family].append({("mae_hu" if s["region"] == "body" else s["region"]): s["mae_hu"]
-                                       for s in stats})
+            scores = {}
+            for prefix, floor in (("", subject.registration_floor[family]), ("visible_", subject.visible_floor[family])):
+                scores.update({prefix + ("mae_hu" if s["region"] == "body" else s["region"]): s["mae_hu"]
+                               for s in region_statistics(floor, subject.ct, stored["mask"])})
+            per_family[family].append(scores)
     return {family: pd.DataFrame(values).mean().to_dict() for family, values in per_family.items() if values}

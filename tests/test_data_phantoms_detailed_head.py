@@ -133,3 +133,18 @@ def test_dataset_files_record_and_montage(tmp_path):
         write_detailed_dataset(tmp_path / "d", n=1, seed=0, size="tiny")
     png = save_detailed_montage(folders, tmp_path / "montage.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_visible_floor_leaves_out_only_what_the_mr_cannot_show(subject):
+    """The MR-visible floor is the registration floor without the per-subject HU offsets (a constant per tissue)
+    and the density field of cortical bone and teeth (which give no MR signal): inside white matter the two differ
+    by a constant, inside cortical bone by a field that varies from voxel to voxel."""
+    assert set(subject.visible_floor) == set(subject.registration_floor)
+    wm = _pure(subject, T.WHITE_MATTER)
+    cortical = (subject.tissue_labels == T.CORTICAL_BONE) & (subject.tissue_fractions.max(axis=0) >= PURE)
+    assert wm.sum() > 100 and cortical.sum() > 100
+    for family, visible in subject.visible_floor.items():
+        assert visible.dtype == np.int16 and visible.shape == subject.ct.shape
+        difference = subject.registration_floor[family].astype(float) - visible
+        assert abs(difference[wm].mean()) < 4 * 8.0 and difference[wm].std() < 2.0, family  # the offset, one value
+        assert difference[cortical].std() > 30.0, family  # 200 HU x a smooth unit field, moved with the MR

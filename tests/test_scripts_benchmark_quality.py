@@ -111,9 +111,11 @@ def test_registration_floor_of_detailed_sets_and_a_clear_refusal_when_the_ct_was
     assert set(floors) == {"spgr", "mprage"}
     lookup = transferred_lookup_mae(manifests["spgr"], manifests["spgr"])
     for floor in floors.values():
-        assert set(floor) == {"mae_hu", "air", "soft_tissue", "bone"}
+        assert set(floor) == {f"{p}{k}" for p in ("", "visible_") for k in ("mae_hu", "air", "soft_tissue", "bone")}
         assert 0 < floor["mae_hu"] < lookup  # a perfect reading of the anatomy beats an intensity lookup
         assert floor["soft_tissue"] < floor["bone"]  # bone edges pay most for a shift
+        assert abs(floor["air"] - floor["visible_air"]) < 5.0  # air has neither a field nor an offset (its edges do)
+        assert floor["visible_bone"] != floor["bone"]
     # a CT that the generator did not make (edited, or another version) gets no floor, and says why
     ct_path = tmp_path / "ph" / "test" / "1BD901" / "ct.nii.gz"
     image = nib.load(ct_path)

@@ -73,6 +73,9 @@ TEXTURES = {T.GREY_MATTER: ("texture", 0.03), T.WHITE_MATTER: ("texture", 0.03),
 CT_FIELDS = {T.CORTICAL_BONE: "cortical", T.ENAMEL: "cortical", T.DENTINE: "cortical", T.DIPLOE: "diploe",
              T.MARROW: "diploe", T.GREY_MATTER: "texture", T.WHITE_MATTER: "texture", T.FAT: "soft",
              T.MUSCLE: "soft", T.SOFT_TISSUE: "soft", T.MUCOSA: "soft", T.CSF: "soft", T.VITREOUS: "soft"}
+#: The CT's fields that the MR shows too (:data:`TEXTURES`); the others (the density of cortical bone and teeth,
+#: which give no MR signal) and the per-subject HU offsets are invisible to any MR-only model.
+MR_VISIBLE_FIELDS = frozenset(name for name, _ in TEXTURES.values())
 
 
 def detailed_subject_id(index: int) -> str:
@@ -100,6 +103,10 @@ class DetailedSubject:
     #: sCT of a model that read the anatomy perfectly from the MR; its MAE against ``ct`` estimates the error
     #: that the CT's noise and the MR/CT misregistration leave to any MR-only model.
     registration_floor: dict[str, np.ndarray] | None = None
+    #: family -> int16 HU (return_floor): the registration floor without what the MR cannot show either, the
+    #: density fields outside :data:`MR_VISIBLE_FIELDS` and the per-subject HU offsets at their mean (0, the
+    #: L1-best guess): the sCT of a model that read everything the MR shows perfectly.
+    visible_floor: dict[str, np.ndarray] | None = None
 
 
 def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", families: Sequence[str] = DEFAULT_FAMILIES,
@@ -108,8 +115,9 @@ def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", famil
 
     ``size``: a :data:`SIZES` preset or a shape ``(X, Y, Z)`` over :data:`FOV_MM`; ``families``: the MR
     families to image (each from its own random stream, so adding one changes no other); ``return_tissues``:
-    keep the tissue labels and fractions; ``return_floor``: keep each family's registration floor
-    (:attr:`DetailedSubject.registration_floor`). Neither changes what is drawn.
+    keep the tissue labels and fractions; ``return_floor``: keep each family's registration and MR-visible floors
+    (:attr:`DetailedSubject.registration_floor`, :attr:`DetailedSubject.visible_floor`). Neither changes what is
+    drawn.
     """
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families or len(set(families)) != len(families):
@@ -145,14 +153,14 @@ def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", famil
     mask = (fractions[T.AIR] < 0.5).astype(np.uint8)
     fields["soft"] = smooth_noise(rng, shape, spacing, 4.0)
     jitter = draw_tissue_jitter(rng)
-    ct, ct_record, noise_free_ct = _image_ct(rng, fractions, fields, mask)
+    ct, ct_record, noise_free_ct, visible_ct = _image_ct(rng, fractions, fields, mask, visible=return_floor)
 
     record = {"seed": int(seed), "shape": list(shape), "spacing_mm": [float(s) for s in spacing],
               "head": {"rotation_deg": [float(a) for a in angles], "scale": float(scale),
                        "semi_axes_mm": [float(a) for a in head_semi], "warp_sd_mm": float(warp_mm)},
               "ct": ct_record, "mr": {}}
     textures = {t: (fields[name], amplitude) for t, (name, amplitude) in TEXTURES.items()}
-    mrs, floor = {}, {}
+    mrs, floor, visible_floor = {}, {}, {}
     for family in families:
         family_rng = np.random.default_rng([seed, 1 + FAMILIES.index(family)])
         protocol = draw_protocol(family_rng, family)
@@ -162,36 +170,53 @@ def make_detailed_subject(*, seed: int, size: str | Sequence[int] = "1mm", famil
         mrs[family] = resample_at(image, coords)
         if return_floor:
             floor[family] = _store_hu(resample_at(noise_free_ct, coords))
+            visible_floor[family] = _store_hu(resample_at(visible_ct, coords))
         body = displacement[mask > 0]
         record["mr"][family] = {**protocol.as_dict(), "misregistration": {
             **mis.as_dict(), "rms_mm": float(np.sqrt(np.mean(body**2))), "max_mm": float(body.max())}}
     subject = DetailedSubject(ct=ct, mask=mask, affine=affine, mr=mrs, record=record,
-                              registration_floor=floor if return_floor else None)
+                              registration_floor=floor if return_floor else None,
+                              visible_floor=visible_floor if return_floor else None)
     if return_tissues:
         subject.tissue_labels = np.argmax(fractions, axis=0).astype(np.uint8)
         subject.tissue_fractions = fractions
     return subject
 
 
+def _tissue_mix_hu(hu: np.ndarray, fractions: np.ndarray, fields: dict[str, np.ndarray], *,
+                   field_names: frozenset[str] | None = None) -> np.ndarray:
+    """HU of the tissue mix (float32): per-tissue ``hu`` plus the density fields of :data:`CT_FIELDS` (those named
+    in ``field_names`` only, when given)."""
+    ct = np.tensordot(hu.astype(np.float32), fractions, axes=1)
+    for tissue, name in CT_FIELDS.items():
+        if field_names is None or name in field_names:
+            ct += fractions[tissue] * (np.float32(HEAD_TISSUES[tissue].hu_sd_spatial) * fields[name])
+    return ct
+
+
 def _image_ct(rng: np.random.Generator, fractions: np.ndarray, fields: dict[str, np.ndarray],
-              mask: np.ndarray) -> tuple[np.ndarray, dict, np.ndarray]:
+              mask: np.ndarray, *, visible: bool = False) -> tuple[np.ndarray, dict, np.ndarray, np.ndarray | None]:
     """CT in HU (int16), what was drawn (tissue mix with per-subject offsets, density and texture fields, point
-    spread, correlated noise of 10-20 HU SD, -1000 HU outside the body), and the same CT without its noise
-    (float32, for the registration floor)."""
+    spread, correlated noise of 10-20 HU SD, -1000 HU outside the body), the same CT without its noise (float32,
+    for the registration floor) and, with ``visible``, that without the offsets and the fields the MR does not
+    show (float32, for the MR-visible floor; otherwise None)."""
     nominal = np.array([HEAD_TISSUES[t].hu for t in HeadTissue])
     offsets = rng.normal(0.0, SUBJECT_JITTER["hu"], size=len(HeadTissue))
     offsets[[T.AIR, T.SINUS_AIR]] = 0.0
-    ct = np.tensordot((nominal + offsets).astype(np.float32), fractions, axes=1)
-    for tissue, name in CT_FIELDS.items():
-        ct += fractions[tissue] * (np.float32(HEAD_TISSUES[tissue].hu_sd_spatial) * fields[name])
+    ct = _tissue_mix_hu(nominal + offsets, fractions, fields)
     psf_voxels, noise_sd, grain = rng.uniform(0.35, 0.6), rng.uniform(10.0, 20.0), rng.uniform(0.6, 1.0)
     ct = ndimage.gaussian_filter(ct, psf_voxels)
     noise_free = np.where(mask > 0, ct, np.float32(HU_AIR)).astype(np.float32)
+    seen = None
+    if visible:
+        seen = ndimage.gaussian_filter(_tissue_mix_hu(nominal, fractions, fields, field_names=MR_VISIBLE_FIELDS),
+                                       psf_voxels)
+        seen = np.where(mask > 0, seen, np.float32(HU_AIR)).astype(np.float32)
     noise = ndimage.gaussian_filter(rng.standard_normal(ct.shape, dtype=np.float32), grain)
     ct += noise * np.float32(noise_sd / max(float(noise.std()), 1e-6))
     ct[mask == 0] = HU_AIR
     record = {"psf_sigma_voxels": float(psf_voxels), "noise_sd_hu": float(noise_sd), "noise_grain_voxels": float(grain)}
-    return _store_hu(ct), record, noise_free
+    return _store_hu(ct), record, noise_free, seen
 
 
 def _store_hu(ct: np.ndarray) -> np.ndarray:
