@@ -54,7 +54,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.data.phantoms.chest import (
+    TRAINING_EXTRA_TUMOURS,
+    TRAINING_RIB_DENSITY,
+    check_extra_tumours,
+    check_rib_density,
+)
 from scripts.benchmark_common import (
+    TEST_SEED,
     cell,
     markdown_table,
     measured_on,
@@ -212,14 +219,6 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
     return dict(p.split("=", 1) for p in pairs)
 
 
-#: Rib density factor range of the training phantoms (``--train-rib-density``): chosen by two pairs of 20-minute runs
-#: against 1 (bundle docs, section 7, 2026-12-05).
-TRAIN_RIB_DENSITY = (0.8, 1.5)
-#: Extra tumours behind ribs per training phantom (``--train-extra-tumours``): chosen by three 20-minute runs against
-#: five without them (bundle docs, section 7, 2026-12-05).
-TRAIN_EXTRA_TUMOURS = (2, 4)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs") / f"chest-{datetime.now():%Y%m%d-%H%M%S}")
@@ -241,12 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-contrast", choices=("drawn", "none", "venous", "arterial"), default="drawn",
                    help="contrast phase of the training/validation phantoms (drawn: 30 %% none, 30 %% venous, 40 %% "
                         "arterial, as the held-out phantoms always are)")
-    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(TRAIN_RIB_DENSITY),
+    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(TRAINING_RIB_DENSITY),
                    help="training/validation phantoms: each subject's ribs scaled in HU by a factor drawn from "
                         "[LOW, HIGH] (default %(default)s: less bone left over the lungs, bundle docs section 7; "
                         "1 1 for the phantoms as generated; the held-out phantoms always keep 1)")
     p.add_argument("--train-extra-tumours", type=int, nargs=2, metavar=("LOW", "HIGH"),
-                   default=list(TRAIN_EXTRA_TUMOURS),
+                   default=list(TRAINING_EXTRA_TUMOURS),
                    help="training/validation phantoms: each subject gets that many more tumours (drawn from [LOW, "
                         "HIGH]), behind ribs where there is room (default %(default)s: the real chest predicted "
                         "better, bundle docs section 7; 0 0 for none; the held-out phantoms never get them)")
@@ -254,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-subjects", type=int, default=1)
     p.add_argument("--test-subjects", type=int, default=2)
     p.add_argument("--train-seed", type=int, default=0)
-    p.add_argument("--test-seed", type=int, default=1000)
+    p.add_argument("--test-seed", type=int, default=TEST_SEED)
     p.add_argument("--real-variants", action="store_true",
                    help="also train on DRRs of the real CT's deformed variants (<ID>-Dnn in --real-ct-dir; "
                         "the real-CT test is then not held out)")
@@ -270,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
     if args.train_seed == args.test_seed:
         parser.error("--test-seed must differ from --train-seed (held-out anatomy)")
-    from pipeline.data.phantoms.chest import (  # the generator's own checks, before any rendering
-        check_extra_tumours, check_rib_density)
-
+    # the generator's own checks, before any rendering
     for flag, check, value in (("--train-rib-density", check_rib_density, args.train_rib_density),
                                ("--train-extra-tumours", check_extra_tumours, args.train_extra_tumours)):
         try:

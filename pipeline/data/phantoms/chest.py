@@ -85,6 +85,12 @@ class ChestSubject:
 RIB_DENSITY_STREAM = 7
 #: Second entry of the seed of the extra tumours' draws (``make_chest_subject(extra_tumours=...)``).
 EXTRA_TUMOUR_STREAM = 8
+#: The training phantoms' options that the chest benchmark chose (X-ray bundle docs, section 7, 2026-12-05): ribs
+#: scaled per subject by a factor from this range (two pairs of 20-minute runs against 1) and this many extra
+#: tumours behind ribs (three runs against five without). For training and validation phantoms only: held-out
+#: phantoms keep their ribs and tumours as the seed made them (``scripts.benchmark_chest``, ``scripts.demo --chest``).
+TRAINING_RIB_DENSITY = (0.8, 1.5)
+TRAINING_EXTRA_TUMOURS = (2, 4)
 
 
 def check_rib_density(rib_density: tuple[float, float]) -> tuple[float, float]:
