@@ -240,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-contrast", choices=("drawn", "none", "venous", "arterial"), default="drawn",
                    help="contrast phase of the training/validation phantoms (drawn: 30 %% none, 30 %% venous, 40 %% "
                         "arterial, as the held-out phantoms always are)")
-    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(TRAINING_RIB_DENSITY),
+    p.add_argument("--train-rib-density", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   default=list(TRAINING_RIB_DENSITY),
                    help="training/validation phantoms: each subject's ribs scaled in HU by a factor drawn from "
                         "[LOW, HIGH] (default %(default)s: less bone left over the lungs, bundle docs section 7; "
                         "1 1 for the phantoms as generated; the held-out phantoms always keep 1)")

@@ -272,7 +272,8 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
 
     ``test_source``: further CTs (a folder or CSV, as ``ct_source``), every one in the test split: held-out
     anatomy made apart (e.g. phantoms without the training set's options); ``ct_source``'s subjects are split
-    by the config's fractions as always, and an ID in both sources is refused. ``extra_manifest``: also write
+    by the config's fractions as always (and get the same views as without ``test_source``), and an ID in both
+    sources is refused. ``extra_manifest``: also write
     a copy whose paths are relative to its own folder (e.g. ``data_manifests/drr_chest.csv``). Raises
     ``FileExistsError`` before rendering anything if the manifest or any output image exists and
     ``overwrite`` is False.
@@ -289,7 +290,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         if shared:
             raise InputError(f"{shared[0]}: subject ID in both {ct_source} and the test CTs {test_source} "
                              f"({len(shared)} shared); held-out subjects need IDs of their own")
-        cts = sorted(cts + held_out)
+        cts += held_out  # after the others: their views are drawn after, so the others' are a run's without them
         splits.update({s: "test" for s, _ in held_out})
     suffix = "." + config.image_format
     names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(config.projections_per_ct)]
