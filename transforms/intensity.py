@@ -36,7 +36,7 @@ def hu_to_unit_range(hu: ArrayLike, *, clip: bool = True) -> ArrayLike:
 def unit_range_to_hu(unit: ArrayLike, *, clip: bool = True) -> ArrayLike:
     """[-1, 1] -> HU, the exact inverse of :func:`hu_to_unit_range` inside the window."""
     unit = _clip(unit, -1.0, 1.0) if clip else unit
-    return (unit + 1.0) * ((HU_MAX - HU_MIN) / 2.0) + HU_MIN
+    return unit_to_window(unit, HU_MIN, HU_MAX)
 
 
 def window_to_unit(x: ArrayLike, lo: float, hi: float) -> ArrayLike:
