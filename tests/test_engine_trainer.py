@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import pytest
 import torch
 from ignite.engine import Events
+from monai.handlers import LrScheduleHandler
 
 from bundle_runner import REPO, bundle_error_line, read_events, tiny_phantom_manifest
 from bundle_runner import run_bundle as run_bundle_config
@@ -402,3 +404,15 @@ def test_an_endless_batch_source_needs_an_epoch_length() -> None:
     trainer = Pix2PixTrainer(train_data_loader=endless(), epoch_length=3, **options)
     trainer.run()
     assert trainer.state.iteration == 3
+
+
+def test_an_unstepped_discriminator_schedule_does_not_warn_in_the_users_log() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _, d, _ = _one_batch_trainer()
+        trainer.adversarial_on = False  # the default recipe: D is never stepped
+        LrScheduleHandler(constant_then_linear_decay(trainer.d_optimizer, constant_epochs=1, decay_epochs=1),
+                          print_lr=False).attach(trainer)
+        trainer.run()
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert trainer.d_optimizer.param_groups[0]["lr"] < 1e-3  # the schedule still ran

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +28,10 @@ from torch.utils.data import DataLoader
 
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
 from pipeline.errors import InputError, as_flag
+
+
+#: the start of torch's warning for a scheduler stepped before its optimizer (see Pix2PixTrainer)
+UNSTEPPED_SCHEDULER_WARNING = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
 
 
 def plain_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +154,10 @@ class Pix2PixTrainer(Trainer):
             decollate=False,
         )
         self.amp_dtype = amp_dtype
+        # D's learning-rate schedule runs every epoch, but D is not stepped in the L1 phase (all of training by
+        # default), and an fp16 scaler skips a step on overflow: torch's "scheduler before optimizer" warning is
+        # then noise in every user's log, not a bug in the order of calls
+        warnings.filterwarnings("ignore", message=re.escape(UNSTEPPED_SCHEDULER_WARNING), category=UserWarning)
         self.prefetch_batches = device.type == "cuda" if prefetch_batches is None else bool(prefetch_batches)
         self.memory_format = None
         if as_flag(channels_last, name="channels_last"):
