@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -122,3 +124,11 @@ def test_affine_matches_file_detects_a_shift(files):
     moved = files["affine"].copy()
     moved[0, 3] += 0.01
     assert not affine_matches_file(moved, files["paths"]["mha"])
+
+
+def test_building_a_loader_leaves_no_nvimagecodec_notice_in_the_log(caplog) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_oriented(["mr"])
+    notices = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [n for n in notices if "nvImageCodec" in n]

@@ -7,7 +7,10 @@ nibabel convention); ITK formats (.mha, .mhd, .nrrd) store LPS and MONAI's ``ITK
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,25 @@ from monai.transforms import (
 from pipeline.io.geometry import read_geometry
 
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+@contextlib.contextmanager
+def quiet_nvimgcodec_fallback() -> Iterator[None]:
+    """Build MONAI loaders without the two-line notice that nvImageCodec is not installed.
+
+    ``LoadImage`` constructs every reader MONAI has; its nvImageCodec DICOM reader then logs a warning and
+    warns again wherever that package is missing (every CPU install), once per loader, though DICOM goes
+    through pydicom and ITK as it always did. Only that notice is silenced, and only while building.
+    """
+    plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
+            yield
+    finally:
+        plugin_log.setLevel(level)
 
 
 def load_oriented(
@@ -54,8 +76,10 @@ def load_oriented(
     if unknown:
         raise ValueError(f"load_oriented: keys {unknown} are in neither image_keys {tuple(image_keys)} "
                          f"nor label_keys {tuple(label_keys)}; say how each is interpolated")
+    with quiet_nvimgcodec_fallback():
+        loader = LoadImaged(keys, image_only=True, dtype=np.float32, allow_missing_keys=allow_missing_keys)
     transforms: list[MapTransform] = [
-        LoadImaged(keys, image_only=True, dtype=np.float32, allow_missing_keys=allow_missing_keys),
+        loader,
         EnsureChannelFirstd(keys, allow_missing_keys=allow_missing_keys),
         # Labels pinned to MONAI's RAS convention: every affine is RAS after loading (ITK's LPS converted).
         Orientationd(keys, axcodes=axcodes, labels=RAS_LABELS, allow_missing_keys=allow_missing_keys),
