@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CT folder or CSV whose subjects all go to the test split (held-out anatomy made apart); "
                         "--ct-dir's are split by --val-fraction / --test-fraction as usual")
     p.add_argument("--projections-per-ct", type=int, default=defaults.projections_per_ct)
+    p.add_argument("--test-projections-per-ct", type=int, default=None,
+                   help="views per --test-ct-dir CT (default: --projections-per-ct); drawn apart, so the test images "
+                        "do not change with the training CTs or their views")
     p.add_argument("--size", type=int, default=defaults.detector_size, help="detector pixels per side")
     p.add_argument("--pitch", type=float, default=None,
                    help="detector pixel pitch in mm (default: fit the CT's extent after magnification)")
@@ -125,7 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     preset = parser.parse_known_args(argv)[0].preset
     if preset:
         parser.set_defaults(**PRESETS[preset])
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.test_projections_per_ct is not None and args.test_ct_dir is None:
+        parser.error("--test-projections-per-ct needs --test-ct-dir")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         manifest = build_drr_dataset(args.ct_dir, args.out, config=config, overwrite=args.overwrite,
-                                     progress=True, extra_manifest=args.manifest_copy, test_source=args.test_ct_dir)
+                                     progress=True, extra_manifest=args.manifest_copy, test_source=args.test_ct_dir,
+                                     test_projections_per_ct=args.test_projections_per_ct)
     except (FileExistsError, InputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -187,3 +187,29 @@ def test_test_cts_all_go_to_the_test_split_and_shared_ids_are_refused(tmp_path):
         build_drr_dataset(tmp_path / "train", tmp_path / "x", config=_config(), progress=False,
                           test_source=tmp_path / "clash")
     assert not (tmp_path / "x").exists()
+
+
+def test_test_cts_keep_their_images_whatever_the_training_cts_and_views(tmp_path):
+    from scripts.make_drr_dataset import main
+
+    _write_cts(tmp_path / "three", ["T01", "T02", "T03"])
+    _write_cts(tmp_path / "one", ["T01"])
+    _write_cts(tmp_path / "held_out", ["A901"])
+    tests = {}
+    for name, views in (("one", 3), ("three", 1)):  # 3 training views either way, from other CTs
+        out = tmp_path / f"drr_{name}"
+        assert main(["--ct-dir", str(tmp_path / name), "--test-ct-dir", str(tmp_path / "held_out"), "--out", str(out),
+                     "--projections-per-ct", str(views), "--test-projections-per-ct", "2", "--size", "16",
+                     "--volume-spacing", "8", "--val-fraction", "0", "--test-fraction", "0", "--realism"]) == 0
+        table = pd.read_csv(out / "manifest.csv")
+        assert (table["split"] == "train").sum() == 3
+        tests[name] = table[table["split"] == "test"].reset_index(drop=True)
+    assert list(tests["one"]["projection_id"]) == ["A901_p000", "A901_p001"]
+    geometry = ["projection_id", "angle_deg", "tilt_deg", "shift_x_mm", "shift_y_mm", "shift_z_mm"]
+    pd.testing.assert_frame_equal(tests["one"][geometry], tests["three"][geometry])
+    for key in ("se", "de_soft", "de_bone"):  # noisy images (--realism): the noise is the same draw too
+        for a, b in zip(tests["one"][key], tests["three"][key]):
+            np.testing.assert_array_equal(nib.load(tmp_path / "drr_one" / a).get_fdata(),
+                                          nib.load(tmp_path / "drr_three" / b).get_fdata())
+    with pytest.raises(SystemExit):
+        main(["--ct-dir", str(tmp_path / "one"), "--out", str(tmp_path / "x"), "--test-projections-per-ct", "2"])

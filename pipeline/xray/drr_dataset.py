@@ -28,7 +28,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -264,16 +264,23 @@ def _write_table(table: pd.DataFrame, path: Path, *, overwrite: bool) -> None:
         table.to_csv(tmp, index=False)
 
 
+#: row index from which held-out CTs draw their noise and physics (no training set has this many rows), so
+#: those draws do not depend on the training set's size
+HELD_OUT_FIRST_ROW = 1_000_000
+
+
 def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, *,
                       config: DRRDatasetConfig = DRRDatasetConfig(), overwrite: bool = False,
                       progress: bool = True, extra_manifest: str | os.PathLike | None = None,
-                      test_source: str | os.PathLike | None = None) -> Path:
+                      test_source: str | os.PathLike | None = None, test_projections_per_ct: int | None = None) -> Path:
     """Render the dataset (see the module docstring); returns the path of ``OUT/manifest.csv``.
 
     ``test_source``: further CTs (a folder or CSV, as ``ct_source``), every one in the test split: held-out
     anatomy made apart (e.g. phantoms without the training set's options); ``ct_source``'s subjects are split
     by the config's fractions as always (and get the same views as without ``test_source``), and an ID in both
-    sources is refused. ``extra_manifest``: also write
+    sources is refused. The test CTs' views and noise come from streams of their own, so they are the same
+    images whatever the training CTs and their number of views; ``test_projections_per_ct`` (default: the
+    config's) views each. ``extra_manifest``: also write
     a copy whose paths are relative to its own folder (e.g. ``data_manifests/drr_chest.csv``). Raises
     ``FileExistsError`` before rendering anything if the manifest or any output image exists and
     ``overwrite`` is False.
@@ -284,21 +291,23 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     cts = find_cts(ct_source)
     splits = subject_splits([s for s, _ in cts], val_fraction=config.val_fraction,
                            test_fraction=config.test_fraction, seed=config.seed)
-    if test_source is not None:
-        held_out = find_cts(test_source)
-        shared = sorted({s for s, _ in cts} & {s for s, _ in held_out})
-        if shared:
-            raise InputError(f"{shared[0]}: subject ID in both {ct_source} and the test CTs {test_source} "
-                             f"({len(shared)} shared); held-out subjects need IDs of their own")
-        cts += held_out  # after the others: their views are drawn after, so the others' are a run's without them
-        splits.update({s: "test" for s, _ in held_out})
+    held_out = find_cts(test_source) if test_source is not None else []
+    shared = sorted({s for s, _ in cts} & {s for s, _ in held_out})
+    if shared:
+        raise InputError(f"{shared[0]}: subject ID in both {ct_source} and the test CTs {test_source} "
+                         f"({len(shared)} shared); held-out subjects need IDs of their own")
+    cts += held_out  # after the others, so the others' views are a run's without them
+    splits.update({s: "test" for s, _ in held_out})
+    held_out_ids = {s for s, _ in held_out}
+    views = {s: (test_projections_per_ct or config.projections_per_ct) if s in held_out_ids
+             else config.projections_per_ct for s, _ in cts}
     suffix = "." + config.image_format
-    names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(config.projections_per_ct)]
+    names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(views[subject])]
     targets = [out / MANIFEST_NAME, out / METADATA_NAME] + [out / k / f"{n}{suffix}" for k in config.keys
                                                           for n in names]
     targets += [out / k / f"{subject}_p{p:03d}.nii.gz" for subject, path in cts
                 if (Path(path).parent / "tumours.nii.gz").exists()
-                for k in ("tumour_mask", "bone_path") for p in range(config.projections_per_ct)]
+                for k in ("tumour_mask", "bone_path") for p in range(views[subject])]
     targets += [out / "lung_path" / f"{n}.nii.gz" for n in names]
     if with_realism(config):
         targets += [out / k / f"{n}.nii.gz" for k in NOISELESS_KEYS for n in names]
@@ -309,8 +318,8 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         if existing:
             raise FileExistsError(f"{len(existing)} output file(s) exist, e.g. {existing[0]}; "
                                   "pass overwrite=True / --overwrite to replace them")
-    rng = np.random.default_rng(config.seed)
-    rows, saturated = [], 0
+    rngs = {False: np.random.default_rng(config.seed), True: np.random.default_rng([config.seed, 1])}  # held out?
+    rows, saturated, held_out_rows = [], 0, 0
     magnification = 1.0 if config.parallel else config.sdd_mm / config.sid_mm
     bar = tqdm(total=len(names), desc="DRR pairs", unit="pair", disable=not progress)
     for subject, path in cts:
@@ -319,10 +328,14 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         tumours = read_volume(tumour_file) if tumour_file.exists() else None  # (labels, affine): own grid
         pitch = config.pixel_spacing_mm or fit_pixel_spacing(
             affine, densities.shape[1:], detector_size=config.detector_size, magnification=magnification)
-        for p, geometry in enumerate(sample_geometries(rng, config, pixel_spacing_mm=pitch)):
-            physics = (draw_physics(physics_rng(config.seed, len(rows)), config.physics_ranges)
+        held = subject in held_out_ids
+        view_config = replace(config, projections_per_ct=views[subject])
+        for p, geometry in enumerate(sample_geometries(rngs[held], view_config, pixel_spacing_mm=pitch)):
+            index = HELD_OUT_FIRST_ROW + held_out_rows if held else len(rows)  # the noise's and physics' draws
+            held_out_rows += held
+            physics = (draw_physics(physics_rng(config.seed, index), config.physics_ranges)
                        if config.physics_ranges is not None else None)
-            images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + len(rows),
+            images = render_pair(densities, affine, geometry, config=config, seed=config.seed * 1_000_003 + index,
                                  physics=physics)
             row = {"subject_id": subject, "projection_id": f"{subject}_p{p:03d}"}
             extra = {k: images[k] for k in (*NOISELESS_KEYS, "lung_path") if k in images}
