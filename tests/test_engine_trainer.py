@@ -409,7 +409,7 @@ def test_an_endless_batch_source_needs_an_epoch_length() -> None:
 def test_an_unstepped_discriminator_schedule_does_not_warn_in_the_users_log() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, _, d, _ = _one_batch_trainer()
+        trainer = _one_batch_trainer()[0]
         trainer.adversarial_on = False  # the default recipe: D is never stepped
         LrScheduleHandler(constant_then_linear_decay(trainer.d_optimizer, constant_epochs=1, decay_epochs=1),
                           print_lr=False).attach(trainer)

@@ -4,6 +4,7 @@ splits by subject, overwrite refusal, bad input, and (when present) the real che
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,14 @@ import pytest
 
 from pipeline.errors import InputError
 from pipeline.io.images2d import LoadPairedImaged, find_paired_images, read_paired_manifest
-from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset, find_cts, load_densities, render_pair
+from pipeline.xray.drr_dataset import (
+    METADATA_NAME,
+    DRRDatasetConfig,
+    build_drr_dataset,
+    find_cts,
+    load_densities,
+    render_pair,
+)
 from transforms.drr import ProjectionGeometry
 
 N, SPACING = 32, 4.0
@@ -204,6 +212,7 @@ def test_test_cts_keep_their_images_whatever_the_training_cts_and_views(tmp_path
         table = pd.read_csv(out / "manifest.csv")
         assert (table["split"] == "train").sum() == 3
         tests[name] = table[table["split"] == "test"].reset_index(drop=True)
+        assert json.loads((out / METADATA_NAME).read_text())["test_cts"] == {"A901": 2}
     assert list(tests["one"]["projection_id"]) == ["A901_p000", "A901_p001"]
     geometry = ["projection_id", "angle_deg", "tilt_deg", "shift_x_mm", "shift_y_mm", "shift_z_mm"]
     pd.testing.assert_frame_equal(tests["one"][geometry], tests["three"][geometry])

@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
 from pipeline.errors import InputError, as_flag
 
-
 #: the start of torch's warning for a scheduler stepped before its optimizer (see Pix2PixTrainer)
 UNSTEPPED_SCHEDULER_WARNING = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
 

@@ -373,7 +373,7 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
                if config.physics_ranges is None else
                "drawn per image from config.physics_ranges: see the manifest's kvp_low, kvp_high, al_filter_mm, "
                "spr, scatter_sigma_mm, mas_high, mas_low, psf_sigma_mm, quantum_efficiency columns")
-    metadata = {"config": asdict(config), "physics": physics,
+    metadata = {"config": asdict(config), "physics": physics, "test_cts": {s: views[s] for s in sorted(held_out_ids)},
         "units": "all images are log attenuation -ln(I/I0) (dimensionless); see docs/xray_physics.md",
         "png": {"value = count * png_scale": config.png_scale} if config.image_format == "png" else None,
         "nifti_axes": "array (H, W): axis 0 = detector rows (superior -> inferior), axis 1 = columns"}
