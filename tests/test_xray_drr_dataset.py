@@ -222,3 +222,6 @@ def test_test_cts_keep_their_images_whatever_the_training_cts_and_views(tmp_path
                                           nib.load(tmp_path / "drr_three" / b).get_fdata())
     with pytest.raises(SystemExit):
         main(["--ct-dir", str(tmp_path / "one"), "--out", str(tmp_path / "x"), "--test-projections-per-ct", "2"])
+    assert main(["--ct-dir", str(tmp_path / "one"), "--test-ct-dir", str(tmp_path / "held_out"), "--out",
+                 str(tmp_path / "x"), "--test-projections-per-ct", "0"]) == 2  # one line, nothing written
+    assert not (tmp_path / "x").exists()

@@ -299,8 +299,9 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
     cts += held_out  # after the others, so the others' views are a run's without them
     splits.update({s: "test" for s, _ in held_out})
     held_out_ids = {s for s, _ in held_out}
-    views = {s: (test_projections_per_ct or config.projections_per_ct) if s in held_out_ids
-             else config.projections_per_ct for s, _ in cts}
+    test_config = (config if test_projections_per_ct is None  # replace() checks the count as the config does
+                   else replace(config, projections_per_ct=test_projections_per_ct))
+    views = {s: (test_config if s in held_out_ids else config).projections_per_ct for s, _ in cts}
     suffix = "." + config.image_format
     names = [f"{subject}_p{p:03d}" for subject, _ in cts for p in range(views[subject])]
     targets = [out / MANIFEST_NAME, out / METADATA_NAME] + [out / k / f"{n}{suffix}" for k in config.keys
@@ -329,8 +330,8 @@ def build_drr_dataset(ct_source: str | os.PathLike, out_dir: str | os.PathLike, 
         pitch = config.pixel_spacing_mm or fit_pixel_spacing(
             affine, densities.shape[1:], detector_size=config.detector_size, magnification=magnification)
         held = subject in held_out_ids
-        view_config = replace(config, projections_per_ct=views[subject])
-        for p, geometry in enumerate(sample_geometries(rngs[held], view_config, pixel_spacing_mm=pitch)):
+        geometries = sample_geometries(rngs[held], test_config if held else config, pixel_spacing_mm=pitch)
+        for p, geometry in enumerate(geometries):
             index = HELD_OUT_FIRST_ROW + held_out_rows if held else len(rows)  # the noise's and physics' draws
             held_out_rows += held
             physics = (draw_physics(physics_rng(config.seed, index), config.physics_ranges)
