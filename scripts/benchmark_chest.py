@@ -227,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                    help="train.json overrides for every recipe (network keys reach inference too)")
     p.add_argument("--size", type=int, default=256, help="DRR detector pixels per side")
-    # 192 phantoms x 3 views beat 48 x 12 and 24 x 24 (the same 576 pairs) on the held-out phantoms for two draws of
-    # the training phantoms, and was level on the real CT, where 48 x 12 swung with the draw: bundle docs section 7
+    # 192 phantoms x 3 views beat 48 x 12 and 24 x 24 (the same 576 pairs) on the held-out phantoms for three draws of
+    # the training phantoms; the real CT's leak was level, and swung with the draw: bundle docs section 7
     p.add_argument("--views", type=int, default=3, help="DRR views per training / validation phantom")
     p.add_argument("--physics", choices=("random", "fixed"), default="fixed",
                    help="training/validation DRRs: each image's system drawn from the documented ranges, or the "
