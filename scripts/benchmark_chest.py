@@ -4,12 +4,13 @@ held-out chest phantoms and on DRRs of the real chest CT.
     python -m scripts.benchmark_chest [--minutes 20] [--recipes default gan resize pixelshuffle] [--size 256]
         [--train-subjects 192] [--views 3] [--test-views 12] [--physics fixed|random] [--real-ct-dir data/chest_ct]
         [--real-variants] [--train-contrast drawn|none|venous|arterial] [--train-rib-density LOW HIGH]
-        [--train-extra-tumours LOW HIGH] [--data RUN] [--out runs/chest-<time>]
+        [--train-extra-tumours LOW HIGH] [--data RUN] [--workers N] [--out runs/chest-<time>]
 
 Steps, all through the commands a user runs (printed before they run):
 
 1. chest phantoms (``--phantom-size``, default the 2.5 mm preset): training and validation subjects from
-   ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy; IDs 2TP901...);
+   ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy; IDs 2TP901...), ``--workers``
+   at a time (default: the cores this process may use; the same phantoms whatever the number);
 2. DRRs with ``scripts.make_drr_dataset --preset chest`` (views within +-10 deg of AP, shifts, tilts,
    scatter, quantum noise, detector blur) at ``--size`` pixels with one detector pitch for every set (the
    phantoms' 400 mm field of view fills the detector; the real CT keeps its own size in mm): ``--views``
@@ -78,7 +79,7 @@ from scripts.chest_data import (
     reused_data,
     unenhanced_set,
 )
-from scripts.commands import bundle_command, command_line, run
+from scripts.commands import add_workers_option, bundle_command, command_line, run
 
 BUNDLE = Path("bundles/xray_dual_energy/configs")
 #: Recipe name -> ``train.json`` overrides, one difference each from the bundle as shipped ("default": L1
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the real-CT test is then not held out)")
     p.add_argument("--data", type=Path, default=None,
                    help="reuse the phantoms and DRRs of an earlier run of this benchmark (its --out folder)")
+    add_workers_option(p)
     return p
 
 

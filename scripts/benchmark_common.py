@@ -19,17 +19,20 @@ TEST_FIRST_ID = 901
 
 def write_phantom_sets(write_dataset: Callable[..., list[Path]], out: Path, *, n_trainval: int, n_test: int,
                        train_seed: int, test_seed: int, size: object,
-                       trainval_options: Mapping[str, object] | None = None) -> tuple[list[Path], list[Path]]:
+                       trainval_options: Mapping[str, object] | None = None,
+                       workers: int = 1) -> tuple[list[Path], list[Path]]:
     """Training/validation phantoms from ``train_seed`` in ``out/trainval``, held-out ones from
     ``test_seed`` in ``out/test`` (other anatomy, not only other views), numbered from :data:`TEST_FIRST_ID`
     so no ID is in both sets. ``write_dataset(folder, n=, seed=, size=, progress=, first_id=)`` writes one set
-    (``pipeline.data.phantoms.head.write_phantom_dataset`` or ``...chest_dataset.write_chest_dataset``).
+    (``pipeline.data.phantoms.head.write_phantom_dataset`` or ``...chest_dataset.write_chest_dataset``;
+    ``workers=`` too).
     ``trainval_options``: further keywords for the training/validation set only (e.g. the chest phantoms'
     ``contrast``), so the held-out set stays the one every run is compared on. Returns ``(trainval folders,
-    test folders)``."""
+    test folders)``. ``workers``: processes making subjects side by side (the same files whatever the number)."""
     trainval = write_dataset(out / "trainval", n=n_trainval, seed=train_seed, size=size, progress=True,
-                             **(trainval_options or {}))
-    test = write_dataset(out / "test", n=n_test, seed=test_seed, size=size, progress=True, first_id=TEST_FIRST_ID)
+                             workers=workers, **(trainval_options or {}))
+    test = write_dataset(out / "test", n=n_test, seed=test_seed, size=size, progress=True, first_id=TEST_FIRST_ID,
+                         workers=workers)
     return trainval, test
 
 

@@ -8,7 +8,8 @@ Steps, all through the bundle commands a user runs:
    skull base, air cells, teeth, C1-C3, MR physics with per-subject scanners, MR/CT misregistration), with
    a T1w SPGR MR to train on and an MPRAGE MR of the same subjects as a cross-family test
    (``--families spgr mprage``); ``--phantoms simple`` for the earlier heads. Training and validation
-   subjects from ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy);
+   subjects from ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy), ``--workers``
+   at a time (default: the cores this process may use; the same phantoms whatever the number);
    ``--data`` reuses an earlier run's phantoms;
 2. per recipe (a dict of ``train.json`` overrides, see :mod:`scripts.quality_recipes`): ``train.json --max_minutes M``,
    then ``inference.json`` and ``evaluate.json`` on the test split of every family (which also writes the
@@ -45,7 +46,7 @@ from scripts.benchmark_common import (
     trained_iterations,
     validation_curve,
 )
-from scripts.commands import bundle_command, command_line, run
+from scripts.commands import add_workers_option, bundle_command, command_line, run
 from scripts.quality_data import (
     PHANTOMS,
     default_size,
@@ -340,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None,
                         help="reuse the phantoms of an earlier run (its phantoms/ folder with manifest.csv) instead of "
                              "generating them: the same subjects for recipes compared across runs")
+    add_workers_option(parser)
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.error(f"{args.out} exists; choose another --out (the benchmark never overwrites)")
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         manifests = make_data(args.out / "phantoms", phantoms=args.phantoms, size=size, n_train=args.train_subjects,
                               n_val=args.val_subjects, n_test=args.test_subjects, train_seed=args.train_seed,
-                              test_seed=args.test_seed, families=tuple(args.families))
+                              test_seed=args.test_seed, families=tuple(args.families), workers=args.workers)
     train_family, manifest = next(iter(manifests.items()))
     tests = list(manifests.items())[:1 if args.no_cross else None]
     fit_manifest = (training_fit_manifest(manifest, args.out / "manifest_train_fit.csv", n=args.fit_subjects)

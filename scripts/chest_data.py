@@ -98,7 +98,8 @@ def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], 
         n_test=args.test_subjects, train_seed=args.train_seed, test_seed=args.test_seed, size=args.phantom_size,
         trainval_options={"contrast": None if args.train_contrast == "drawn" else args.train_contrast,
                           "rib_density": tuple(args.train_rib_density),
-                          "extra_tumours": tuple(args.train_extra_tumours) if max(args.train_extra_tumours) else None})
+                          "extra_tumours": tuple(args.train_extra_tumours) if max(args.train_extra_tumours) else None},
+        workers=args.workers)
     ids = sorted(f.name for f in trainval)
     trainval_split = {s: "train" if i < args.train_subjects else "val" for i, s in enumerate(ids)}
     drr, pitch = out / "drr", detector_pitch(args.size)

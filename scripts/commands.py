@@ -1,10 +1,12 @@
 """The commands a user would type, run from a script: printed first, so a demo or benchmark log is a recipe.
 
-Shared by :mod:`scripts.demo`, :mod:`scripts.benchmark_quality` and :mod:`scripts.benchmark_chest`.
+Shared by :mod:`scripts.demo`, :mod:`scripts.benchmark_quality` and :mod:`scripts.benchmark_chest`, with the
+``--workers`` option of the scripts that make phantoms.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import subprocess
 import sys
@@ -44,3 +46,19 @@ def module_command(module: str, *args: object) -> list[str]:
 def command_line(module: str, argv: Sequence[str] | None) -> str:
     """How the user started ``module`` (for the record in a report): ``python -m module ARGS``."""
     return shlex.join(["python", "-m", module, *(argv if argv is not None else sys.argv[1:])])
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--workers N``: processes that make phantoms side by side (default: the cores this process may use).
+    Each subject's seed is fixed before any is made, so the files are the same whatever ``N``."""
+    from pipeline.data.phantoms.dataset import available_cores
+
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    parser.add_argument("--workers", type=positive, default=available_cores(), metavar="N",
+                        help="processes making phantoms side by side (default %(default)s: the cores this process may "
+                             "use); the same phantoms whatever N")

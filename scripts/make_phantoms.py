@@ -14,6 +14,9 @@ base, teeth, MR physics, misregistration; docs/head_phantoms.md): ``OUT/1BD001/{
 ``mr_<family>.nii.gz`` per further MR family and ``phantom.json`` (:mod:`pipeline.data.phantoms.detailed_head`). Chests:
 ``OUT/2TP001/{ct,tumours}.nii.gz, tumours.json`` ... (:mod:`pipeline.data.phantoms.chest_dataset`). And
 ``OUT/montage.png``. Existing subject folders are never replaced unless ``--overwrite`` is given.
+
+``--workers N`` makes N subjects at a time in processes of their own (default: the cores this process may use;
+``taskset`` counts): every subject's seed is fixed before any is made, so the files are the same whatever N.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from pipeline.data.phantoms import chest, chest_dataset, detailed_head, head
 from pipeline.data.phantoms.mr_acquisition import FAMILIES
+from scripts.commands import add_workers_option
 
 #: anatomy -> (size presets, dataset writer, montage writer, grid help)
 ANATOMIES = {
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "where there is room (a stream of its own); default none")
     parser.add_argument("--montage", type=Path, default=None, help="PNG montage path (default OUT/montage.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing subject folders")
+    add_workers_option(parser)
     return parser
 
 
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         folders = write_dataset(args.out, n=args.n, seed=args.seed, size=size, overwrite=args.overwrite,
-                                progress=True, first_id=args.first_id)
+                                progress=True, first_id=args.first_id, workers=args.workers)
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

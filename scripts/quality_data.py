@@ -43,9 +43,11 @@ def default_size(phantoms: str) -> tuple[int, int, int]:
 
 
 def make_data(out: Path, *, phantoms: str, size: tuple[int, int, int], n_train: int, n_val: int, n_test: int,
-              train_seed: int, test_seed: int, families: tuple[str, ...] = ("spgr", "mprage")) -> dict[str, Path]:
-    """Write the phantoms into ``out`` and their manifests; returns ``{family: manifest}``, the training
-    family first (``manifest.csv``), then one ``manifest_<family>.csv`` per other family."""
+              train_seed: int, test_seed: int, families: tuple[str, ...] = ("spgr", "mprage"),
+              workers: int = 1) -> dict[str, Path]:
+    """Write the phantoms into ``out`` (``workers`` processes side by side) and their manifests; returns
+    ``{family: manifest}``, the training family first (``manifest.csv``), then one ``manifest_<family>.csv`` per
+    other family."""
     from pipeline.data.manifest import find_subjects, write_manifest
 
     if phantoms == "detailed":
@@ -59,7 +61,7 @@ def make_data(out: Path, *, phantoms: str, size: tuple[int, int, int], n_train: 
     else:
         raise ValueError(f"phantoms must be one of {PHANTOMS}, got {phantoms!r}")
     write_phantom_sets(writer, out, n_trainval=n_train + n_val, n_test=n_test, train_seed=train_seed,
-                       test_seed=test_seed, size=size)
+                       test_seed=test_seed, size=size, workers=workers)
     trainval = find_subjects(out / "trainval")
     trainval["split"] = ["train"] * n_train + ["val"] * n_val
     test = find_subjects(out / "test")

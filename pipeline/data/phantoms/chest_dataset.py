@@ -10,13 +10,14 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from pipeline.data.phantoms.chest import make_chest_subject, subject_id
-from pipeline.data.phantoms.dataset import subject_folders
+from pipeline.data.phantoms.dataset import write_subjects
 from pipeline.io.atomic import atomic_write
 from pipeline.io.volumes import write_nifti
 
@@ -25,30 +26,36 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
                         size: str | tuple[int, int, int] = "default", contrast: str | None = None,
                         rib_density: tuple[float, float] | None = None,
                         extra_tumours: tuple[int, int] | None = None, overwrite: bool = False,
-                        progress: bool = False, first_id: int = 1) -> list[Path]:
+                        progress: bool = False, first_id: int = 1, workers: int = 1) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/{ct,tumours}.nii.gz`` + ``tumours.json``; return the folders.
 
     ``ct`` int16 HU, ``tumours`` uint8 labels (0 background, k = tumour k) on the CT grid,
     ``tumours.json`` = {"params": ..., "tumours": [{label, centre_mm (RAS), diameter_mm, behind_rib_ap}]}.
-    Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n``; ``first_id`` numbers the
-    first ID, e.g. 901 for a held-out set); ``contrast`` forces
+    Subject ``i`` uses a seed derived from ``(seed, i)`` (the same subject whatever ``n`` or ``workers``, the
+    processes that make subjects side by side; ``first_id`` numbers the first ID, e.g. 901 for a held-out set);
+    ``contrast`` forces
     every subject's contrast phase (``make_chest_subject``; None: drawn, the anatomy is the same either way) and
     ``rib_density`` ``(low, high)`` scales each subject's ribs by a factor drawn from that range and
     ``extra_tumours`` ``(low, high)`` adds that many tumours behind ribs (``make_chest_subject``). Raises
     ``FileExistsError`` before writing anything if a subject folder exists and not ``overwrite``.
     """
-    folders = []
-    for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
-                                                progress=progress, desc="chest phantoms", first_id=first_id):
-        subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density,
-                                     extra_tumours=extra_tumours)
-        # overwrite=True per file: the folder-level overwrite was checked above
-        write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
-        write_nifti(subject.tumour_labels, subject.affine, folder / "tumours.nii.gz", overwrite=True)
-        info = {"params": subject.params, "tumours": [asdict(t) for t in subject.tumours]}
-        atomic_write(folder / "tumours.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
-        folders.append(folder)
-    return folders
+    write = partial(_write_subject, size=size, contrast=contrast, rib_density=rib_density,
+                    extra_tumours=extra_tumours)
+    return write_subjects(out_dir, n=n, seed=seed, subject_id=subject_id, write_subject=write, overwrite=overwrite,
+                          progress=progress, desc="chest phantoms", first_id=first_id, workers=workers)
+
+
+def _write_subject(folder: Path, subject_seed: int, *, size: str | tuple[int, int, int],
+                        contrast: str | None, rib_density: tuple[float, float] | None,
+                        extra_tumours: tuple[int, int] | None) -> None:
+    """One subject of :func:`write_chest_dataset` into its (existing) ``folder``."""
+    subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density,
+                                 extra_tumours=extra_tumours)
+    # overwrite=True per file: the folder-level overwrite was checked before any subject was made
+    write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
+    write_nifti(subject.tumour_labels, subject.affine, folder / "tumours.nii.gz", overwrite=True)
+    info = {"params": subject.params, "tumours": [asdict(t) for t in subject.tumours]}
+    atomic_write(folder / "tumours.json", lambda p: p.write_text(json.dumps(info, indent=1)), overwrite=True)
 
 
 def save_chest_montage(subject_dirs: Sequence[str | os.PathLike], path: str | os.PathLike, *,

@@ -28,13 +28,14 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import paint_head, smooth_noise
-from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, subject_folders
+from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, write_subjects
 from pipeline.data.phantoms.head_tissues import HEAD_TISSUES, N_HEAD_TISSUES, SUBJECT_JITTER, HeadTissue
 from pipeline.data.phantoms.jaw_neck import paint_jaw_and_neck
 from pipeline.data.phantoms.mr_acquisition import (
@@ -226,27 +227,29 @@ def _store_hu(ct: np.ndarray) -> np.ndarray:
 
 def write_detailed_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0, size: str | Sequence[int] = "1mm",
                            families: Sequence[str] = DEFAULT_FAMILIES, overwrite: bool = False,
-                           progress: bool = False, first_id: int = 1) -> list[Path]:
+                           progress: bool = False, first_id: int = 1, workers: int = 1) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/`` (``ct``, ``mask``, one MR per family, ``phantom.json``).
 
-    Subject ``i`` uses a seed derived from ``(seed, i)``, so a subject is the same whatever ``n`` (``first_id``
+    Subject ``i`` uses a seed derived from ``(seed, i)``, so a subject is the same whatever ``n`` or ``workers``
+    (processes making subjects side by side, :func:`pipeline.data.phantoms.dataset.write_subjects`; ``first_id``
     numbers the first ID, e.g. 901 for a held-out set); existing
     subject folders are refused (``FileExistsError``) before anything is written unless ``overwrite``.
     """
-    folders = []
-    for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=detailed_subject_id,
-                                                overwrite=overwrite, progress=progress, desc="detailed heads",
-                                                first_id=first_id):
-        subject = make_detailed_subject(seed=subject_seed, size=size, families=families)
-        write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
-        write_nifti(subject.mask, subject.affine, folder / "mask.nii.gz", overwrite=True)
-        for family, image in subject.mr.items():
-            write_nifti(image, subject.affine, folder / mr_file_name(family, families), overwrite=True)
-        record = {"families": {f: mr_file_name(f, families) for f in families}, **subject.record}
-        text = json.dumps(record, indent=1) + "\n"
-        atomic_write(folder / "phantom.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
-        folders.append(folder)
-    return folders
+    write = partial(_write_subject, size=size, families=tuple(families))
+    return write_subjects(out_dir, n=n, seed=seed, subject_id=detailed_subject_id, write_subject=write,
+                          overwrite=overwrite, progress=progress, desc="detailed heads", first_id=first_id,
+                          workers=workers)
+
+
+def _write_subject(folder: Path, subject_seed: int, *, size: str | Sequence[int], families: tuple[str, ...]) -> None:
+    subject = make_detailed_subject(seed=subject_seed, size=size, families=families)
+    write_nifti(subject.ct, subject.affine, folder / "ct.nii.gz", overwrite=True)
+    write_nifti(subject.mask, subject.affine, folder / "mask.nii.gz", overwrite=True)
+    for family, image in subject.mr.items():
+        write_nifti(image, subject.affine, folder / mr_file_name(family, families), overwrite=True)
+    record = {"families": {f: mr_file_name(f, families) for f in families}, **subject.record}
+    text = json.dumps(record, indent=1) + "\n"
+    atomic_write(folder / "phantom.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=True)
 
 
 def save_detailed_montage(subject_dirs: Sequence[str | os.PathLike], path: str | os.PathLike, *,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -27,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from pipeline.data.phantoms.anatomy import TISSUES, Tissue, paint_head, smooth_noise
-from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, subject_folders
+from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, write_subjects
 from pipeline.io.volumes import write_nifti
 from transforms.intensity import HU_AIR, HU_MIN
 
@@ -163,22 +164,24 @@ def write_phantom_dataset(
     overwrite: bool = False,
     progress: bool = False,
     first_id: int = 1,
+    workers: int = 1,
 ) -> list[Path]:
     """Write ``n`` subjects as ``out_dir/<ID>/{mr,ct,mask}.nii.gz`` and return the subject folders.
 
-    Subject ``i`` uses a seed derived from ``(seed, i)``, so subject 1BP003 is the same whatever ``n``;
+    Subject ``i`` uses a seed derived from ``(seed, i)``, so subject 1BP003 is the same whatever ``n`` or
+    ``workers`` (processes making subjects side by side, :func:`pipeline.data.phantoms.dataset.write_subjects`);
     ``first_id`` numbers the first ID (``first_id=901``: 1BP901, with subject 0's anatomy).
     Raises ``FileExistsError`` (before writing anything) if a subject folder exists and not ``overwrite``.
     """
-    folders = []
-    for folder, subject_seed in subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
-                                                progress=progress, desc="phantoms", first_id=first_id):
-        subject = make_phantom_subject(seed=subject_seed, size=size)
-        for name, array in (("mr", subject.mr), ("ct", subject.ct), ("mask", subject.mask)):
-            # overwrite=True per file: the folder-level overwrite was checked above
-            write_nifti(array, subject.affine, folder / f"{name}.nii.gz", overwrite=True)
-        folders.append(folder)
-    return folders
+    return write_subjects(out_dir, n=n, seed=seed, subject_id=subject_id, write_subject=partial(_write_subject, size=size),
+                          overwrite=overwrite, progress=progress, desc="phantoms", first_id=first_id, workers=workers)
+
+
+def _write_subject(folder: Path, subject_seed: int, *, size: str | tuple[int, int, int]) -> None:
+    subject = make_phantom_subject(seed=subject_seed, size=size)
+    for name, array in (("mr", subject.mr), ("ct", subject.ct), ("mask", subject.mask)):
+        # overwrite=True per file: the folder-level overwrite was checked before any subject was made
+        write_nifti(array, subject.affine, folder / f"{name}.nii.gz", overwrite=True)
 
 
 def save_montage(
