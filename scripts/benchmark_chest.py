@@ -10,7 +10,7 @@ Steps, all through the commands a user runs (printed before they run):
 
 1. chest phantoms (``--phantom-size``, default the 2.5 mm preset): training and validation subjects from
    ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy; IDs 2TP901...), ``--workers``
-   at a time (default: the cores this process may use; the same phantoms whatever the number);
+   at a time (default: the cores this process may use, at most 8; the same phantoms whatever the number);
 2. DRRs with ``scripts.make_drr_dataset --preset chest`` (views within +-10 deg of AP, shifts, tilts,
    scatter, quantum noise, detector blur) at ``--size`` pixels with one detector pitch for every set (the
    phantoms' 400 mm field of view fills the detector; the real CT keeps its own size in mm): ``--views``

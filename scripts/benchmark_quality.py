@@ -9,7 +9,7 @@ Steps, all through the bundle commands a user runs:
    a T1w SPGR MR to train on and an MPRAGE MR of the same subjects as a cross-family test
    (``--families spgr mprage``); ``--phantoms simple`` for the earlier heads. Training and validation
    subjects from ``--train-seed``, held-out test subjects from ``--test-seed`` (other anatomy), ``--workers``
-   at a time (default: the cores this process may use; the same phantoms whatever the number);
+   at a time (default: the cores this process may use, at most 8; the same phantoms whatever the number);
    ``--data`` reuses an earlier run's phantoms;
 2. per recipe (a dict of ``train.json`` overrides, see :mod:`scripts.quality_recipes`): ``train.json --max_minutes M``,
    then ``inference.json`` and ``evaluate.json`` on the test split of every family (which also writes the
