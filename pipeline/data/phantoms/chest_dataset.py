@@ -45,9 +45,8 @@ def write_chest_dataset(out_dir: str | os.PathLike, *, n: int, seed: int = 0,
                           progress=progress, desc="chest phantoms", first_id=first_id, workers=workers)
 
 
-def _write_subject(folder: Path, subject_seed: int, *, size: str | tuple[int, int, int],
-                        contrast: str | None, rib_density: tuple[float, float] | None,
-                        extra_tumours: tuple[int, int] | None) -> None:
+def _write_subject(folder: Path, subject_seed: int, *, size: str | tuple[int, int, int], contrast: str | None,
+                   rib_density: tuple[float, float] | None, extra_tumours: tuple[int, int] | None) -> None:
     """One subject of :func:`write_chest_dataset` into its (existing) ``folder``."""
     subject = make_chest_subject(seed=subject_seed, size=size, contrast=contrast, rib_density=rib_density,
                                  extra_tumours=extra_tumours)
