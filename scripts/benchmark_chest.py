@@ -20,7 +20,8 @@ Steps, all through the commands a user runs (printed before they run):
    (deformed variants ``<ID>-Dnn`` there are left out: they are augmentation, not test cases), and the
    held-out phantoms once more with each view's system drawn (``--random-physics``, another seed): does the
    model know only one simulator? and the real CT without its contrast agent (``pipeline.data.unenhanced``,
-   the same views and noise as the real set; needs the CT's segmentation). Four manifests: ``drr/phantoms.csv``
+   the same views and noise as the real set; needs the CT's segmentation), ``--workers`` CTs at a time (the
+   same images whatever the number). Four manifests: ``drr/phantoms.csv``
    (train / val / test), ``drr/real.csv``, ``drr/systems.csv`` and ``drr/real_unenhanced.csv`` (the same
    training rows, the real CT, the drawn-system views or the unenhanced real CT as test: the SE baseline is
    fitted on the training split, the real CT never trains); ``--train-contrast`` forces the training
@@ -264,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the real-CT test is then not held out)")
     p.add_argument("--data", type=Path, default=None,
                    help="reuse the phantoms and DRRs of an earlier run of this benchmark (its --out folder)")
-    add_workers_option(p)
+    add_workers_option(p, what="making phantoms and rendering DRRs, one subject each",
+                       same="the same phantoms and images")
     return p
 
 

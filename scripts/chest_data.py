@@ -59,11 +59,12 @@ def real_ct_list(real_ct_dir: Path, out_csv: Path, *, variants: bool = False) ->
 
 
 def render(ct_source: Path, out: Path, *, views: int, size: int, pitch: float, seed: int,
-           volume_spacing: float | None = None, random_physics: bool = False) -> dict[str, float]:
-    """DRR pairs of every CT in ``ct_source`` with the chest preset; ``{"pairs", "seconds"}``."""
+           volume_spacing: float | None = None, random_physics: bool = False, workers: int = 1) -> dict[str, float]:
+    """DRR pairs of every CT in ``ct_source`` with the chest preset, ``workers`` CTs at a time;
+    ``{"pairs", "seconds"}``."""
     args = ["--ct-dir", ct_source, "--out", out, "--preset", "chest", "--projections-per-ct", views,
             "--size", size, "--pitch", pitch, "--seed", seed, "--val-fraction", 0, "--test-fraction", 0,
-            *(["--random-physics"] if random_physics else [])]
+            "--workers", workers, *(["--random-physics"] if random_physics else [])]
     if volume_spacing:
         args += ["--volume-spacing", volume_spacing]
     seconds = run(module_command("scripts.make_drr_dataset", *args))
@@ -103,7 +104,7 @@ def make_data(out: Path, *, args: argparse.Namespace) -> tuple[dict[str, Path], 
     ids = sorted(f.name for f in trainval)
     trainval_split = {s: "train" if i < args.train_subjects else "val" for i, s in enumerate(ids)}
     drr, pitch = out / "drr", detector_pitch(args.size)
-    options = {"size": args.size, "pitch": pitch}
+    options = {"size": args.size, "pitch": pitch, "workers": args.workers}
     timing = {"phantoms train/val": render(out / "phantoms" / "trainval", drr / "trainval", views=args.views,
                                            seed=args.train_seed, random_physics=args.physics == "random", **options),
               "phantoms test": render(out / "phantoms" / "test", drr / "test", views=args.test_views,
@@ -155,7 +156,7 @@ def unenhanced_set(real_manifest: Path, folder: Path, *, args: argparse.Namespac
                        args.real_ct_dir)
         return None
     timing = render(cts, folder / "real_unenhanced", views=args.test_views, size=args.size, pitch=pitch,
-                    seed=args.test_seed, volume_spacing=args.real_volume_spacing)
+                    seed=args.test_seed, volume_spacing=args.real_volume_spacing, workers=args.workers)
     rows = relocated(real_manifest, folder, None)
     return write_manifest([rows[rows["split"] == "train"], relocated(folder / "real_unenhanced" / "manifest.csv", folder, "test")],
                           folder / "real_unenhanced.csv"), timing
@@ -170,7 +171,8 @@ def add_real_variants(manifests: Mapping[str, Path], out: Path, *, args: argpars
     pitch = manifest_pitch(manifests["phantoms"])
     timing = render(real_ct_list(args.real_ct_dir, folder / "variant_cts.csv", variants=True), folder / "variants",
                     views=args.views, size=args.size, pitch=pitch, seed=args.train_seed + 1,
-                    volume_spacing=args.real_volume_spacing, random_physics=args.physics == "random")
+                    volume_spacing=args.real_volume_spacing, random_physics=args.physics == "random",
+                    workers=args.workers)
     variants = relocated(folder / "variants" / "manifest.csv", folder, "train")
     return {name: write_manifest([relocated(manifest, folder, None), variants], folder / f"{name}.csv")
             for name, manifest in manifests.items()}, timing

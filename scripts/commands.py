@@ -48,16 +48,18 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(argv if argv is not None else sys.argv[1:])])
 
 
-#: The most phantom processes ``--workers`` starts by default: each holds one subject (peak 0.5 GB for a chest
-#: phantom, 2.6 GB for a 1 mm detailed head), so a many-core machine is not run out of memory by default.
+#: The most processes ``--workers`` starts by default: each holds one subject (peak 0.5 GB for a chest phantom,
+#: 2.6 GB for a 1 mm detailed head), so a many-core machine is not run out of memory by default.
 DEFAULT_MAX_WORKERS = 8
 
 
-def add_workers_option(parser: argparse.ArgumentParser) -> None:
-    """``--workers N``: processes that make phantoms side by side (default: the cores this process may use, at
-    most :data:`DEFAULT_MAX_WORKERS`). Each subject's seed is fixed before any is made, so the files are the
-    same whatever ``N``."""
-    from pipeline.data.phantoms.dataset import available_cores
+def add_workers_option(parser: argparse.ArgumentParser, *,
+                       what: str = "making phantoms; each holds one subject, up to 2.6 GB for a 1 mm detailed head",
+                       same: str = "the same phantoms", default: int | None = None) -> None:
+    """``--workers N``: processes that work side by side, one subject each (``default`` None: the cores this
+    process may use, at most :data:`DEFAULT_MAX_WORKERS`). Every seed is fixed before any subject is made, so
+    the files are the same whatever ``N``. ``what`` and ``same`` complete the help text."""
+    from pipeline.parallel import available_cores
 
     def positive(text: str) -> int:
         value = int(text)
@@ -65,7 +67,8 @@ def add_workers_option(parser: argparse.ArgumentParser) -> None:
             raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
         return value
 
-    parser.add_argument("--workers", type=positive, default=min(available_cores(), DEFAULT_MAX_WORKERS), metavar="N",
-                        help="processes making phantoms side by side (default %(default)s: the cores this process may "
-                             f"use, at most {DEFAULT_MAX_WORKERS}; each holds one subject, up to 2.6 GB for a 1 mm "
-                             "detailed head); the same phantoms whatever N")
+    chosen = f"default %(default)s: the cores this process may use, at most {DEFAULT_MAX_WORKERS}" \
+        if default is None else "default %(default)s"
+    parser.add_argument("--workers", type=positive, metavar="N", help=f"processes side by side ({chosen}), {what}; "
+                        f"{same} whatever N",
+                        default=min(available_cores(), DEFAULT_MAX_WORKERS) if default is None else default)

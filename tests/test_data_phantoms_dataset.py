@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 # Light imports only: the worker processes import this module to find _record_seed.
-from pipeline.data.phantoms.dataset import available_cores, phantom_grid, subject_folders, write_subjects
+from pipeline.data.phantoms.dataset import phantom_grid, subject_folders, write_subjects
 
 SIZES = {"small": ((10, 12, 8), (2.0, 2.0, 3.0))}
 FOV = np.array([200.0, 240.0, 160.0])
@@ -80,7 +80,7 @@ def test_write_subjects_gives_every_subject_its_own_seed_whatever_the_workers(tm
     assert seeds_one == seeds_two == [seed for _, seed in _folders(tmp_path / "ref", 4)]
     with pytest.raises(ValueError, match="workers must be >= 1"):
         _written(tmp_path / "zero", 0)
-    assert available_cores() >= 1
+    assert not (tmp_path / "zero").exists()  # refused before any folder is made
 
 
 def test_write_subjects_raises_a_failing_subject_from_the_worker(tmp_path):

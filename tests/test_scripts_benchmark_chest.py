@@ -179,7 +179,7 @@ def test_unenhanced_set_renders_the_real_ct_without_iodine_beside_the_training_r
     pd.DataFrame({"subject_id": ["2TP001", "CXR007"], "se": ["trainval/se/a.nii.gz", "real/se/b.nii.gz"],
                   "split": ["train", "test"]}).to_csv(real, index=False)
     args = argparse.Namespace(real_ct_dir=tmp_path / "cts", test_views=1, size=32, test_seed=5,
-                              real_volume_spacing=None)
+                              real_volume_spacing=None, workers=1)
     manifest, timing = unenhanced_set(real, tmp_path / "out", args=args, pitch=15.0)
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     assert list(table["split"]) == ["train", "test"] and timing["pairs"] == 1
@@ -202,6 +202,6 @@ def test_unenhanced_set_is_skipped_without_a_segmentation(tmp_path: Path, caplog
     for name in ("ct.nii.gz", "mask.nii.gz", "structures.csv"):
         (tmp_path / "cts" / "CXR002" / name).write_bytes(b"")
     args = argparse.Namespace(real_ct_dir=tmp_path / "cts", test_views=1, size=32, test_seed=5,
-                              real_volume_spacing=None)
+                              real_volume_spacing=None, workers=1)
     assert unenhanced_set(tmp_path / "real.csv", tmp_path / "out", args=args, pitch=15.0) is None
     assert "no real_unenhanced test set" in caplog.text and "left out of real_unenhanced: CXR002" in caplog.text

@@ -99,8 +99,10 @@ def test_bad_ct_is_reported_with_subject(tmp_path):
     raw = np.full((8, 8, 8), 1000, np.int16)  # scanner units, not HU: no air
     nib.save(nib.Nifti1Image(raw, np.eye(4)), tmp_path / "cts" / "B07.nii.gz")
     assert find_cts(tmp_path / "cts") == [("B07", tmp_path / "cts" / "B07.nii.gz")]
-    with pytest.raises(InputError, match="^B07: CT .* does not look like HU"):
-        build_drr_dataset(tmp_path / "cts", tmp_path / "out", config=_config(), progress=False)
+    for workers in (1, 2):  # from a worker process too: the same one-line error
+        with pytest.raises(InputError, match="^B07: CT .* does not look like HU"):
+            build_drr_dataset(tmp_path / "cts", tmp_path / f"out{workers}", config=_config(), progress=False,
+                              workers=workers)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no CT found"):
         find_cts(tmp_path / "empty")
@@ -225,3 +227,33 @@ def test_test_cts_keep_their_images_whatever_the_training_cts_and_views(tmp_path
     assert main(["--ct-dir", str(tmp_path / "one"), "--test-ct-dir", str(tmp_path / "held_out"), "--out",
                  str(tmp_path / "x"), "--test-projections-per-ct", "0"]) == 2  # one line, nothing written
     assert not (tmp_path / "x").exists()
+
+
+def test_workers_render_the_same_images(tmp_path):
+    """Views, noise and drawn physics are fixed before any CT is read: two processes write what one does."""
+    from pipeline.xray.radiograph import RealismConfig
+    from pipeline.xray.randomisation import PhysicsRanges
+
+    _write_cts(tmp_path / "cts", ["T01", "T02", "T03"])
+    _write_cts(tmp_path / "held_out", ["A901", "A902"])
+    tables = {}
+    for name, workers, config in (("w1", 1, _config(realism=RealismConfig())), ("w2", 2, _config(realism=RealismConfig())),
+                                  ("drawn1", 1, _config(physics_ranges=PhysicsRanges())),
+                                  ("drawn3", 3, _config(physics_ranges=PhysicsRanges()))):
+        manifest = build_drr_dataset(tmp_path / "cts", tmp_path / name, config=config, progress=False, workers=workers,
+                                     test_source=tmp_path / "held_out", test_projections_per_ct=3)
+        tables[name] = pd.read_csv(manifest)
+    one = tables["w1"]
+    assert list(one["subject_id"]) == ["T01"] * 2 + ["T02"] * 2 + ["T03"] * 2 + ["A901"] * 3 + ["A902"] * 3
+    pd.testing.assert_frame_equal(one, tables["w2"])
+    for key in ("se", "de_soft", "de_bone", "de_soft_noiseless", "lung_path"):
+        for path in one[key]:
+            np.testing.assert_array_equal(nib.load(tmp_path / "w1" / path).get_fdata(),
+                                          nib.load(tmp_path / "w2" / path).get_fdata())
+    # drawn physics: each image's system is its row's draw, whatever process rendered it
+    drawn = tables["drawn3"]
+    assert drawn["mas_high"].nunique() == len(drawn)
+    pd.testing.assert_frame_equal(tables["drawn1"], drawn)
+    for path in drawn["se"]:
+        np.testing.assert_array_equal(nib.load(tmp_path / "drawn1" / path).get_fdata(),
+                                      nib.load(tmp_path / "drawn3" / path).get_fdata())

@@ -9,15 +9,15 @@ folders are refused before anything is written.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["available_cores", "phantom_grid", "rotation_matrix", "subject_folders", "write_subjects"]
+from pipeline.parallel import map_in_processes
+
+__all__ = ["phantom_grid", "rotation_matrix", "subject_folders", "write_subjects"]
 
 
 def phantom_grid(size: str | Sequence[int], *, sizes: Mapping[str, tuple[tuple[int, int, int], tuple[float, ...]]],
@@ -72,46 +72,19 @@ def subject_folders(out_dir: str | os.PathLike, *, n: int, seed: int, subject_id
         yield folders[i], int(children[i].generate_state(1)[0])
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one: ``taskset`` and container
-    limits count, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def write_subjects(out_dir: str | os.PathLike, *, n: int, seed: int, subject_id: Callable[[int], str],
                    write_subject: Callable[[Path, int], object], overwrite: bool, progress: bool, desc: str,
                    first_id: int = 1, workers: int = 1) -> list[Path]:
     """Write the ``n`` subjects of a dataset: ``write_subject(folder, subject seed)`` for each of
     :func:`subject_folders` (same arguments); returns the folders in subject order.
 
-    ``workers`` > 1 makes that many subjects at a time, each in a process of its own (at most ``n``): the
-    subjects' seeds are fixed before any is made, so the files are the same whatever ``workers``.
-    ``write_subject`` must then pickle (a module-level function or a ``functools.partial`` of one). The
-    processes are spawned, not forked: a fork of a process whose torch or OpenMP thread pool is running can
-    hang. A subject that fails raises here, after the subjects already running have finished."""
+    ``workers`` > 1 makes that many subjects at a time, each in a process of its own
+    (:func:`pipeline.parallel.map_in_processes`; ``write_subject`` must then pickle): the subjects' seeds are
+    fixed before any is made, so the files are the same whatever ``workers``. A subject that fails raises
+    here, after the subjects already running have finished."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    workers = max(1, min(workers, n))  # n < 1 is refused by subject_folders
-    folders = subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
-                              progress=progress and workers == 1, desc=desc, first_id=first_id)
-    if workers == 1:
-        written = []
-        for folder, subject_seed in folders:
-            write_subject(folder, subject_seed)
-            written.append(folder)
-        return written
-    jobs = list(folders)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(write_subject, folder, subject_seed) for folder, subject_seed in jobs]
-        finished = as_completed(futures)
-        if progress:
-            from tqdm import tqdm
-
-            finished = tqdm(finished, total=n, desc=f"{desc} ({workers} processes)", unit="subject")
-        try:
-            for future in finished:
-                future.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-    return [folder for folder, _ in jobs]
+    folders = list(subject_folders(out_dir, n=n, seed=seed, subject_id=subject_id, overwrite=overwrite,
+                                   progress=False, desc=desc, first_id=first_id))
+    map_in_processes(write_subject, folders, workers=workers, progress=progress, desc=desc, unit="subject")
+    return [folder for folder, _ in folders]
