@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads with --workers 1 (default: torch's choice; with more workers each gets "
                         "its share of the cores)")
     # default 1: one process's torch threads already use the cores; on 2 cores two processes rendered no faster
-    # (32 chest phantoms x 1 view at 256 px: 26.4 s against 27.0 s; bundle docs, section 7)
+    # (32 chest phantoms x 1 view at 256 px: 26.4 s against 27.0 s; X-ray bundle docs, section 1)
     add_workers_option(p, what="rendering one CT each (a real CT's densities up to ~1 GB), each with its share "
                        "of the cores' torch threads", same="the same images", default=1)
     p.add_argument("--manifest-copy", type=Path, default=None,

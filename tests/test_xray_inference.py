@@ -4,7 +4,8 @@ key sub-folder, plain folder; the split a folder gets is training's), ``output_f
 and ``DEPredictor`` with identity-like generators: intensity windows map predictions back to physical
 units, weights, windows and split settings come from the checkpoint and model card, and
 ``predict_inputs`` writes one image per target key plus ``predictions.csv`` without overwriting, PNG/JPEG
-inputs as 8-bit PNG at their own scale, and carries on past a bad input.
+inputs as 8-bit PNG at their own scale, and carries on past a bad input; flip TTA averages the image's and
+its mirror's predictions.
 """
 
 from __future__ import annotations
@@ -173,6 +174,30 @@ def test_predict_image_checks_windows_and_shape():
     for bad in (ramp_image()[0], np.concatenate([ramp_image()] * 2)):
         with pytest.raises(ValueError, match=r"\(1, H, W\)"):
             predictor.predict_image(bad)
+
+
+class ColumnRamp(torch.nn.Module):
+    """One channel ``x + 0.1 * column``: not mirror-symmetric, so flip TTA changes the prediction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x + 0.1 * torch.arange(x.shape[-1], dtype=x.dtype)
+
+
+def test_tta_averages_the_image_and_its_mirror():
+    image = ramp_image()
+    plain = DEPredictor(generator=ColumnRamp(), target_keys=["de_soft"], divisor=8, windows=WINDOWS)
+    tta = DEPredictor(generator=ColumnRamp(), target_keys=["de_soft"], divisor=8, windows=WINDOWS, tta=True)
+    columns = 0.1 * np.arange(image.shape[-1], dtype=np.float32)
+    # unit u = image / 2 - 1; plain: u + ramp; mirrored and flipped back: u + reversed ramp; target [0, 2]: value = unit + 1
+    np.testing.assert_allclose(plain.predict_image(image)[0], image[0] / 2 + columns, atol=1e-5)
+    np.testing.assert_allclose(tta.predict_image(image)[0], image[0] / 2 + (columns + columns[::-1]) / 2, atol=1e-5)
+    symmetric = DEPredictor(generator=PlusMinus(), divisor=8, windows=WINDOWS, tta="true")
+    np.testing.assert_allclose(symmetric.predict_image(image), DEPredictor(
+        generator=PlusMinus(), divisor=8, windows=WINDOWS).predict_image(image), atol=1e-6)
 
 
 def write_model(folder, *, gain: float, image_key: str = "se", target_keys=("de_soft", "de_bone"), split=None):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.engine.mirror import mirror_members
 from transforms.intensity import unit_range_to_hu
 from transforms.plane import from_plane, to_plane
 
@@ -50,10 +51,11 @@ def members_hu(predict: Callable[[torch.Tensor], torch.Tensor], mr: torch.Tensor
     """
     members = []
     for plane in planes:
-        for mirrored in (False, True) if flip else (False,):
-            source = torch.flip(mr, dims=[LEFT_RIGHT_DIM]) if mirrored else mr
-            unit = from_plane(predict(to_plane(source, plane).contiguous()), plane)
-            members.append(unit_range_to_hu(torch.flip(unit, dims=[LEFT_RIGHT_DIM]) if mirrored else unit))
+        def predict_on_grid(volume: torch.Tensor, plane: str = plane) -> torch.Tensor:
+            return from_plane(predict(to_plane(volume, plane).contiguous()), plane)
+
+        members += [unit_range_to_hu(unit) for unit in mirror_members(predict_on_grid, mr, dim=LEFT_RIGHT_DIM,
+                                                                       flip=flip)]
     return torch.cat(members)
 
 

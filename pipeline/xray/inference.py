@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pipeline.engine.handlers import load_generator_state
+from pipeline.engine.mirror import mirror_members
 from pipeline.engine.model_card import find_card, read_model_card
 from pipeline.engine.trainer import plain_tensor, unwrap_ddp
 from pipeline.errors import InputError, as_flag
@@ -140,11 +141,14 @@ class DEPredictor:
         device: torch device.
         png_scale: physical units per count of PNG/JPEG inputs and outputs (None: the file's full range
             <-> [0, 1]).
+        tta: flip test-time augmentation (:mod:`pipeline.engine.mirror`): the prediction is the mean of the
+            image's and, flipped back, its left-right mirror's (training flips left-right too); twice the time.
     """
 
     def __init__(self, *, generator: torch.nn.Module, image_key: str = "se",
                  target_keys: Sequence[str] = ("de_soft", "de_bone"), divisor: int, device: torch.device | str = "cpu",
-                 png_scale: float | None = None, windows: Mapping[str, IntensityWindow] | None = None) -> None:
+                 png_scale: float | None = None, windows: Mapping[str, IntensityWindow] | None = None,
+                 tta: bool = False) -> None:
         self.device = torch.device(device)
         self.generator = generator.to(self.device)
         self.image_key = image_key
@@ -152,6 +156,7 @@ class DEPredictor:
         self.divisor = int(divisor)
         self.png_scale = png_scale
         self.windows = dict(windows) if windows else None
+        self.tta = as_flag(tta, name="tta")
         self.card: dict[str, Any] | None = None
 
     def load_weights(self, checkpoint: str | os.PathLike, *, model_card: str | os.PathLike | None = None) -> "DEPredictor":
@@ -179,8 +184,10 @@ class DEPredictor:
         image = torch.as_tensor(np.asarray(image, dtype=np.float32))
         if image.ndim != 3 or image.shape[0] != 1:
             raise ValueError(f"expected a (1, H, W) image, got shape {tuple(image.shape)}")
-        unit = predict_unit_image(self.generator, self.windows["image"].to_unit(image), divisor=self.divisor,
-                                  device=self.device)
+        members = mirror_members(lambda unit: predict_unit_image(self.generator, unit, divisor=self.divisor,
+                                                                 device=self.device),
+                                 self.windows["image"].to_unit(image), dim=-1, flip=self.tta)
+        unit = torch.stack(members).mean(dim=0)
         return self.windows["target"].from_unit(unit).numpy().astype(np.float32)
 
     def output_paths(self, output_dir: Path, record: Mapping[str, Any], formats: Sequence[str]
