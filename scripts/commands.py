@@ -59,7 +59,7 @@ def add_workers_option(parser: argparse.ArgumentParser, *,
     """``--workers N``: processes that work side by side, one subject each (``default`` None: the cores this
     process may use, at most :data:`DEFAULT_MAX_WORKERS`). Every seed is fixed before any subject is made, so
     the files are the same whatever ``N``. ``what`` and ``same`` complete the help text."""
-    from pipeline.parallel import available_cores
+    from pipeline.data.parallel import available_cores
 
     def positive(text: str) -> int:
         value = int(text)

@@ -16,9 +16,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform
 
-HU_MIN = -1024.0
-HU_MAX = 3000.0
-HU_AIR = -1000.0
+from transforms.hu import HU_AIR, HU_MAX, HU_MIN
 
 ArrayLike = Any  # numpy array or torch tensor; functions return the same kind
 

@@ -28,7 +28,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -36,13 +36,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.manifest import subject_splits
+from pipeline.data.parallel import map_in_processes
 from pipeline.errors import InputError
 from pipeline.io.atomic import atomic_path
-from pipeline.io.images2d import DEFAULT_KEYS
-from pipeline.parallel import map_in_processes
 from pipeline.xray.drr_render import (
     NOISELESS_KEYS,
     CTTask,
+    DRRDatasetConfig,
     fit_pixel_spacing,
     load_densities,
     projected_tumour_labels,
@@ -51,62 +51,11 @@ from pipeline.xray.drr_render import (
     sample_geometries,
     with_realism,
 )
-from pipeline.xray.physics import AL_FILTER_MM, DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, describe_physics
-from pipeline.xray.radiograph import RealismConfig
-from pipeline.xray.randomisation import PhysicsRanges
+from pipeline.xray.physics import describe_physics
 
 CT_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 MANIFEST_NAME = "manifest.csv"
 METADATA_NAME = "drr_dataset.json"
-
-
-@dataclass(frozen=True)
-class DRRDatasetConfig:
-    """Options of :func:`build_drr_dataset`. Lengths in mm, angles in degrees.
-
-    ``pixel_spacing_mm`` None: chosen per CT so the detector covers the CT's largest extent (+5 %)
-    after magnification. ``volume_spacing_mm``: block-average the density volumes to at least this
-    spacing before projecting (speed; mass-conserving). ``angle_range_deg``: angles are drawn uniformly
-    from it; ``max_shift_mm``: isocentre shifts uniform in +-max per axis; ``max_tilt_deg``:
-    cranio-caudal beam tilts uniform in +-max (none drawn when 0, so older datasets reproduce).
-    ``realism``: scatter, quantum noise and detector blur (:mod:`pipeline.xray.radiograph`), seeded per
-    projection; None = noiseless. With realism every pair also gets ``de_soft_noiseless`` and
-    ``de_bone_noiseless`` (:data:`NOISELESS_KEYS`: the same chain without quantum noise), the references
-    of the bone-leak metric, never training targets. A CT with ``tumours.nii.gz`` beside it (chest
-    phantoms) also gets ``tumour_mask`` (projected labels) and ``bone_path`` (bone line integral, g/cm^2)
-    images. ``physics_ranges``: draw each image's kVp pair, filtration and realism
-    (:mod:`pipeline.xray.randomisation`) instead of using ``kvp_*``, ``al_filter_mm`` and ``realism``;
-    the draw is written to the manifest (``kvp_low``, ``kvp_high``, ``al_filter_mm``, ``spr`` ...).
-    """
-
-    projections_per_ct: int = 8
-    detector_size: int = 256
-    pixel_spacing_mm: float | None = None
-    sid_mm: float = 1000.0
-    sdd_mm: float = 1500.0
-    parallel: bool = False
-    angle_range_deg: tuple[float, float] = (0.0, 360.0)
-    max_shift_mm: float = 5.0
-    volume_spacing_mm: float | None = None
-    kvp_se: float = SE_KVP
-    kvp_low: float = DE_LOW_KVP
-    kvp_high: float = DE_HIGH_KVP
-    image_format: str = "nii.gz"
-    png_scale: float = 2e-4
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
-    keys: tuple[str, ...] = field(default=DEFAULT_KEYS)
-    max_tilt_deg: float = 0.0
-    realism: RealismConfig | None = None
-    al_filter_mm: float = AL_FILTER_MM
-    physics_ranges: PhysicsRanges | None = None
-
-    def __post_init__(self) -> None:
-        if self.image_format not in ("nii.gz", "nii", "png"):
-            raise ValueError(f"image_format must be 'nii.gz', 'nii' or 'png', got {self.image_format!r}")
-        if self.projections_per_ct < 1 or self.detector_size < 8:
-            raise ValueError("need projections_per_ct >= 1 and detector_size >= 8")
 
 
 def find_cts(source: str | os.PathLike) -> list[tuple[str, Path]]:

@@ -4,25 +4,25 @@ several CTs at a time, each in a process of its own (:func:`render_ct`).
 Everything random about a pair (its view, its noise, its drawn system) is fixed before the CT is read: the
 poses are drawn in subject order by the caller, and the noise and physics streams are indexed by the pair's
 row, so a dataset is the same images whatever the number of processes. Only the detector pitch, fitted to
-the CT's extent when not given, is set here, where the CT is read.
+the CT's extent when not given, is set here, where the CT is read. The dataset's options
+(:class:`DRRDatasetConfig`) live here, beside the rendering that reads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.io.images2d import save_image_2d
+from pipeline.io.images2d import DEFAULT_KEYS, save_image_2d
 from pipeline.io.volumes import read_volume
-from pipeline.xray.physics import xray_images
-from pipeline.xray.radiograph import realistic_xray_images
-from pipeline.xray.randomisation import PhysicsDraw, draw_physics, physics_rng
+from pipeline.xray.physics import AL_FILTER_MM, DE_HIGH_KVP, DE_LOW_KVP, SE_KVP, xray_images
+from pipeline.xray.radiograph import RealismConfig, realistic_xray_images
+from pipeline.xray.randomisation import PhysicsDraw, PhysicsRanges, draw_physics, physics_rng
 from transforms.drr import (
     MATERIAL_NAMES,
     ProjectionGeometry,
@@ -32,11 +32,57 @@ from transforms.drr import (
 )
 from transforms.lung import lung_mask
 
-if TYPE_CHECKING:
-    from pipeline.xray.drr_dataset import DRRDatasetConfig
-
 #: Expected (noise-free) DE images written beside each realistic pair: the bone-leak references.
 NOISELESS_KEYS = ("de_soft_noiseless", "de_bone_noiseless")
+
+
+@dataclass(frozen=True)
+class DRRDatasetConfig:
+    """Options of :func:`build_drr_dataset`. Lengths in mm, angles in degrees.
+
+    ``pixel_spacing_mm`` None: chosen per CT so the detector covers the CT's largest extent (+5 %)
+    after magnification. ``volume_spacing_mm``: block-average the density volumes to at least this
+    spacing before projecting (speed; mass-conserving). ``angle_range_deg``: angles are drawn uniformly
+    from it; ``max_shift_mm``: isocentre shifts uniform in +-max per axis; ``max_tilt_deg``:
+    cranio-caudal beam tilts uniform in +-max (none drawn when 0, so older datasets reproduce).
+    ``realism``: scatter, quantum noise and detector blur (:mod:`pipeline.xray.radiograph`), seeded per
+    projection; None = noiseless. With realism every pair also gets ``de_soft_noiseless`` and
+    ``de_bone_noiseless`` (:data:`NOISELESS_KEYS`: the same chain without quantum noise), the references
+    of the bone-leak metric, never training targets. A CT with ``tumours.nii.gz`` beside it (chest
+    phantoms) also gets ``tumour_mask`` (projected labels) and ``bone_path`` (bone line integral, g/cm^2)
+    images. ``physics_ranges``: draw each image's kVp pair, filtration and realism
+    (:mod:`pipeline.xray.randomisation`) instead of using ``kvp_*``, ``al_filter_mm`` and ``realism``;
+    the draw is written to the manifest (``kvp_low``, ``kvp_high``, ``al_filter_mm``, ``spr`` ...).
+    """
+
+    projections_per_ct: int = 8
+    detector_size: int = 256
+    pixel_spacing_mm: float | None = None
+    sid_mm: float = 1000.0
+    sdd_mm: float = 1500.0
+    parallel: bool = False
+    angle_range_deg: tuple[float, float] = (0.0, 360.0)
+    max_shift_mm: float = 5.0
+    volume_spacing_mm: float | None = None
+    kvp_se: float = SE_KVP
+    kvp_low: float = DE_LOW_KVP
+    kvp_high: float = DE_HIGH_KVP
+    image_format: str = "nii.gz"
+    png_scale: float = 2e-4
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    keys: tuple[str, ...] = field(default=DEFAULT_KEYS)
+    max_tilt_deg: float = 0.0
+    realism: RealismConfig | None = None
+    al_filter_mm: float = AL_FILTER_MM
+    physics_ranges: PhysicsRanges | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_format not in ("nii.gz", "nii", "png"):
+            raise ValueError(f"image_format must be 'nii.gz', 'nii' or 'png', got {self.image_format!r}")
+        if self.projections_per_ct < 1 or self.detector_size < 8:
+            raise ValueError("need projections_per_ct >= 1 and detector_size >= 8")
 
 
 def _check_hu(subject: str, path: Path, hu: np.ndarray) -> None:
@@ -204,5 +250,5 @@ def render_ct(task: CTTask, config: DRRDatasetConfig, out: Path, *, overwrite: b
     return rows, saturated
 
 
-__all__ = ["NOISELESS_KEYS", "CTTask", "fit_pixel_spacing", "load_densities", "projected_tumour_labels", "render_ct",
+__all__ = ["NOISELESS_KEYS", "CTTask", "DRRDatasetConfig", "fit_pixel_spacing", "load_densities", "projected_tumour_labels", "render_ct",
            "render_pair", "sample_geometries", "with_realism"]

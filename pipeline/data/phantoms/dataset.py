@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.parallel import map_in_processes
+from pipeline.data.parallel import map_in_processes
 
 __all__ = ["phantom_grid", "rotation_matrix", "subject_folders", "write_subjects"]
 
@@ -79,7 +79,7 @@ def write_subjects(out_dir: str | os.PathLike, *, n: int, seed: int, subject_id:
     :func:`subject_folders` (same arguments); returns the folders in subject order.
 
     ``workers`` > 1 makes that many subjects at a time, each in a process of its own
-    (:func:`pipeline.parallel.map_in_processes`; ``write_subject`` must then pickle): the subjects' seeds are
+    (:func:`pipeline.data.parallel.map_in_processes`; ``write_subject`` must then pickle): the subjects' seeds are
     fixed before any is made, so the files are the same whatever ``workers``. A subject that fails raises
     here, after the subjects already running have finished."""
     if workers < 1:

@@ -50,7 +50,7 @@ from pipeline.data.phantoms.mr_acquisition import (
 from pipeline.data.phantoms.skull_base import line_air_spaces, paint_ethmoid_and_nose, paint_temporal_bones
 from pipeline.io.atomic import atomic_write
 from pipeline.io.volumes import write_nifti
-from transforms.intensity import HU_AIR, HU_MIN
+from transforms.hu import HU_AIR, HU_MIN
 
 __all__ = ["DEFAULT_FAMILIES", "FOV_MM", "SIZES", "DetailedSubject", "detailed_subject_id", "make_detailed_subject",
            "mr_file_name", "save_detailed_montage", "write_detailed_dataset"]

@@ -30,7 +30,7 @@ from scipy import ndimage
 from pipeline.data.phantoms.anatomy import TISSUES, Tissue, paint_head, smooth_noise
 from pipeline.data.phantoms.dataset import phantom_grid, rotation_matrix, write_subjects
 from pipeline.io.volumes import write_nifti
-from transforms.intensity import HU_AIR, HU_MIN
+from transforms.hu import HU_AIR, HU_MIN
 
 #: Grid presets: shape (voxels) and spacing (mm). Both cover a 224 x 224 x 180 mm field of view.
 SIZES: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {

@@ -1,4 +1,4 @@
-"""pipeline.parallel: jobs spread over spawned processes come back in job order, the same as in one process;
+"""pipeline.data.parallel: jobs spread over spawned processes come back in job order, the same as in one process;
 a failing job raises its own error; each process's torch gets its share of the cores."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import pytest
 
 # Light imports only: the worker processes import this module to find the job functions.
-from pipeline.parallel import available_cores, map_in_processes
+from pipeline.data.parallel import available_cores, map_in_processes
 
 
 def _square_and_pid(x: int) -> tuple[int, int]:
