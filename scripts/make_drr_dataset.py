@@ -23,8 +23,8 @@ held-out phantoms generated apart (``make_phantoms --seed 1 --first-id 901``) wh
 split into train/val (``--test-fraction 0``). Writes ``OUT/{se,de_soft,de_bone}/<ID>_pNNN.<nii.gz|png>``, ``OUT/manifest.csv``
 (subject_id, projection_id, se, de_soft, de_bone, split, geometry) and ``OUT/drr_dataset.json``.
 Nothing is replaced unless ``--overwrite`` is given. ``--workers N`` renders N CTs at a time, each in a process
-of its own with its share of the cores (default 1: one process, torch's threads); every view, noise and physics
-draw is fixed before any CT is read, so the images are the same whatever N. See docs/xray_physics.md for the physics.
+of its own with its share of the cores (default: the cores this process may use, at most 8); every view, noise and
+physics draw is fixed before any CT is read, so the images are the same whatever N. See docs/xray_physics.md for the physics.
 """
 
 from __future__ import annotations
@@ -95,12 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=defaults.test_fraction, help="CT subjects for testing")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads with --workers 1 (default: torch's choice; with more workers each gets "
-                        "its share of the cores)")
-    # default 1: one process's torch threads already use the cores; on 2 cores two processes rendered no faster
-    # (32 chest phantoms x 1 view at 256 px: 26.4 s against 27.0 s; X-ray bundle docs, section 1)
+                   help="torch CPU threads with --workers 1 (default: torch's choice; with more workers each process "
+                        "gets its share of the cores)")
+    # as many processes as cores: never slower here, 2.3x faster where each process has one torch thread
+    # (OMP_NUM_THREADS=1, as the benchmarks run); X-ray bundle docs, section 1
     add_workers_option(p, what="rendering one CT each (a real CT's densities up to ~1 GB), each with its share "
-                       "of the cores' torch threads", same="the same images", default=1)
+                       "of the cores' torch threads", same="the same images")
     p.add_argument("--manifest-copy", type=Path, default=None,
                    help="also write the manifest here (e.g. data_manifests/drr_chest.csv), paths relative to it")
     p.add_argument("--figure", type=Path, default=None, help="PNG figure of the first pairs (SE | DE soft | DE bone)")
