@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads with --workers 1 (default: torch's choice; with more workers each process "
                         "gets its share of the cores)")
-    # as many processes as cores: never slower here, 2.3x faster where each process has one torch thread
+    # as many processes as cores: never slower here, 2.2-2.4x faster where each process has one torch thread
     # (OMP_NUM_THREADS=1, as the benchmarks run); X-ray bundle docs, section 1
     add_workers_option(p, what="rendering one CT each (a real CT's densities up to ~1 GB), each with its share "
                        "of the cores' torch threads", same="the same images")
