@@ -38,7 +38,7 @@ NOISELESS_KEYS = ("de_soft_noiseless", "de_bone_noiseless")
 
 @dataclass(frozen=True)
 class DRRDatasetConfig:
-    """Options of :func:`build_drr_dataset`. Lengths in mm, angles in degrees.
+    """Options of :func:`pipeline.xray.drr_dataset.build_drr_dataset`. Lengths in mm, angles in degrees.
 
     ``pixel_spacing_mm`` None: chosen per CT so the detector covers the CT's largest extent (+5 %)
     after magnification. ``volume_spacing_mm``: block-average the density volumes to at least this
