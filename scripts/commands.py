@@ -55,10 +55,10 @@ DEFAULT_MAX_WORKERS = 8
 
 def add_workers_option(parser: argparse.ArgumentParser, *,
                        what: str = "making phantoms; each holds one subject, up to 2.6 GB for a 1 mm detailed head",
-                       same: str = "the same phantoms", default: int | None = None) -> None:
-    """``--workers N``: processes that work side by side, one subject each (``default`` None: the cores this
-    process may use, at most :data:`DEFAULT_MAX_WORKERS`). Every seed is fixed before any subject is made, so
-    the files are the same whatever ``N``. ``what`` and ``same`` complete the help text."""
+                       same: str = "the same phantoms") -> None:
+    """``--workers N``: processes that work side by side, one subject each (default: the cores this process may
+    use, at most :data:`DEFAULT_MAX_WORKERS`). Every seed is fixed before any subject is made, so the files are
+    the same whatever ``N``. ``what`` and ``same`` complete the help text."""
     from pipeline.data.parallel import available_cores
 
     def positive(text: str) -> int:
@@ -67,8 +67,6 @@ def add_workers_option(parser: argparse.ArgumentParser, *,
             raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
         return value
 
-    chosen = f"default %(default)s: the cores this process may use, at most {DEFAULT_MAX_WORKERS}" \
-        if default is None else "default %(default)s"
-    parser.add_argument("--workers", type=positive, metavar="N", help=f"processes side by side ({chosen}), {what}; "
-                        f"{same} whatever N",
-                        default=min(available_cores(), DEFAULT_MAX_WORKERS) if default is None else default)
+    parser.add_argument("--workers", type=positive, default=min(available_cores(), DEFAULT_MAX_WORKERS), metavar="N",
+                        help=f"processes side by side (default %(default)s: the cores this process may use, at most "
+                             f"{DEFAULT_MAX_WORKERS}), {what}; {same} whatever N")

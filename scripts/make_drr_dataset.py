@@ -40,9 +40,9 @@ import torch
 from pipeline.errors import InputError
 from pipeline.io.images2d import load_image_2d
 from pipeline.xray.drr_dataset import DRRDatasetConfig, build_drr_dataset
-from scripts.commands import add_workers_option
 from pipeline.xray.radiograph import RealismConfig
 from pipeline.xray.randomisation import PhysicsRanges
+from scripts.commands import add_workers_option
 
 #: Option defaults per ``--preset``; explicit options override them.
 PRESETS: dict[str, dict] = {
