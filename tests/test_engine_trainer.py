@@ -194,14 +194,50 @@ def _one_batch_trainer(**options):
     return trainer, g, d, d_before
 
 
-def test_mixed_precision_is_bfloat16_where_the_gpu_has_it_and_float32_on_the_cpu(monkeypatch) -> None:
-    assert autocast_dtype("cpu", amp=True) is None and autocast_dtype("cuda", amp=False) is None
+def test_mixed_precision_is_bfloat16_where_the_hardware_has_it(monkeypatch) -> None:
+    import pipeline.engine.trainer as trainer_module
+
+    assert autocast_dtype("cuda", amp=False) is None and autocast_dtype("cpu", amp=False) is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert autocast_dtype("cuda:0", amp=True) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert autocast_dtype("cuda", amp=True) == torch.float16
-    trainer = _one_batch_trainer(amp=True)[0]  # amp asked for, on the CPU: float32, no loss scaling
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    assert autocast_dtype("cpu", amp=True) is None  # emulated bf16 is slower than float32
+    trainer = _one_batch_trainer(amp=True)[0]
     assert trainer.amp_dtype is None and not trainer.g_scaler.is_enabled() and not trainer.amp
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    assert autocast_dtype("cpu", amp=True) == torch.bfloat16
+
+
+def test_cpu_bfloat16_autocast_trains_float32_weights_close_to_float32(monkeypatch) -> None:
+    """bf16 autocast on the CPU (native or not, the arithmetic is the same): the forward runs in bf16, the
+    weights, their gradients and the loss stay float32, no CUDA loss scaler, and one step lands near float32's."""
+    import pipeline.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    def trainer_with_conv_generator(amp: bool) -> tuple[Pix2PixTrainer, torch.nn.Module]:
+        torch.manual_seed(0)
+        g = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Tanh())
+        trainer = _one_batch_trainer(amp=amp)[0]
+        trainer.generator = trainer.generator_forward = g
+        trainer.g_optimizer = pix2pix_adam(g.parameters())
+        return trainer, g
+
+    plain, g_plain = trainer_with_conv_generator(False)
+    mixed, g_mixed = trainer_with_conv_generator(True)
+    assert mixed.amp_dtype == torch.bfloat16 and not mixed.g_scaler.is_enabled() and not mixed.amp
+    dtypes = []
+    handle = g_mixed.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    for trainer in (plain, mixed):
+        trainer.run()
+    handle.remove()
+    assert dtypes == [torch.bfloat16]
+    for p_plain, p_mixed in zip(g_plain.parameters(), g_mixed.parameters(), strict=True):
+        assert p_mixed.dtype == torch.float32 and p_mixed.grad.dtype == torch.float32
+        # Adam's first step moves each weight by lr * sign(gradient): bf16 gradients of the same signs land on
+        # float32's weights (exactly or within a step where a tiny gradient's sign flips)
+        torch.testing.assert_close(p_mixed, p_plain, rtol=0.0, atol=4e-4)
 
 
 def test_channels_last_trains_the_same_and_compile_keeps_the_plain_modules() -> None:

@@ -99,8 +99,9 @@ class Pix2PixTrainer(Trainer):
         g_loss: :class:`networks.losses.Pix2PixGeneratorLoss` (lambda = 100 by default).
         adversarial_mode: "vanilla", "lsgan" or "hinge" for the discriminator loss.
         masked_l1: average L1 terms inside the body mask only.
-        amp: mixed precision, CUDA only (:func:`autocast_dtype`): bfloat16 autocast where the GPU supports it
-            (no loss scaling needed), else float16 with a ``GradScaler``; the CPU always trains in float32.
+        amp: mixed precision (:func:`autocast_dtype`): bfloat16 autocast where the GPU supports it (no loss
+            scaling needed), else float16 with a ``GradScaler``; on a CPU bfloat16 autocast where it is native
+            (AMX or AVX512-BF16), else float32.
         channels_last: networks and batches in channels-last memory format (an option for GPUs, whose
             convolutions may be faster so; measured 1.00x on this project's CPU).
         compile: run the networks through ``torch.compile`` (an option: compilation costs minutes up front).
@@ -149,10 +150,11 @@ class Pix2PixTrainer(Trainer):
             non_blocking=non_blocking,
             prepare_batch=default_prepare_batch,
             handlers=train_handlers,
-            amp=amp_dtype is not None,
+            amp=amp_dtype is not None and device.type == "cuda",  # MONAI's flag makes a CUDA GradScaler
             decollate=False,
         )
         self.amp_dtype = amp_dtype
+        self.device_type = device.type
         # D's learning-rate schedule runs every epoch, but D is not stepped in the L1 phase (all of training by
         # default), and an fp16 scaler skips a step on overflow: torch's "scheduler before optimizer" warning is
         # then noise in every user's log, not a bug in the order of calls
@@ -182,7 +184,7 @@ class Pix2PixTrainer(Trainer):
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
 
     def _to_memory_format(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         """Channels-last batches (and, on the first call, networks) when asked for; unchanged otherwise."""
@@ -255,12 +257,24 @@ class Pix2PixTrainer(Trainer):
         return output
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on a CPU whose vector or matrix units compute bfloat16 (Intel AMX or AVX512-BF16): there oneDNN's
+    bf16 convolutions are faster than float32's; elsewhere bf16 is emulated and slower, so it is not used."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence looked up with a default
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def autocast_dtype(device: torch.device | str, *, amp: bool) -> torch.dtype | None:
-    """The mixed-precision type of a training run: None (float32) without ``amp`` or off CUDA; bfloat16 on a
-    GPU that supports it (Ampere and later: float32's exponent range, so no loss scaling); float16 otherwise."""
-    if not amp or torch.device(device).type != "cuda":
+    """The mixed-precision type of a training run: None (float32) without ``amp``; on CUDA bfloat16 where the GPU
+    supports it (Ampere and later: float32's exponent range, so no loss scaling), float16 otherwise; on a CPU
+    bfloat16 where it is native (:func:`cpu_has_native_bf16`), float32 otherwise. Weights, optimiser states and
+    losses stay float32 either way (autocast)."""
+    kind = torch.device(device).type
+    if not amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if kind == "cpu" and cpu_has_native_bf16() else None
 
 
 def constant_then_linear_decay(optimizer: torch.optim.Optimizer, *, constant_epochs: int, decay_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
