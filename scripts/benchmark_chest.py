@@ -105,6 +105,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "detail300_sigma8": {"detail_weight": 300.0, "detail_sigma_px": 8.0},  # up to ~20 mm: whole rib widths
     # the detail term against noiseless targets: a noisy DE image's high-pass is mostly quantum noise
     "detail1000_noiseless": {"detail_weight": 1000.0, "noiseless_targets": True},
+    # float32 throughout: on a CPU with native bf16 (AMX, AVX512-BF16) the default's amp trains in bf16 autocast
+    "fp32": {"amp": False},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: an epoch of 100 iterations, validation after each (a few seconds at 128 px), so the

@@ -67,6 +67,8 @@ RECIPES: dict[str, dict[str, object]] = {
     "detail": {"detail_weight": 100.0},  # the L1 of the high-pass error (sigma 4 px = 4 mm at 1 mm) beside the L1
     # coarse 3D context (issue 19): each pixel's position in the body box as three more input channels
     "position": {"position_channels": True},
+    # float32 throughout: on a CPU with native bf16 (AMX, AVX512-BF16) the default's amp trains in bf16 autocast
+    "fp32": {"amp": False},
 }
 DEFAULT_RECIPES = ("default",)
 #: Shared by every recipe: the bundle's own validation schedule (every tenth of the budget, at most 10 % of the
