@@ -18,9 +18,9 @@ that ``gpu`` and ``large`` keep the GPU recipe's 32 channels; three planes) in t
   temporary folder (``--phantoms`` subjects of ``--phantom-shape`` voxels).
 
 ``--recipe l1`` (the default recipe: masked L1 only, no discriminator step) or ``gan`` (the Pix2Pix
-iteration). On CUDA every loop runs under train.json's mixed precision (bfloat16 autocast where the GPU has
-it) and each iteration ends with a synchronisation, so that times are the GPU's; peak device memory is
-reported per loop.
+iteration). Every loop runs under train.json's mixed precision (bfloat16 autocast where the GPU or the CPU has it
+natively, :func:`pipeline.engine.trainer.autocast_dtype`); on CUDA each iteration ends with a synchronisation, so
+that times are the GPU's, and peak device memory is reported per loop.
 
 The trainer runs in turns with a bare loop, one iteration each (:func:`in_turns`), so that both see the
 same load on a shared machine. Reported: crops/s (bare from the turns with the real loop), real / bare and
@@ -71,8 +71,8 @@ CONFIGS = {
     ("3d", "large"): {"patch_size": 64, "batch_size": 8, "samples_per_volume": 4, "num_downs": 5},
 }
 #: The bundle's settings that shape the networks and the iteration, read from train.json rather than copied:
-#: masked_l1 (the L1 terms count voxels inside the body only), amp (bfloat16 autocast where the GPU has it,
-#: float32 on the CPU).
+#: masked_l1 (the L1 terms count voxels inside the body only), amp (bfloat16 autocast where the GPU or the CPU
+#: has it natively, else float32 on the CPU).
 TRAIN_JSON = json.loads((Path(__file__).resolve().parents[1] / "bundles" / "mri_to_ct" / "configs" / "train.json")
                         .read_text(encoding="utf-8"))
 SLAB_SIZE, BASE_CHANNELS, LEARNING_RATE, MASKED_L1, AMP = (
@@ -141,7 +141,7 @@ def bare_step(g, d, g_loss, g_opt, d_opt, batch: dict, *, adversarial: bool = Tr
     if memory_format is not None:
         mr, ct = mr.contiguous(memory_format=memory_format), ct.contiguous(memory_format=memory_format)
         mask = mask.contiguous(memory_format=memory_format) if mask is not None else None
-    autocast = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    autocast = torch.autocast(mr.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     with autocast:
         fake = g(mr)
     if adversarial:

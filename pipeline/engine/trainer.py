@@ -15,6 +15,7 @@ discriminator only the fake, so neither is conditional Pix2Pix. ``Pix2PixTrainer
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import warnings
@@ -28,6 +29,8 @@ from torch.utils.data import DataLoader
 
 from networks.losses import Pix2PixGeneratorLoss, discriminator_loss
 from pipeline.errors import InputError, as_flag
+
+logger = logging.getLogger(__name__)
 
 #: the start of torch's warning for a scheduler stepped before its optimizer (see Pix2PixTrainer)
 UNSTEPPED_SCHEDULER_WARNING = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
@@ -155,6 +158,9 @@ class Pix2PixTrainer(Trainer):
         )
         self.amp_dtype = amp_dtype
         self.device_type = device.type
+        precision = f"{amp_dtype} autocast".removeprefix("torch.") if amp_dtype else "float32"
+        logger.info("training precision on %s: %s%s", device.type, precision,
+                    " (amp asked for; this CPU has no native bfloat16)" if as_flag(amp, name="amp") and not amp_dtype else "")
         # D's learning-rate schedule runs every epoch, but D is not stepped in the L1 phase (all of training by
         # default), and an fp16 scaler skips a step on overflow: torch's "scheduler before optimizer" warning is
         # then noise in every user's log, not a bug in the order of calls
