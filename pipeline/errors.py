@@ -72,3 +72,21 @@ def as_flag(value: object, *, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise InputError(f"--{name} {value!r}: not a yes/no value (use true or false)")
+
+
+_NULL = ("", "none", "null")
+
+
+def as_optional_number(value: object, *, name: str) -> float | None:
+    """An option that is a number or off, as a float or None. The bundle docs write "off" as JSON's ``null``,
+    and the command line hands ``--val_budget_fraction null`` over as the *string* ``"null"`` (``None`` comes
+    through as None): both mean None here. Numbers and numeric strings give a float; anything else is an
+    :class:`InputError` naming the option."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NULL):
+        return None
+    if isinstance(value, bool):
+        raise InputError(f"--{name} {value!r}: not a number or null")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"--{name} {value!r}: not a number or null") from None

@@ -17,6 +17,7 @@ from pipeline.engine.budget import (
     budget_lr_factor,
     budget_max_epochs,
 )
+from pipeline.errors import InputError
 
 TRAIN = str(REPO / "bundles" / "mri_to_ct" / "configs" / "train.json")
 TINY = ["--patch_size", "32", "--num_downs", "5", "--base_channels", "8", "--batch_size", "2",
@@ -46,7 +47,9 @@ def test_lr_factor_linear_cosine_constant():
 
 def test_budget_max_epochs():
     assert budget_max_epochs(7, max_minutes=None) == 7
+    assert budget_max_epochs(7, max_minutes="null") == 7  # the docs' word for off, as the command line hands it over
     assert budget_max_epochs(7, max_minutes=1.5) == BUDGET_MAX_EPOCHS
+    assert budget_max_epochs(7, max_minutes="1.5") == BUDGET_MAX_EPOCHS
 
 
 class FakeValidator(Engine):
@@ -159,6 +162,23 @@ def test_validation_every_interval_epochs_without_a_budget():
     assert validations == [3, 6, 9, 10]  # and at the end: the last epoch's model is a candidate too
 
 
+def test_null_from_the_command_line_means_off():
+    # `--val_budget_fraction null --max_minutes 3` (the bundle docs' null arrives as the string "null"): a budget,
+    # validation every interval epochs instead of every fraction of it
+    clock, validations = FakeClock(), []
+    progress = TrainingProgress(max_minutes="3", clock=clock)
+    assert progress.max_seconds == 180.0
+    assert TrainingProgress(max_minutes="null").max_seconds is None
+    trainer = make_engine(clock, 1.0, [])
+    progress.attach(trainer)
+    schedule = ValidationSchedule(validator=FakeValidator(validations), progress=progress, interval=2,
+                                  budget_fraction="null", max_share="None")
+    assert schedule.budget_fraction is None and schedule.max_share is None
+    schedule.attach(trainer)
+    trainer.run(range(2), max_epochs=5)
+    assert validations == [2, 4, 5]
+
+
 def test_a_run_shorter_than_the_interval_validates_at_its_end():
     clock, validations = FakeClock(), []
     progress = TrainingProgress(clock=clock)
@@ -205,6 +225,8 @@ def test_bad_validation_options_are_refused():
         ValidationSchedule(validator=FakeValidator([]), progress=progress, budget_fraction=1.5)
     with pytest.raises(ValueError, match="val_max_share"):
         ValidationSchedule(validator=FakeValidator([]), progress=progress, max_share=1.0)
+    with pytest.raises(InputError, match="--val_budget_fraction 'tenth'"):
+        ValidationSchedule(validator=FakeValidator([]), progress=progress, budget_fraction="tenth")
 
 
 def test_without_budget_nothing_changes():

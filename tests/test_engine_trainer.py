@@ -425,6 +425,30 @@ def test_pix2pix_optimizer_adam_and_adamw() -> None:
         pix2pix_optimizer(params, name="sgd")
 
 
+def test_adam_is_fused_on_the_cpu_and_steps_as_the_reference_adam_does() -> None:
+    from pipeline.engine.trainer import fusable, pix2pix_optimizer
+
+    torch.manual_seed(0)
+    start = torch.randn(64)
+    grads = [torch.randn(64) for _ in range(5)]
+    weights = {}
+    for fused in (True, False):
+        param = torch.nn.Parameter(start.clone())
+        if fused:
+            optimizer = pix2pix_optimizer(iter([param]), lr=1e-2)  # an iterator, as module.parameters() is
+            assert optimizer.defaults["fused"] is True
+        else:
+            optimizer = torch.optim.Adam([param], lr=1e-2, betas=(0.5, 0.999))  # torch's reference loop
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        weights[fused] = param.detach()
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(weights[True], start)
+    assert not fusable([]) and not fusable([torch.zeros(2, dtype=torch.int64)])
+    assert pix2pix_optimizer([torch.nn.Parameter(torch.ones(2))], name="adamw").defaults["fused"] is True
+
+
 def test_an_endless_batch_source_needs_an_epoch_length() -> None:
     from pipeline.errors import InputError
 

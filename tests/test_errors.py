@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline.errors import InputError, as_flag, find_input_error
+from pipeline.errors import InputError, as_flag, as_optional_number, find_input_error
 from pipeline.io.atomic import atomic_write
 
 
@@ -22,6 +22,18 @@ def test_as_flag_reads_what_the_user_typed(value, expected):
 def test_as_flag_refuses_anything_else_naming_the_option(value):
     with pytest.raises(InputError, match=r"--overwrite .*not a yes/no value"):
         as_flag(value, name="overwrite")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("null", None), ("None", None), (" NULL ", None),
+                                                 ("", None), (0.25, 0.25), ("0.25", 0.25), (3, 3.0), ("1e-1", 0.1)])
+def test_as_optional_number_reads_null_as_off(value, expected):
+    assert as_optional_number(value, name="x") == expected
+
+
+@pytest.mark.parametrize("value", ["tenth", True, [0.1]])
+def test_as_optional_number_refuses_anything_else_naming_the_option(value):
+    with pytest.raises(InputError, match=r"--val_max_share .*not a number or null"):
+        as_optional_number(value, name="val_max_share")
 
 
 def test_overwrite_false_as_text_does_not_overwrite(tmp_path):

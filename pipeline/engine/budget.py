@@ -34,6 +34,7 @@ from ignite.engine import Engine, Events
 
 from pipeline.engine.distributed import broadcast_float, is_distributed, rank
 from pipeline.engine.handlers import save_model_state
+from pipeline.errors import as_optional_number
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ BUDGET_SCHEDULES = ("linear", "cosine", "constant")
 
 def budget_max_epochs(epochs: int, *, max_minutes: float | None) -> int:
     """The trainer's ``max_epochs``: ``epochs`` without a budget, otherwise effectively unlimited."""
-    return int(epochs) if max_minutes is None else BUDGET_MAX_EPOCHS
+    return int(epochs) if as_optional_number(max_minutes, name="max_minutes") is None else BUDGET_MAX_EPOCHS
 
 
 def budget_lr_factor(fraction: float, *, schedule: str = "linear") -> float:
@@ -87,6 +88,7 @@ class TrainingProgress:
         adversarial_start_fraction: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        max_minutes = as_optional_number(max_minutes, name="max_minutes")
         if max_minutes is not None and max_minutes <= 0:
             raise ValueError(f"max_minutes must be positive, got {max_minutes}")
         if not 0.0 <= adversarial_start_fraction <= 1.0:
@@ -195,6 +197,8 @@ class ValidationSchedule:
                  model: torch.nn.Module | None = None, model_path: str | None = None) -> None:
         if int(interval) < 1:
             raise ValueError(f"val_interval must be a positive number of epochs, got {interval}")
+        budget_fraction = as_optional_number(budget_fraction, name="val_budget_fraction")
+        max_share = as_optional_number(max_share, name="val_max_share")
         if budget_fraction is not None and not 0.0 < float(budget_fraction) <= 1.0:
             raise ValueError(f"val_budget_fraction must be in (0, 1], got {budget_fraction}")
         self.validator, self.progress = validator, progress
