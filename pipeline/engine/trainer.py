@@ -159,8 +159,9 @@ class Pix2PixTrainer(Trainer):
         self.amp_dtype = amp_dtype
         self.device_type = device.type
         precision = f"{amp_dtype} autocast".removeprefix("torch.") if amp_dtype else "float32"
-        logger.info("training precision on %s: %s%s", device.type, precision,
-                    " (amp asked for; this CPU has no native bfloat16)" if as_flag(amp, name="amp") and not amp_dtype else "")
+        if as_flag(amp, name="amp") and not amp_dtype:
+            precision += " (amp asked for; this CPU has no native bfloat16)"
+        logger.info("training precision on %s: %s", device.type, precision)
         # D's learning-rate schedule runs every epoch, but D is not stepped in the L1 phase (all of training by
         # default), and an fp16 scaler skips a step on overflow: torch's "scheduler before optimizer" warning is
         # then noise in every user's log, not a bug in the order of calls
