@@ -19,7 +19,13 @@ from bundle_runner import REPO, bundle_error_line, read_events, tiny_phantom_man
 from bundle_runner import run_bundle as run_bundle_config
 from pipeline.engine.handlers import load_generator_state
 from pipeline.engine.model_card import card_hash
-from pipeline.engine.trainer import Pix2PixTrainer, autocast_dtype, constant_then_linear_decay, pix2pix_adam
+from pipeline.engine.trainer import (
+    Pix2PixTrainer,
+    autocast_dtype,
+    constant_then_linear_decay,
+    cpu_has_native_bf16,
+    pix2pix_adam,
+)
 from pipeline.sct.model_card import rtsynth_version
 
 CONFIGS = REPO / "bundles" / "mri_to_ct" / "configs"
@@ -146,15 +152,20 @@ def test_position_channels_train_into_the_card_and_inference_builds_its_network_
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("ema_decay", ["0", "0.9"])  # the default, and a weight average of the DDP-wrapped generator
-def test_torchrun_two_processes_gloo(manifest: Path, tmp_path: Path, ema_decay: str) -> None:
+@pytest.mark.parametrize(("ema_decay", "amp"), [("0", "false"), ("0.9", "true")])
+def test_torchrun_two_processes_gloo(manifest: Path, tmp_path: Path, ema_decay: str, amp: str) -> None:
+    # the default weights, and a weight average of the DDP-wrapped generator trained with amp (bf16 autocast where
+    # this CPU has it natively: DDP's all-reduce then sums float32 gradients of a bf16 forward)
     out = tmp_path / "ddp"
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     # a 3-second budget: rank 0's clock ends the run for both ranks (they would hang in DDP otherwise)
     log = run_bundle("--manifest", str(manifest), "--output_dir", str(out), "--epochs", "1000", "--epoch_length", "2",
-                     "--max_minutes", "0.05", "--ema_decay", ema_decay, *TINY, launcher=torchrun, config=configs)
+                     "--max_minutes", "0.05", "--ema_decay", ema_decay, *TINY, "--amp", amp, launcher=torchrun,
+                     config=configs)
     assert "val_mae_hu" in log and "time budget of 0.1 min spent" in log
+    native = amp == "true" and cpu_has_native_bf16()
+    assert f"training precision on cpu: {'bfloat16 autocast' if native else 'float32'}" in log
     checkpoint = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in checkpoint["generator"])  # saved unwrapped, loadable anywhere
     assert set(load_generator_state(out / "checkpoints" / "latest.pt")) == set(checkpoint["generator"])
