@@ -94,7 +94,7 @@ class TrainingProgress:
         if not 0.0 <= adversarial_start_fraction <= 1.0:
             raise ValueError(f"adversarial_start_fraction must be in [0, 1], got {adversarial_start_fraction}")
         budget_lr_factor(0.0, schedule=schedule)  # validates the name now, not after minutes of training
-        self.max_seconds = None if max_minutes is None else 60.0 * float(max_minutes)
+        self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
         self.optimizers = list(optimizers)
         self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in self.optimizers]
         self.schedule = schedule
@@ -199,14 +199,14 @@ class ValidationSchedule:
             raise ValueError(f"val_interval must be a positive number of epochs, got {interval}")
         budget_fraction = as_optional_number(budget_fraction, name="val_budget_fraction")
         max_share = as_optional_number(max_share, name="val_max_share")
-        if budget_fraction is not None and not 0.0 < float(budget_fraction) <= 1.0:
+        if budget_fraction is not None and not 0.0 < budget_fraction <= 1.0:
             raise ValueError(f"val_budget_fraction must be in (0, 1], got {budget_fraction}")
         self.validator, self.progress = validator, progress
         self.interval = int(interval)
-        self.budget_fraction = None if budget_fraction is None else float(budget_fraction)
-        if max_share is not None and not 0.0 < float(max_share) < 1.0:
+        self.budget_fraction = budget_fraction
+        if max_share is not None and not 0.0 < max_share < 1.0:
             raise ValueError(f"val_max_share must be in (0, 1), got {max_share}")
-        self.max_share = None if max_share is None else float(max_share)
+        self.max_share = max_share
         self._last_end: float | None = None  # budget seconds when the last validation ended
         self._last_seconds = 0.0  # how long it took (rank 0's clock)
         self.model, self.model_path = model, model_path

@@ -144,7 +144,8 @@ class Pix2PixTrainer(Trainer):
             # an endless source (the sCT crop sampler) would make one epoch that never ends: no checkpoint,
             # no validation
             raise InputError("--epoch_length is needed: training batches are drawn endlessly (e.g. 100)")
-        amp_dtype = autocast_dtype(device, amp=as_flag(amp, name="amp"))
+        amp = as_flag(amp, name="amp")
+        amp_dtype = autocast_dtype(device, amp=amp)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -157,9 +158,8 @@ class Pix2PixTrainer(Trainer):
             decollate=False,
         )
         self.amp_dtype = amp_dtype
-        self.device_type = device.type
         precision = f"{amp_dtype} autocast".removeprefix("torch.") if amp_dtype else "float32"
-        if as_flag(amp, name="amp") and not amp_dtype:
+        if amp and not amp_dtype:
             precision += " (amp asked for; this CPU has no native bfloat16)"
         logger.info("training precision on %s: %s", device.type, precision)
         # D's learning-rate schedule runs every epoch, but D is not stepped in the L1 phase (all of training by
@@ -191,7 +191,9 @@ class Pix2PixTrainer(Trainer):
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
 
     def _autocast(self):
-        return torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+        if not self.amp_dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.state.device.type, dtype=self.amp_dtype)
 
     def _to_memory_format(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         """Channels-last batches (and, on the first call, networks) when asked for; unchanged otherwise."""
